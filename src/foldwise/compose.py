@@ -1,0 +1,37 @@
+"""Regenerate ``params.yaml`` from ``conf/`` — what ``dvc exp run -S`` does with hydra.enabled.
+
+    python -m foldwise.compose                       # defaults
+    python -m foldwise.compose data=breast_cancer model=cnn
+
+DVC's own composition writes the same file; this entry point exists for plain
+``dvc repro`` users and for the test that keeps the committed params.yaml in sync.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from foldwise.files import atomic_write_text, repo_root
+from foldwise.params import validate
+
+
+def compose_params(overrides: list[str] | None = None, root: Path | None = None) -> DictConfig:
+    root = root or repo_root()
+    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+def main(argv: list[str]) -> None:
+    cfg = compose_params(argv)
+    validate(cfg)
+    path = repo_root() / "params.yaml"
+    atomic_write_text(path, OmegaConf.to_yaml(cfg))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

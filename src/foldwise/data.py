@@ -1,0 +1,199 @@
+"""Datasets → one canonical table: ``row_id``, feature columns ``x0..x{d-1}``, ``target``.
+
+The row id is stable (the sample's position in the source, or a user id column),
+so split files can name rows by id and hashes can be compared across runs.
+Class labels are encoded as ``0..C-1`` in sorted order of the original labels,
+which :class:`Meta` records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from foldwise.errors import FoldwiseError
+from foldwise.files import repo_root
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What later stages need to know about the table."""
+
+    dataset: str
+    n_rows: int
+    n_features: int
+    classes: list[str]          # original label of each encoded class 0..C-1
+    feature_names: list[str]    # original column names, in x0..x{d-1} order
+    image_shape: list[int] | None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Meta:
+        return cls(**d)
+
+
+def feature_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in ("row_id", "target")]
+
+
+def _from_sklearn(loader: Callable) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    bunch = loader(as_frame=True)
+    features = bunch.frame.drop(columns=["target"])
+    labels = pd.Series(np.asarray(bunch.target_names)[bunch.target.to_numpy()])
+    return features, labels, pd.Series(np.arange(len(features)))
+
+
+def _from_file(cfg: DictConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    path = Path(str(cfg.path)).expanduser()
+    if not path.is_absolute():
+        path = repo_root() / path
+    if not path.is_file():
+        raise FoldwiseError(
+            f"data.path: file {path} does not exist.",
+            "point data.path at a .csv or .parquet file (absolute, or relative to the repo).",
+        )
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+    else:
+        df = pd.read_csv(path)
+    target = str(cfg.target)
+    if target not in df.columns:
+        raise FoldwiseError(
+            f"data.target: column {target!r} is not in {path.name} "
+            f"(columns: {', '.join(map(str, df.columns[:20]))}).",
+            "set data.target to the name of the label column.",
+        )
+    drop = [str(c) for c in (cfg.get("drop") or [])]
+    unknown = [c for c in drop if c not in df.columns]
+    if unknown:
+        raise FoldwiseError(f"data.drop names columns that do not exist: {unknown}.")
+    id_col = cfg.get("id_column")
+    if id_col is not None:
+        if id_col not in df.columns:
+            raise FoldwiseError(f"data.id_column: column {id_col!r} is not in {path.name}.")
+        ids = df[id_col]
+        if ids.duplicated().any() or ids.isna().any():
+            raise FoldwiseError(
+                f"data.id_column: {id_col!r} has duplicate or missing values.",
+                "use a column with one unique value per row, or id_column=null.",
+            )
+        if not pd.api.types.is_integer_dtype(ids):
+            raise FoldwiseError(f"data.id_column: {id_col!r} must hold integers.")
+        drop.append(str(id_col))
+    else:
+        ids = pd.Series(np.arange(len(df)))
+    labels = df[target]
+    if labels.isna().any():
+        raise FoldwiseError(
+            f"data.target: {int(labels.isna().sum())} rows have no label in {target!r}.",
+            "drop or label those rows before training.",
+        )
+    features = df.drop(columns=[target, *drop])
+    return features, labels.astype(str), ids
+
+
+LOADERS: dict[str, Callable[[DictConfig], tuple[pd.DataFrame, pd.Series, pd.Series]]] = {}
+
+
+def _sk(name: str) -> Callable[[DictConfig], tuple[pd.DataFrame, pd.Series, pd.Series]]:
+    def load(_: DictConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+        import sklearn.datasets
+
+        return _from_sklearn(getattr(sklearn.datasets, f"load_{name}"))
+
+    return load
+
+
+LOADERS.update(digits=_sk("digits"), breast_cancer=_sk("breast_cancer"), csv=_from_file)
+
+
+def check_features(features: pd.DataFrame) -> None:
+    """Reject non-numeric, missing and infinite feature values, naming the columns."""
+    if features.shape[1] == 0:
+        raise FoldwiseError("the dataset has no feature columns.")
+    non_numeric = [
+        str(c)
+        for c in features.columns
+        if not (pd.api.types.is_numeric_dtype(features[c]) and not pd.api.types.is_bool_dtype(
+            features[c]
+        ))
+    ]
+    if non_numeric:
+        raise FoldwiseError(
+            f"non-numeric feature columns: {non_numeric[:10]}"
+            + (" ..." if len(non_numeric) > 10 else "") + ".",
+            "encode them as numbers before foldwise, or list them in data.drop.",
+        )
+    values = features.to_numpy(dtype=np.float64)
+    nan_cols = [str(c) for c, n in zip(features.columns, np.isnan(values).sum(0)) if n]
+    if nan_cols:
+        raise FoldwiseError(
+            f"missing (NaN) values in feature columns: {nan_cols[:10]}.",
+            "impute or drop them before foldwise (an imputer fit on all rows would leak "
+            "test information, so foldwise does not guess).",
+        )
+    inf_cols = [str(c) for c, n in zip(features.columns, np.isinf(values).sum(0)) if n]
+    if inf_cols:
+        raise FoldwiseError(
+            f"infinite values in feature columns: {inf_cols[:10]}.",
+            "replace or clip them before foldwise.",
+        )
+
+
+def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
+    """Load ``cfg.data`` into the canonical table; raise before returning anything bad."""
+    name = str(cfg.data.name)
+    if name not in LOADERS:
+        raise FoldwiseError(
+            f"unknown dataset {name!r}.", f"use one of: {', '.join(LOADERS)}."
+        )
+    features, labels, ids = LOADERS[name](cfg.data)
+    check_features(features)
+    if labels.nunique() < 2:
+        raise FoldwiseError(
+            f"the target has {labels.nunique()} class(es); classification needs at least 2."
+        )
+    classes = sorted(labels.unique(), key=_natural)
+    code = {c: i for i, c in enumerate(classes)}
+    table = pd.DataFrame(
+        features.to_numpy(dtype=np.float32),
+        columns=[f"x{i}" for i in range(features.shape[1])],
+    )
+    table.insert(0, "row_id", ids.to_numpy(dtype=np.int64))
+    table["target"] = labels.map(code).to_numpy(dtype=np.int64)
+    image_shape = cfg.data.get("image_shape")
+    if image_shape is not None:
+        image_shape = [int(v) for v in image_shape]
+        if int(np.prod(image_shape)) != features.shape[1]:
+            raise FoldwiseError(
+                f"data.image_shape {image_shape} holds {int(np.prod(image_shape))} values, "
+                f"but the table has {features.shape[1]} features."
+            )
+    meta = Meta(
+        dataset=name,
+        n_rows=len(table),
+        n_features=features.shape[1],
+        classes=[str(c) for c in classes],
+        feature_names=[str(c) for c in features.columns],
+        image_shape=image_shape,
+    )
+    return table, meta
+
+
+def _natural(label: object) -> tuple[int, float, str]:
+    """Sort numeric-looking labels numerically ("2" < "10"), the rest as text."""
+    try:
+        return (0, float(str(label)), "")
+    except ValueError:
+        return (1, 0.0, str(label))

@@ -1,0 +1,149 @@
+"""Small file helpers: atomic writes, stable hashes, repo paths.
+
+Everything a stage writes goes through :func:`atomic_write_text` (or the table
+variant) so that an interrupted or failing stage never leaves a half-written file
+behind and never corrupts what an earlier run produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+_DVC_TMP_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The project root: the nearest folder above ``start`` holding ``dvc.yaml``.
+
+    ``dvc exp run --temp`` runs stages in a copy under ``<repo>/.dvc/tmp/exps/``;
+    paths that must be shared with the real checkout (the MLflow store) use
+    :func:`shared_root` instead.
+    """
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    return here
+
+
+def shared_root(start: Path | None = None) -> Path:
+    """Like :func:`repo_root`, but escapes DVC's temporary experiment copies."""
+    root = str(repo_root(start))
+    cut = (root + os.sep).find(_DVC_TMP_MARKER)
+    return Path(root[:cut]) if cut > 0 else Path(root)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_table(path: Path, df: pd.DataFrame) -> None:
+    """Atomically write a Parquet table."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def sha256_json(obj: Any) -> str:
+    """SHA-256 of a canonical JSON rendering (sorted keys, no whitespace)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def sha256_table(df: pd.DataFrame) -> str:
+    """SHA-256 of a table's rows, independent of row order and file format.
+
+    Rows are sorted by ``row_id``; each column contributes its name, dtype and raw
+    bytes, so the hash changes if any value, column or row changes.
+    """
+    df = df.sort_values("row_id", kind="stable")
+    h = hashlib.sha256()
+    for col in df.columns:
+        values = df[col].to_numpy()
+        h.update(f"{col}:{values.dtype.str}:".encode())
+        if values.dtype == object:
+            h.update("\x1f".join(map(str, values)).encode())
+        else:
+            h.update(np.ascontiguousarray(values).tobytes())
+    return h.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_files(paths: Iterable[Path], base: Path) -> str:
+    """One hash over several files' relative names and contents."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(str(p.relative_to(base)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def code_version() -> str:
+    """Hash of foldwise's own source: a result computed by other code is not reused."""
+    pkg = Path(__file__).resolve().parent
+    return sha256_files(pkg.rglob("*.py"), pkg)[:16]
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The checkout's HEAD commit (``+dirty`` if tracked files changed), or ``unknown``."""
+    try:
+        run = lambda *a: subprocess.run(  # noqa: E731
+            ["git", *a], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        head = run("rev-parse", "HEAD")
+        dirty = run("status", "--porcelain", "--untracked-files=no")
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

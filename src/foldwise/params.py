@@ -1,0 +1,197 @@
+"""Loading and checking ``params.yaml``, and where each stage reads and writes.
+
+Every stage calls :func:`load` first: it checks the *whole* configuration with
+cheap static rules, so a typo in, say, the lockbox section fails at the first
+stage instead of after a sweep. Data-dependent checks (class counts, fold counts)
+happen in the modules that see the data, still before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from foldwise.errors import FoldwiseError
+from foldwise.files import repo_root
+
+DATASETS = ("digits", "breast_cancer", "csv")
+CV_SCHEMES = ("stratified_kfold", "kfold")
+MODELS = ("mlp", "cnn")
+SELECTION_RULES = ("best_mean",)
+SELECTION_METRICS = ("val_f1", "val_acc", "val_loss")
+LAUNCHERS = ("basic", "joblib")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every file a stage reads or writes, relative to the repo root (see dvc.yaml)."""
+
+    root: Path
+
+    @property
+    def table(self) -> Path:
+        return self.root / "data/prepared/table.parquet"
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "data/prepared/meta.json"
+
+    @property
+    def dev(self) -> Path:
+        return self.root / "data/split/dev.parquet"
+
+    @property
+    def folds(self) -> Path:
+        return self.root / "data/split/folds.json"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "data/split/manifest.json"
+
+    @property
+    def test(self) -> Path:
+        """The lockbox: read by the test stage and nothing else."""
+        return self.root / "data/lockbox/test.parquet"
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.root / "results/sweep"
+
+    @property
+    def cv_metrics(self) -> Path:
+        return self.root / "results/cv_metrics.json"
+
+    @property
+    def cv_table(self) -> Path:
+        return self.root / "results/cv_table.csv"
+
+    @property
+    def selection(self) -> Path:
+        return self.root / "results/selection.json"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "models/final"
+
+    @property
+    def test_metrics(self) -> Path:
+        return self.root / "results/test_metrics.json"
+
+
+def load(path: Path | None = None) -> DictConfig:
+    """Load and validate ``params.yaml`` (default: the one at the repo root)."""
+    path = path or repo_root() / "params.yaml"
+    if not path.is_file():
+        raise FoldwiseError(
+            f"{path} not found.", "run from the foldwise checkout (where dvc.yaml lives)."
+        )
+    cfg = OmegaConf.load(path)
+    validate(cfg)
+    return cfg
+
+
+def _need(cfg: DictConfig, key: str, hint: str) -> object:
+    try:
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue:
+        value = None
+    if value is None:
+        raise FoldwiseError(f"params: '{key}' is not set.", hint)
+    return value
+
+
+def _one_of(value: object, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise FoldwiseError(
+            f"params: unknown {key} {value!r}.",
+            f"use one of: {', '.join(allowed)} (e.g. dvc exp run -S {key}={allowed[0]}).",
+        )
+
+
+def validate(cfg: DictConfig) -> None:
+    """Static checks of the whole configuration; raises :class:`FoldwiseError`."""
+    name = _need(cfg, "data.name", "pick a dataset: -S data=digits")
+    _one_of(name, DATASETS, "data.name")
+    if name == "csv":
+        hint = "dvc exp run -S data=csv -S data.path=my.csv -S data.target=label"
+        _need(cfg, "data.path", hint)
+        _need(cfg, "data.target", hint)
+
+    frac = _need(cfg, "split.test_fraction", "e.g. split.test_fraction=0.2")
+    if not isinstance(frac, int | float) or not 0 < frac < 1:
+        raise FoldwiseError(
+            f"params: split.test_fraction must be strictly between 0 and 1, got {frac!r}.",
+            "use a fraction such as 0.2 (20 % of rows locked away as the test set).",
+        )
+    _one_of(_need(cfg, "split.scheme", "e.g. split=stratified_kfold"), CV_SCHEMES, "split.scheme")
+    k = _need(cfg, "split.n_splits", "e.g. split.n_splits=5")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+        raise FoldwiseError(
+            f"params: split.n_splits must be an integer >= 2, got {k!r}.",
+            "cross-validation needs at least 2 folds; 5 or 10 are usual.",
+        )
+
+    _one_of(_need(cfg, "model.name", "e.g. model=mlp"), MODELS, "model.name")
+    if cfg.model.name == "cnn" and not cfg.data.get("image_shape"):
+        raise FoldwiseError(
+            f"params: model=cnn needs image data, but data '{name}' has no image_shape.",
+            "use model=mlp for tables, or set data.image_shape=[channels,height,width].",
+        )
+    for key in ("model.hidden", "model.depth", "trainer.batch_size", "trainer.max_epochs"):
+        value = _need(cfg, key, f"set {key} to a positive integer")
+        if not isinstance(value, int) or value < 1:
+            raise FoldwiseError(f"params: {key} must be a positive integer, got {value!r}.")
+    lr = _need(cfg, "optim.lr", "e.g. optim.lr=0.001")
+    if not isinstance(lr, int | float) or lr <= 0:
+        raise FoldwiseError(f"params: optim.lr must be a positive number, got {lr!r}.")
+    es = cfg.trainer.early_stopping
+    if es.enabled and not 0 < es.inner_fraction < 1:
+        raise FoldwiseError(
+            "params: trainer.early_stopping.inner_fraction must be in (0, 1), "
+            f"got {es.inner_fraction!r}."
+        )
+
+    grid = _need(cfg, "sweep.grid", "declare a search space under sweep.grid")
+    if not isinstance(grid, DictConfig) or not _leaves(grid):
+        raise FoldwiseError(
+            "params: sweep.grid is empty.",
+            "declare at least one hyperparameter, e.g. sweep.grid.model.hidden=[32,64].",
+        )
+    for key, values in _leaves(grid).items():
+        if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
+            raise FoldwiseError(
+                f"params: sweep.grid sweeps '{key}', which is not a configuration key.",
+                "sweep only keys that exist, e.g. model.hidden or optim.lr.",
+            )
+        if not isinstance(values, str) and len(values) == 0:
+            raise FoldwiseError(f"params: sweep.grid.{key} has no values.")
+    _one_of(cfg.sweep.launcher, LAUNCHERS, "sweep.launcher")
+
+    _one_of(cfg.selection.rule, SELECTION_RULES, "selection.rule")
+    _one_of(cfg.selection.metric, SELECTION_METRICS, "selection.metric")
+
+    conf = cfg.lockbox.confidence
+    if not 0 < conf < 1:
+        raise FoldwiseError(f"params: lockbox.confidence must be in (0, 1), got {conf!r}.")
+    if cfg.lockbox.bootstrap_resamples < 100:
+        raise FoldwiseError("params: lockbox.bootstrap_resamples must be at least 100.")
+
+
+def _leaves(node: DictConfig, prefix: str = "") -> dict[str, object]:
+    """Flatten a nested grid into ``{"model.hidden": [...], ...}``."""
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, DictConfig):
+            out.update(_leaves(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def grid_leaves(cfg: DictConfig) -> dict[str, object]:
+    """The sweep's search space as dotted keys, in declaration order."""
+    return {k: (v if isinstance(v, str) else list(v)) for k, v in _leaves(cfg.sweep.grid).items()}
