@@ -80,6 +80,11 @@ class Layout:
     def test_metrics(self) -> Path:
         return self.root / "results/test_metrics.json"
 
+    @property
+    def audit_log(self) -> Path:
+        """Every opening of the lockbox, one JSON line each; kept in git."""
+        return self.root / "lockbox/audit.jsonl"
+
 
 def load(path: Path | None = None) -> DictConfig:
     """Load and validate ``params.yaml`` (default: the one at the repo root)."""

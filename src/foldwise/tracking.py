@@ -56,8 +56,12 @@ def experiment_id(c: MlflowClient, name: str) -> str:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
         return exp.experiment_id
+    location = None
+    if c.tracking_uri.startswith("sqlite:"):
+        # Keep artifacts beside the store, not in ./mlruns of whatever the cwd is.
+        location = (shared_root() / "mlartifacts").as_uri()
     try:
-        return c.create_experiment(name)
+        return c.create_experiment(name, artifact_location=location)
     except Exception:  # another process created it first
         exp = c.get_experiment_by_name(name)
         if exp is None:

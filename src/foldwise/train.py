@@ -34,6 +34,7 @@ for _name in ("pytorch_lightning", "lightning.fabric", "lightning_fabric"):
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+warnings.filterwarnings("ignore", ".*but have no `val_dataloader`.*")
 
 
 @dataclass

@@ -1,0 +1,47 @@
+# foldwise — the two commands: `make repro` (whole pipeline) and `make test`.
+# Both create .venv and install the pinned environment on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Elsewhere than this project's machines, PyPI's torch is a multi-GB CUDA build; for a
+# CPU-only wheel: make repro TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+TORCH_INDEX_URL ?=
+PIP    := $(BIN)/python -m pip --disable-pip-version-check
+RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
+
+.PHONY: install repro test test-fast lint ui params bench clean
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: anything unpinned that pulls torch would fetch a CUDA build.
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(PIP) install -q -c requirements/constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+repro: install  ## run the whole pipeline (DVC skips stages whose inputs did not change)
+	$(RUN) dvc repro
+
+test: install  ## lint, then every test (unit + end-to-end)
+	$(BIN)/ruff check .
+	$(RUN) $(BIN)/pytest
+
+test-fast: install  ## unit tests only
+	$(RUN) $(BIN)/pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+ui: install  ## MLflow UI over the project's tracking store, on http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from foldwise.tracking import tracking_uri; print(tracking_uri())')" --host 127.0.0.1 --port 5000
+
+params: install  ## regenerate params.yaml from conf/ (ARGS="data=breast_cancer model=cnn")
+	$(BIN)/python -m foldwise.compose $(ARGS)
+
+bench: install  ## speed ratios (see benchmarks/)
+	$(RUN) $(BIN)/python benchmarks/bench_sweep.py
+
+clean:  ## remove pipeline outputs (not the MLflow store, not the lockbox audit log)
+	rm -rf data results models outputs

@@ -1,0 +1,17 @@
+"""DVC stage `aggregate`: fold results → per-configuration statistics → selection.
+
+Writes results/cv_metrics.json (DVC metrics), results/cv_table.csv (ranked) and
+results/selection.json (the configuration the refit will train).
+"""
+
+from foldwise import aggregate, params
+from foldwise.errors import run_stage
+from foldwise.files import repo_root
+
+
+def main() -> None:
+    aggregate.run(params.load(), params.Layout(repo_root()))
+
+
+if __name__ == "__main__":
+    run_stage(main)

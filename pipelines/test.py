@@ -1,0 +1,16 @@
+"""DVC stage `test`: open the lockbox — the only stage that reads data/lockbox/test.parquet.
+
+Writes results/test_metrics.json (DVC metrics) and appends to lockbox/audit.jsonl.
+"""
+
+from foldwise import lockbox, params
+from foldwise.errors import run_stage
+from foldwise.files import repo_root
+
+
+def main() -> None:
+    lockbox.run(params.load(), params.Layout(repo_root()))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,242 @@
+"""The lockbox: the test set is opened once per selected model, and every opening is audited.
+
+Rules, keyed by the SHA-256 of the test rows (so a new split is a new lockbox):
+
+* **first opening** — evaluate, record it in the audit log, report;
+* **same model again** (same weight fingerprint) — report the recorded result;
+  no new evaluation, no new look;
+* **different model** — refused: comparing test scores of several selections and
+  keeping the best turns the test set into a validation set, and its score stops
+  being an unbiased estimate of generalization. ``lockbox.override_reason`` allows
+  it anyway; the opening is recorded with the reason, the result is flagged
+  ``reused_test_set``, and each reason authorises exactly one opening.
+
+The audit log (``lockbox/audit.jsonl``) is append-only JSON lines, kept in git,
+never in DVC's cache: the history of looks must survive ``dvc checkout``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score
+
+from foldwise.errors import FoldwiseError
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: str                          # "first" | "repeat" | "override"
+    previous: list[dict[str, Any]]     # earlier openings of this test set
+    recorded: dict[str, Any] | None    # the entry to report, for "repeat"
+
+    @property
+    def look(self) -> int:
+        """How many distinct models have seen this test set, this one included."""
+        return len(self.previous) + (self.kind != "repeat")
+
+
+def read_audit(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    entries = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                entries.append(json.loads(line))
+            except ValueError as err:
+                raise FoldwiseError(
+                    f"{path} line {n} is not valid JSON ({err}).",
+                    "restore the audit log from git (git checkout -- lockbox/audit.jsonl); "
+                    "never edit it by hand.",
+                ) from err
+    return entries
+
+
+def decide(audit: list[dict[str, Any]], test_sha256: str, model_sha256: str,
+           override_reason: str | None) -> Decision:
+    """What opening the lockbox for this model means, given the audit history."""
+    previous = [e for e in audit if e["test_sha256"] == test_sha256]
+    same = [e for e in previous if e["model_sha256"] == model_sha256]
+    if same:
+        return Decision("repeat", previous, same[-1])
+    if not previous:
+        return Decision("first", previous, None)
+    reason = (override_reason or "").strip()
+    seen = "; ".join(f"{e['opened_at']} {e['label']} ({e['model_sha256'][:12]})"
+                     for e in previous)
+    if not reason:
+        raise FoldwiseError(
+            f"the test set {test_sha256[:12]} was already opened for another model ({seen}). "
+            "Evaluating a different selection on it, then keeping whichever scores better, "
+            "tunes hyperparameters on the test set: its score would no longer estimate "
+            "performance on new data.",
+            "go back to the selection you already tested, or make a new lockbox (new data / "
+            "split.seed), or — knowingly — set lockbox.override_reason=\"<why>\"; the opening "
+            "is then audited and its result flagged as coming from a reused test set.",
+        )
+    used = [e for e in previous if (e.get("override_reason") or "").strip() == reason]
+    if used:
+        raise FoldwiseError(
+            f"lockbox.override_reason {reason!r} already authorised opening "
+            f"{used[0]['opened_at']}; each reason authorises one opening.",
+            "write the reason for this opening.",
+        )
+    return Decision("override", previous, None)
+
+
+def append_audit(path: Path, entry: dict[str, Any]) -> None:
+    """Append one line and fsync it; earlier lines are never rewritten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def bootstrap_scores(y: np.ndarray, pred: np.ndarray, losses: np.ndarray, *,
+                     resamples: int, confidence: float, seed: int) -> dict[str, dict[str, float]]:
+    """Point estimate and percentile-bootstrap interval of accuracy, macro-F1 and loss.
+
+    Test rows are resampled with replacement (``scipy.stats.bootstrap``, paired),
+    which captures the uncertainty due to the finite test set — not the
+    uncertainty of training.
+    """
+    labels = np.unique(y)
+    rng = np.random.default_rng(seed)
+
+    def acc(t, p, axis=-1):
+        return (t == p).mean(axis=axis)
+
+    def f1(t, p):
+        return f1_score(t, p, average="macro", labels=labels, zero_division=0)
+
+    def mean(v, axis=-1):
+        return v.mean(axis=axis)
+
+    common = dict(n_resamples=resamples, confidence_level=confidence, method="percentile",
+                  random_state=rng)
+    out = {}
+    for name, data, fn, point, kw in (
+        ("acc", (y, pred), acc, accuracy_score(y, pred), dict(paired=True, vectorized=True)),
+        ("f1", (y, pred), f1, f1(y, pred), dict(paired=True, vectorized=False)),
+        ("loss", (losses,), mean, losses.mean(), dict(vectorized=True)),
+    ):
+        if len(y) < 2:
+            lo = hi = float("nan")
+        else:
+            ci = stats.bootstrap(data, fn, **kw, **common).confidence_interval
+            lo, hi = ci.low, ci.high
+        out[name] = {"value": float(point), "ci_low": float(lo), "ci_high": float(hi)}
+    return out
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def metrics_document(entry: dict[str, Any]) -> dict[str, Any]:
+    """``results/test_metrics.json`` (DVC metrics) from an audit entry."""
+    return {
+        "test": entry["scores"],
+        "n_test": entry["n_test"],
+        "look": entry["look"],
+        "reused_test_set": entry["reused_test_set"],
+        "override_reason": entry.get("override_reason"),
+        "config": entry["config_hash"],
+        "label": entry["label"],
+        "model_sha256": entry["model_sha256"],
+        "test_sha256": entry["test_sha256"],
+        "opened_at": entry["opened_at"],
+        "confidence": entry["confidence"],
+    }
+
+
+def run(cfg: Any, layout: Any) -> dict[str, Any]:
+    """The test stage. Checks everything, decides, and only then opens the lockbox."""
+    import pandas as pd
+    import torch
+
+    from foldwise import tracking
+    from foldwise.artifact import LoadedModel
+    from foldwise.files import git_commit, read_json, sha256_table, write_json
+
+    bundle = layout.model_dir / "model.pt"
+    if not bundle.is_file():
+        raise FoldwiseError(f"{bundle} is missing.", "run the refit stage first: dvc repro refit")
+    model = LoadedModel(bundle)
+    info = read_json(layout.model_dir / "info.json")
+    manifest = read_json(layout.manifest)
+    test = pd.read_parquet(layout.test)
+    test_sha = sha256_table(test)
+    if test_sha != manifest["test_sha256"]:
+        raise FoldwiseError(
+            "data/lockbox/test.parquet does not match the split manifest's test hash.",
+            "the lockbox was modified outside the split stage; re-run `dvc repro split`.",
+        )
+    decision = decide(read_audit(layout.audit_log), test_sha, model.fingerprint,
+                      cfg.lockbox.override_reason)
+    if decision.kind == "repeat":
+        entry = decision.recorded
+        write_json(layout.test_metrics, metrics_document(entry))
+        print(f"[test] this model ({model.fingerprint[:12]}) already opened the lockbox at "
+              f"{entry['opened_at']}; reporting the recorded result (no new look).")
+        _report(entry)
+        return entry
+
+    x, y = model.tensors(test)
+    with torch.no_grad():
+        logits = model.backbone(x)
+        losses = torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
+    pred = logits.argmax(1).numpy()
+    confidence = float(cfg.lockbox.confidence)
+    scores = bootstrap_scores(y.numpy(), pred, losses, resamples=int(cfg.lockbox.
+                              bootstrap_resamples), confidence=confidence, seed=int(cfg.seed))
+    reused = decision.kind == "override"
+    entry = {
+        "opened_at": now(), "test_sha256": test_sha, "n_test": len(test),
+        "config_hash": info["config_hash"], "label": info["label"],
+        "model_sha256": model.fingerprint, "git_commit": git_commit(layout.root),
+        "look": decision.look, "reused_test_set": reused,
+        "override_reason": (cfg.lockbox.override_reason or None) if reused else None,
+        "scores": scores, "confidence": confidence,
+    }
+    c = tracking.client(cfg)
+    run_id = tracking.start_run(
+        c, info["experiment_id"], f"lockbox opening #{decision.look}", "lockbox",
+        {f"{tracking.TAG}lockbox": "opening", f"{tracking.TAG}look": decision.look,
+         f"{tracking.TAG}reused_test_set": reused, f"{tracking.TAG}model_sha256":
+         model.fingerprint, f"{tracking.TAG}test_sha256": test_sha,
+         f"{tracking.TAG}config_hash": info["config_hash"],
+         f"{tracking.TAG}git_commit": entry["git_commit"],
+         **({f"{tracking.TAG}override_reason": entry["override_reason"]} if reused else {})},
+        parent=info["sweep_run_id"])
+    tracking.log(c, run_id, params={"label": info["label"], "n_test": len(test)},
+                 metrics={f"test_{k}{suffix}": v[key] for k, v in scores.items()
+                          for key, suffix in (("value", ""), ("ci_low", "_ci_low"),
+                                              ("ci_high", "_ci_high")) if v[key] == v[key]}
+                 | {"reused_test_set": float(reused), "look": decision.look})
+    c.set_terminated(run_id)
+    entry["mlflow_run_id"] = run_id
+    append_audit(layout.audit_log, entry)   # recorded before anyone sees the numbers
+    write_json(layout.test_metrics, metrics_document(entry))
+    _report(entry)
+    if reused:
+        print(f"[test] WARNING: look #{entry['look']} at this test set (override: "
+              f"{entry['override_reason']!r}); the score is flagged reused_test_set.")
+    print(f"[test] audit: {layout.audit_log.relative_to(layout.root)} (commit it to git)")
+    return entry
+
+
+def _report(entry: dict[str, Any]) -> None:
+    c = entry["confidence"]
+    for name, s in entry["scores"].items():
+        print(f"[test] {entry['label']}: test_{name} = {s['value']:.4f}  "
+              f"({c:.0%} bootstrap CI {s['ci_low']:.4f} – {s['ci_high']:.4f}, n={entry['n_test']})")
