@@ -1,0 +1,136 @@
+"""End to end: `dvc repro` of the real pipeline in a throw-away copy of the repo.
+
+Real DVC, real Hydra multirun, real Lightning fits, real MLflow (SQLite, and a
+real `mlflow server` on 127.0.0.1), on a tiny configuration.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+
+from conftest import Project, make_project, tiny_params
+from foldwise.files import sha256_file
+
+pytestmark = pytest.mark.slow
+
+N_CONFIGS, N_FOLDS, EPOCHS = 2, 2, 3
+
+
+def run_tree(uri: str) -> dict[str, list]:
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name("foldwise")
+    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    by_type: dict[str, list] = {}
+    for r in runs:
+        by_type.setdefault(r.data.tags.get("foldwise.run_type"), []).append(r)
+    return by_type
+
+
+def check_tree(uri: str, sweeps: int = 1) -> dict[str, list]:
+    tree = run_tree(uri)
+    assert len(tree["sweep"]) == sweeps
+    sweep_ids = {r.info.run_id for r in tree["sweep"]}
+    configs = tree["config"]
+    assert len(configs) == N_CONFIGS * sweeps
+    assert all(r.data.tags["mlflow.parentRunId"] in sweep_ids for r in configs)
+    config_ids = {r.info.run_id for r in configs}
+    folds = tree["fold"]
+    assert len(folds) == N_CONFIGS * N_FOLDS * sweeps
+    c = MlflowClient(uri)
+    for r in folds:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.parentRunId"] in config_ids
+        for tag in ("foldwise.fold", "foldwise.config_hash", "foldwise.split_manifest",
+                    "foldwise.git_commit"):
+            assert r.data.tags[tag]
+        for m in ("val_f1", "val_acc", "val_loss", "train_f1", "train_loss"):
+            assert 0 <= r.data.metrics[m] < 10
+        curve = c.get_metric_history(r.info.run_id, "epoch/val_loss")
+        assert [p.step for p in curve] == list(range(1, len(curve) + 1))
+        assert 1 <= len(curve) <= EPOCHS
+    for r in configs:  # aggregate logged the CV statistics onto each configuration run
+        assert {"cv_val_f1_mean", "cv_val_f1_se", "cv_val_f1_ci_low", "cv_gap_f1_mean"} <= set(
+            r.data.metrics)
+    assert sum(r.data.tags.get("foldwise.selected") == "True" for r in configs) == sweeps
+    return tree
+
+
+def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
+    p = make_project(tmp_path, sqlite_uri, tiny_params())
+    out = p.dvc("repro").stdout
+    for stage in ("prepare", "split", "sweep", "aggregate", "refit", "test"):
+        assert f"Running stage '{stage}'" in out
+    assert out.count("[foldwise] job ") == N_CONFIGS * N_FOLDS
+
+    root = p.path
+    for rel in ("data/prepared/table.parquet", "data/split/dev.parquet", "data/split/folds.json",
+                "data/lockbox/test.parquet", "results/cv_table.csv", "models/final/model.pt",
+                "models/final/config.yaml"):
+        assert (root / rel).is_file(), rel
+    selection = json.loads((root / "results/selection.json").read_text())
+    cv = json.loads((root / "results/cv_metrics.json").read_text())
+    assert cv["selected"]["config"] == selection["config_hash"]
+    assert len(cv["configs"]) == N_CONFIGS
+    test = json.loads((root / "results/test_metrics.json").read_text())
+    assert test["look"] == 1 and test["reused_test_set"] is False
+    assert test["test"]["acc"]["ci_low"] <= test["test"]["acc"]["value"] <= test["test"][
+        "acc"]["ci_high"]
+    audit = (root / "lockbox/audit.jsonl").read_text().splitlines()
+    assert len(audit) == 1
+    tree = check_tree(sqlite_uri)
+    assert len(tree["refit"]) == 1 and len(tree["lockbox"]) == 1
+    assert tree["lockbox"][0].data.tags["foldwise.reused_test_set"] == "False"
+
+    # A second repro does nothing; DVC reads the metrics files.
+    again = p.dvc("repro").stdout
+    assert "Running stage" not in again
+    metrics = p.dvc("metrics", "show", "--json").stdout
+    assert "test_metrics.json" in metrics and "cv_metrics.json" in metrics
+
+    # Re-running the test stage with the same model reports, and counts no new look.
+    rerun = p.stage("test").stdout
+    assert "no new look" in rerun
+    assert len((root / "lockbox/audit.jsonl").read_text().splitlines()) == 1
+
+    # Bad input fails before any work and leaves the previous outputs untouched.
+    before = {f: sha256_file(root / f) for f in ("data/split/folds.json",
+                                                 "data/lockbox/test.parquet")}
+    p.set_params(tiny_params(["split.n_splits=100000"]))
+    bad = p.dvc("repro", check=False)
+    assert bad.returncode != 0
+    assert "split.n_splits=100000 is larger than the" in bad.stdout + bad.stderr
+    assert before == {f: sha256_file(root / f) for f in before}
+
+    # A different selection against the opened test set is refused...
+    p.set_params(tiny_params(["trainer.max_epochs=2"]))
+    refused = p.dvc("repro", check=False)
+    assert refused.returncode != 0
+    assert "tunes hyperparameters on the test set" in refused.stdout + refused.stderr
+    assert len((root / "lockbox/audit.jsonl").read_text().splitlines()) == 1
+    assert json.loads((root / "results/test_metrics.json").read_text())["look"] == 1
+
+    # ...unless overridden with a reason: audited and flagged.
+    p.set_params(tiny_params(["trainer.max_epochs=2",
+                              "lockbox.override_reason='compare the 2-epoch budget'"]))
+    p.dvc("repro")
+    test = json.loads((root / "results/test_metrics.json").read_text())
+    assert test["look"] == 2 and test["reused_test_set"] is True
+    audit = [json.loads(x) for x in (root / "lockbox/audit.jsonl").read_text().splitlines()]
+    assert [a["look"] for a in audit] == [1, 2]
+    assert audit[1]["override_reason"] == "compare the 2-epoch budget"
+    lockbox_runs = run_tree(sqlite_uri)["lockbox"]
+    assert sorted(r.data.tags["foldwise.reused_test_set"] for r in lockbox_runs) == [
+        "False", "True"]
+
+
+def test_repro_against_mlflow_server(tmp_path, mlflow_server):
+    p: Project = make_project(tmp_path, mlflow_server, tiny_params())
+    p.dvc("repro")
+    tree = check_tree(mlflow_server)
+    assert len(tree["refit"]) == 1 and len(tree["lockbox"]) == 1
+    # The refit model was logged through the server's artifact proxy.
+    arts = MlflowClient(mlflow_server).list_artifacts(tree["refit"][0].info.run_id, "bundle")
+    assert {a.path for a in arts} >= {"bundle/model.pt", "bundle/config.yaml"}
