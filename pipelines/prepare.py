@@ -12,8 +12,10 @@ def main() -> None:
     table, meta = prepare(cfg)
     write_table(layout.table, table)
     write_json(layout.meta, meta.to_dict())
-    print(f"[prepare] {meta.dataset}: {meta.n_rows} rows, {meta.n_features} features, "
-          f"{meta.n_classes} classes → {layout.table.relative_to(layout.root)}")
+    print(
+        f"[prepare] {meta.dataset}: {meta.n_rows} rows, {meta.n_features} features, "
+        f"{meta.n_classes} classes → {layout.table.relative_to(layout.root)}"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,10 @@ def main() -> None:
     write_json(layout.folds, result.folds_doc)
     write_json(layout.manifest, result.manifest)
     m = result.manifest
-    print(f"[split] test (lockbox): {m['n_test']} rows · dev: {m['n_dev']} rows · "
-          f"{m['scheme']} k={m['n_splits']} · test sha256 {m['test_sha256'][:12]}")
+    print(
+        f"[split] test (lockbox): {m['n_test']} rows · dev: {m['n_dev']} rows · "
+        f"{m['scheme']} k={m['n_splits']} · test sha256 {m['test_sha256'][:12]}"
+    )
 
 
 if __name__ == "__main__":

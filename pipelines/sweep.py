@@ -49,21 +49,34 @@ def main() -> int:
     if cfg.sweep.launcher == "joblib":
         launcher.append(f"hydra.launcher.n_jobs={int(cfg.sweep.n_jobs)}")
     todo = len(session.doc["pending"])
-    print(f"[foldwise] sweep: {len(session.configs)} configurations × {session.doc['n_folds']} "
-          f"folds = {session.n_jobs} jobs ({session.n_jobs - todo} already done) · "
-          f"MLflow run {session.doc['sweep_run_id']} at {session.doc['tracking_uri']}",
-          flush=True)
-    sys.argv = [sys.argv[0], "--multirun", *sweep.hydra_overrides(cfg, session.doc["n_folds"]),
-                *launcher, f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
-                *extra]
+    print(
+        f"[foldwise] sweep: {len(session.configs)} configurations × {session.doc['n_folds']} "
+        f"folds = {session.n_jobs} jobs ({session.n_jobs - todo} already done) · "
+        f"MLflow run {session.doc['sweep_run_id']} at {session.doc['tracking_uri']}",
+        flush=True,
+    )
+    sys.argv = [
+        sys.argv[0],
+        "--multirun",
+        *sweep.hydra_overrides(cfg, session.doc["n_folds"]),
+        *launcher,
+        f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
+        *extra,
+    ]
     job()
     counts = sweep.finish(cfg, LAYOUT)
-    print(f"[foldwise] sweep done: {counts['ok']} ok, {counts['failed']} failed, "
-          f"{counts['missing']} missing of {counts['total']} jobs", flush=True)
+    print(
+        f"[foldwise] sweep done: {counts['ok']} ok, {counts['failed']} failed, "
+        f"{counts['missing']} missing of {counts['total']} jobs",
+        flush=True,
+    )
     bad_jobs = counts["failed"] + counts["missing"]
     if bad_jobs > int(cfg.sweep.max_failures):
-        print(f"[foldwise] {bad_jobs} jobs did not finish (sweep.max_failures="
-              f"{cfg.sweep.max_failures}); re-run to retry only those.", file=sys.stderr)
+        print(
+            f"[foldwise] {bad_jobs} jobs did not finish (sweep.max_failures="
+            f"{cfg.sweep.max_failures}); re-run to retry only those.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

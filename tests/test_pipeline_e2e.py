@@ -43,8 +43,12 @@ def check_tree(uri: str, sweeps: int = 1) -> dict[str, list]:
     for r in folds:
         assert r.info.status == "FINISHED"
         assert r.data.tags["mlflow.parentRunId"] in config_ids
-        for tag in ("foldwise.fold", "foldwise.config_hash", "foldwise.split_manifest",
-                    "foldwise.git_commit"):
+        for tag in (
+            "foldwise.fold",
+            "foldwise.config_hash",
+            "foldwise.split_manifest",
+            "foldwise.git_commit",
+        ):
             assert r.data.tags[tag]
         for m in ("val_f1", "val_acc", "val_loss", "train_f1", "train_loss"):
             assert 0 <= r.data.metrics[m] < 10
@@ -53,7 +57,8 @@ def check_tree(uri: str, sweeps: int = 1) -> dict[str, list]:
         assert 1 <= len(curve) <= EPOCHS
     for r in configs:  # aggregate logged the CV statistics onto each configuration run
         assert {"cv_val_f1_mean", "cv_val_f1_se", "cv_val_f1_ci_low", "cv_gap_f1_mean"} <= set(
-            r.data.metrics)
+            r.data.metrics
+        )
     assert sum(r.data.tags.get("foldwise.selected") == "True" for r in configs) == sweeps
     return tree
 
@@ -66,9 +71,15 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert out.count("[foldwise] job ") == N_CONFIGS * N_FOLDS
 
     root = p.path
-    for rel in ("data/prepared/table.parquet", "data/split/dev.parquet", "data/split/folds.json",
-                "data/lockbox/test.parquet", "results/cv_table.csv", "models/final/model.pt",
-                "models/final/config.yaml"):
+    for rel in (
+        "data/prepared/table.parquet",
+        "data/split/dev.parquet",
+        "data/split/folds.json",
+        "data/lockbox/test.parquet",
+        "results/cv_table.csv",
+        "models/final/model.pt",
+        "models/final/config.yaml",
+    ):
         assert (root / rel).is_file(), rel
     selection = json.loads((root / "results/selection.json").read_text())
     cv = json.loads((root / "results/cv_metrics.json").read_text())
@@ -76,8 +87,11 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert len(cv["configs"]) == N_CONFIGS
     test = json.loads((root / "results/test_metrics.json").read_text())
     assert test["look"] == 1 and test["reused_test_set"] is False
-    assert test["test"]["acc"]["ci_low"] <= test["test"]["acc"]["value"] <= test["test"][
-        "acc"]["ci_high"]
+    assert (
+        test["test"]["acc"]["ci_low"]
+        <= test["test"]["acc"]["value"]
+        <= test["test"]["acc"]["ci_high"]
+    )
     audit = (root / "lockbox/audit.jsonl").read_text().splitlines()
     assert len(audit) == 1
     tree = check_tree(sqlite_uri)
@@ -96,8 +110,9 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert len((root / "lockbox/audit.jsonl").read_text().splitlines()) == 1
 
     # Bad input fails before any work and leaves the previous outputs untouched.
-    before = {f: sha256_file(root / f) for f in ("data/split/folds.json",
-                                                 "data/lockbox/test.parquet")}
+    before = {
+        f: sha256_file(root / f) for f in ("data/split/folds.json", "data/lockbox/test.parquet")
+    }
     p.set_params(tiny_params(["split.n_splits=100000"]))
     bad = p.dvc("repro", check=False)
     assert bad.returncode != 0
@@ -113,8 +128,11 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert json.loads((root / "results/test_metrics.json").read_text())["look"] == 1
 
     # ...unless overridden with a reason: audited and flagged.
-    p.set_params(tiny_params(["trainer.max_epochs=2",
-                              "lockbox.override_reason='compare the 2-epoch budget'"]))
+    p.set_params(
+        tiny_params(
+            ["trainer.max_epochs=2", "lockbox.override_reason='compare the 2-epoch budget'"]
+        )
+    )
     p.dvc("repro")
     test = json.loads((root / "results/test_metrics.json").read_text())
     assert test["look"] == 2 and test["reused_test_set"] is True
@@ -123,7 +141,9 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert audit[1]["override_reason"] == "compare the 2-epoch budget"
     lockbox_runs = run_tree(sqlite_uri)["lockbox"]
     assert sorted(r.data.tags["foldwise.reused_test_set"] for r in lockbox_runs) == [
-        "False", "True"]
+        "False",
+        "True",
+    ]
 
 
 def test_repro_against_mlflow_server(tmp_path, mlflow_server):

@@ -21,8 +21,9 @@ from foldwise.data import Meta, feature_columns
 from foldwise.models import build_backbone
 
 
-def fingerprint(state_dict: dict[str, torch.Tensor], scaler: dict[str, list[float]],
-                config: dict[str, Any]) -> str:
+def fingerprint(
+    state_dict: dict[str, torch.Tensor], scaler: dict[str, list[float]], config: dict[str, Any]
+) -> str:
     """SHA-256 over the weights' bytes, the scaler and the config (not file bytes)."""
     h = hashlib.sha256()
     for key in sorted(state_dict):
@@ -34,15 +35,24 @@ def fingerprint(state_dict: dict[str, torch.Tensor], scaler: dict[str, list[floa
     return h.hexdigest()
 
 
-def save(folder: Path, backbone: torch.nn.Module, scaler: dict, meta: Meta,
-         config: dict[str, Any]) -> str:
+def save(
+    folder: Path, backbone: torch.nn.Module, scaler: dict, meta: Meta, config: dict[str, Any]
+) -> str:
     """Write the bundle atomically (temp file + rename); return its fingerprint."""
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
     fp = fingerprint(state, scaler, config)
     tmp = folder / ".model.pt.tmp"
-    torch.save({"state_dict": state, "scaler": scaler, "meta": meta.to_dict(),
-                "config": config, "fingerprint": fp}, tmp)
+    torch.save(
+        {
+            "state_dict": state,
+            "scaler": scaler,
+            "meta": meta.to_dict(),
+            "config": config,
+            "fingerprint": fp,
+        },
+        tmp,
+    )
     tmp.replace(folder / "model.pt")
     return fp
 

@@ -27,8 +27,8 @@ class Meta:
     dataset: str
     n_rows: int
     n_features: int
-    classes: list[str]          # original label of each encoded class 0..C-1
-    feature_names: list[str]    # original column names, in x0..x{d-1} order
+    classes: list[str]  # original label of each encoded class 0..C-1
+    feature_names: list[str]  # original column names, in x0..x{d-1} order
     image_shape: list[int] | None
 
     @property
@@ -63,10 +63,8 @@ def _from_file(cfg: DictConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
             f"data.path: file {path} does not exist.",
             "point data.path at a .csv or .parquet file (absolute, or relative to the repo).",
         )
-    if path.suffix.lower() in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
-    else:
-        df = pd.read_csv(path)
+    is_parquet = path.suffix.lower() in (".parquet", ".pq")
+    df = pd.read_parquet(path) if is_parquet else pd.read_csv(path)
     target = str(cfg.target)
     if target not in df.columns:
         raise FoldwiseError(
@@ -125,25 +123,27 @@ def check_features(features: pd.DataFrame) -> None:
     non_numeric = [
         str(c)
         for c in features.columns
-        if not (pd.api.types.is_numeric_dtype(features[c]) and not pd.api.types.is_bool_dtype(
-            features[c]
-        ))
+        if not (
+            pd.api.types.is_numeric_dtype(features[c])
+            and not pd.api.types.is_bool_dtype(features[c])
+        )
     ]
     if non_numeric:
         raise FoldwiseError(
             f"non-numeric feature columns: {non_numeric[:10]}"
-            + (" ..." if len(non_numeric) > 10 else "") + ".",
+            + (" ..." if len(non_numeric) > 10 else "")
+            + ".",
             "encode them as numbers before foldwise, or list them in data.drop.",
         )
     values = features.to_numpy(dtype=np.float64)
-    nan_cols = [str(c) for c, n in zip(features.columns, np.isnan(values).sum(0)) if n]
+    nan_cols = [str(c) for c, n in zip(features.columns, np.isnan(values).sum(0), strict=True) if n]
     if nan_cols:
         raise FoldwiseError(
             f"missing (NaN) values in feature columns: {nan_cols[:10]}.",
             "impute or drop them before foldwise (an imputer fit on all rows would leak "
             "test information, so foldwise does not guess).",
         )
-    inf_cols = [str(c) for c, n in zip(features.columns, np.isinf(values).sum(0)) if n]
+    inf_cols = [str(c) for c, n in zip(features.columns, np.isinf(values).sum(0), strict=True) if n]
     if inf_cols:
         raise FoldwiseError(
             f"infinite values in feature columns: {inf_cols[:10]}.",
@@ -155,9 +155,7 @@ def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
     """Load ``cfg.data`` into the canonical table; raise before returning anything bad."""
     name = str(cfg.data.name)
     if name not in LOADERS:
-        raise FoldwiseError(
-            f"unknown dataset {name!r}.", f"use one of: {', '.join(LOADERS)}."
-        )
+        raise FoldwiseError(f"unknown dataset {name!r}.", f"use one of: {', '.join(LOADERS)}.")
     features, labels, ids = LOADERS[name](cfg.data)
     check_features(features)
     if labels.nunique() < 2:

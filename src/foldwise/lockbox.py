@@ -33,9 +33,9 @@ from foldwise.errors import FoldwiseError
 
 @dataclass(frozen=True)
 class Decision:
-    kind: str                          # "first" | "repeat" | "override"
-    previous: list[dict[str, Any]]     # earlier openings of this test set
-    recorded: dict[str, Any] | None    # the entry to report, for "repeat"
+    kind: str  # "first" | "repeat" | "override"
+    previous: list[dict[str, Any]]  # earlier openings of this test set
+    recorded: dict[str, Any] | None  # the entry to report, for "repeat"
 
     @property
     def look(self) -> int:
@@ -60,8 +60,9 @@ def read_audit(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def decide(audit: list[dict[str, Any]], test_sha256: str, model_sha256: str,
-           override_reason: str | None) -> Decision:
+def decide(
+    audit: list[dict[str, Any]], test_sha256: str, model_sha256: str, override_reason: str | None
+) -> Decision:
     """What opening the lockbox for this model means, given the audit history."""
     previous = [e for e in audit if e["test_sha256"] == test_sha256]
     same = [e for e in previous if e["model_sha256"] == model_sha256]
@@ -70,8 +71,7 @@ def decide(audit: list[dict[str, Any]], test_sha256: str, model_sha256: str,
     if not previous:
         return Decision("first", previous, None)
     reason = (override_reason or "").strip()
-    seen = "; ".join(f"{e['opened_at']} {e['label']} ({e['model_sha256'][:12]})"
-                     for e in previous)
+    seen = "; ".join(f"{e['opened_at']} {e['label']} ({e['model_sha256'][:12]})" for e in previous)
     if not reason:
         raise FoldwiseError(
             f"the test set {test_sha256[:12]} was already opened for another model ({seen}). "
@@ -79,7 +79,7 @@ def decide(audit: list[dict[str, Any]], test_sha256: str, model_sha256: str,
             "tunes hyperparameters on the test set: its score would no longer estimate "
             "performance on new data.",
             "go back to the selection you already tested, or make a new lockbox (new data / "
-            "split.seed), or — knowingly — set lockbox.override_reason=\"<why>\"; the opening "
+            'split.seed), or — knowingly — set lockbox.override_reason="<why>"; the opening '
             "is then audited and its result flagged as coming from a reused test set.",
         )
     used = [e for e in previous if (e.get("override_reason") or "").strip() == reason]
@@ -101,28 +101,37 @@ def append_audit(path: Path, entry: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
-def bootstrap_scores(y: np.ndarray, pred: np.ndarray, losses: np.ndarray, *,
-                     resamples: int, confidence: float, seed: int) -> dict[str, dict[str, float]]:
+def bootstrap_scores(
+    y: np.ndarray,
+    pred: np.ndarray,
+    losses: np.ndarray,
+    *,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, dict[str, float]]:
     """Point estimate and percentile-bootstrap interval of accuracy, macro-F1 and loss.
 
     Test rows are resampled with replacement (``scipy.stats.bootstrap``, paired),
     which captures the uncertainty due to the finite test set — not the
     uncertainty of training.
     """
-    labels = np.unique(y)
     rng = np.random.default_rng(seed)
 
     def acc(t, p, axis=-1):
         return (t == p).mean(axis=axis)
 
     def f1(t, p):
-        return f1_score(t, p, average="macro", labels=labels, zero_division=0)
+        # sklearn's default label set (classes in t or p): a resample that happens to
+        # miss a rare class is scored on the classes it has, not given F1 = 0 for it.
+        return f1_score(t, p, average="macro", zero_division=0)
 
     def mean(v, axis=-1):
         return v.mean(axis=axis)
 
-    common = dict(n_resamples=resamples, confidence_level=confidence, method="percentile",
-                  random_state=rng)
+    common = dict(
+        n_resamples=resamples, confidence_level=confidence, method="percentile", random_state=rng
+    )
     out = {}
     for name, data, fn, point, kw in (
         ("acc", (y, pred), acc, accuracy_score(y, pred), dict(paired=True, vectorized=True)),
@@ -181,13 +190,16 @@ def run(cfg: Any, layout: Any) -> dict[str, Any]:
             "data/lockbox/test.parquet does not match the split manifest's test hash.",
             "the lockbox was modified outside the split stage; re-run `dvc repro split`.",
         )
-    decision = decide(read_audit(layout.audit_log), test_sha, model.fingerprint,
-                      cfg.lockbox.override_reason)
+    decision = decide(
+        read_audit(layout.audit_log), test_sha, model.fingerprint, cfg.lockbox.override_reason
+    )
     if decision.kind == "repeat":
         entry = decision.recorded
         write_json(layout.test_metrics, metrics_document(entry))
-        print(f"[test] this model ({model.fingerprint[:12]}) already opened the lockbox at "
-              f"{entry['opened_at']}; reporting the recorded result (no new look).")
+        print(
+            f"[test] this model ({model.fingerprint[:12]}) already opened the lockbox at "
+            f"{entry['opened_at']}; reporting the recorded result (no new look)."
+        )
         _report(entry)
         return entry
 
@@ -197,40 +209,69 @@ def run(cfg: Any, layout: Any) -> dict[str, Any]:
         losses = torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
     pred = logits.argmax(1).numpy()
     confidence = float(cfg.lockbox.confidence)
-    scores = bootstrap_scores(y.numpy(), pred, losses, resamples=int(cfg.lockbox.
-                              bootstrap_resamples), confidence=confidence, seed=int(cfg.seed))
+    scores = bootstrap_scores(
+        y.numpy(),
+        pred,
+        losses,
+        resamples=int(cfg.lockbox.bootstrap_resamples),
+        confidence=confidence,
+        seed=int(cfg.seed),
+    )
     reused = decision.kind == "override"
     entry = {
-        "opened_at": now(), "test_sha256": test_sha, "n_test": len(test),
-        "config_hash": info["config_hash"], "label": info["label"],
-        "model_sha256": model.fingerprint, "git_commit": git_commit(layout.root),
-        "look": decision.look, "reused_test_set": reused,
+        "opened_at": now(),
+        "test_sha256": test_sha,
+        "n_test": len(test),
+        "config_hash": info["config_hash"],
+        "label": info["label"],
+        "model_sha256": model.fingerprint,
+        "git_commit": git_commit(layout.root),
+        "look": decision.look,
+        "reused_test_set": reused,
         "override_reason": (cfg.lockbox.override_reason or None) if reused else None,
-        "scores": scores, "confidence": confidence,
+        "scores": scores,
+        "confidence": confidence,
     }
     c = tracking.client(cfg)
     run_id = tracking.start_run(
-        c, info["experiment_id"], f"lockbox opening #{decision.look}", "lockbox",
-        {f"{tracking.TAG}lockbox": "opening", f"{tracking.TAG}look": decision.look,
-         f"{tracking.TAG}reused_test_set": reused, f"{tracking.TAG}model_sha256":
-         model.fingerprint, f"{tracking.TAG}test_sha256": test_sha,
-         f"{tracking.TAG}config_hash": info["config_hash"],
-         f"{tracking.TAG}git_commit": entry["git_commit"],
-         **({f"{tracking.TAG}override_reason": entry["override_reason"]} if reused else {})},
-        parent=info["sweep_run_id"])
-    tracking.log(c, run_id, params={"label": info["label"], "n_test": len(test)},
-                 metrics={f"test_{k}{suffix}": v[key] for k, v in scores.items()
-                          for key, suffix in (("value", ""), ("ci_low", "_ci_low"),
-                                              ("ci_high", "_ci_high")) if v[key] == v[key]}
-                 | {"reused_test_set": float(reused), "look": decision.look})
+        c,
+        info["experiment_id"],
+        f"lockbox opening #{decision.look}",
+        "lockbox",
+        {
+            f"{tracking.TAG}lockbox": "opening",
+            f"{tracking.TAG}look": decision.look,
+            f"{tracking.TAG}reused_test_set": reused,
+            f"{tracking.TAG}model_sha256": model.fingerprint,
+            f"{tracking.TAG}test_sha256": test_sha,
+            f"{tracking.TAG}config_hash": info["config_hash"],
+            f"{tracking.TAG}git_commit": entry["git_commit"],
+            **({f"{tracking.TAG}override_reason": entry["override_reason"]} if reused else {}),
+        },
+        parent=info["sweep_run_id"],
+    )
+    tracking.log(
+        c,
+        run_id,
+        params={"label": info["label"], "n_test": len(test)},
+        metrics={
+            f"test_{k}{suffix}": v[key]
+            for k, v in scores.items()
+            for key, suffix in (("value", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high"))
+            if v[key] == v[key]
+        }
+        | {"reused_test_set": float(reused), "look": decision.look},
+    )
     c.set_terminated(run_id)
     entry["mlflow_run_id"] = run_id
-    append_audit(layout.audit_log, entry)   # recorded before anyone sees the numbers
+    append_audit(layout.audit_log, entry)  # recorded before anyone sees the numbers
     write_json(layout.test_metrics, metrics_document(entry))
     _report(entry)
     if reused:
-        print(f"[test] WARNING: look #{entry['look']} at this test set (override: "
-              f"{entry['override_reason']!r}); the score is flagged reused_test_set.")
+        print(
+            f"[test] WARNING: look #{entry['look']} at this test set (override: "
+            f"{entry['override_reason']!r}); the score is flagged reused_test_set."
+        )
     print(f"[test] audit: {layout.audit_log.relative_to(layout.root)} (commit it to git)")
     return entry
 
@@ -238,5 +279,7 @@ def run(cfg: Any, layout: Any) -> dict[str, Any]:
 def _report(entry: dict[str, Any]) -> None:
     c = entry["confidence"]
     for name, s in entry["scores"].items():
-        print(f"[test] {entry['label']}: test_{name} = {s['value']:.4f}  "
-              f"({c:.0%} bootstrap CI {s['ci_low']:.4f} – {s['ci_high']:.4f}, n={entry['n_test']})")
+        print(
+            f"[test] {entry['label']}: test_{name} = {s['value']:.4f}  "
+            f"({c:.0%} bootstrap CI {s['ci_low']:.4f} – {s['ci_high']:.4f}, n={entry['n_test']})"
+        )

@@ -40,8 +40,9 @@ class MLP(nn.Module):
 class CNN(nn.Module):
     """``depth`` 3x3 conv blocks (channels hidden, 2*hidden, ...) then a dense head."""
 
-    def __init__(self, image_shape: list[int], n_classes: int, hidden: int, depth: int,
-                 dropout: float):
+    def __init__(
+        self, image_shape: list[int], n_classes: int, hidden: int, depth: int, dropout: float
+    ):
         super().__init__()
         self.image_shape = tuple(image_shape)
         channels, height, width = self.image_shape
@@ -67,8 +68,12 @@ class CNN(nn.Module):
 
 
 def build_backbone(model: DictConfig, meta: Meta) -> nn.Module:
-    common = dict(n_classes=meta.n_classes, hidden=int(model.hidden), depth=int(model.depth),
-                  dropout=float(model.dropout))
+    common = dict(
+        n_classes=meta.n_classes,
+        hidden=int(model.hidden),
+        depth=int(model.depth),
+        dropout=float(model.dropout),
+    )
     if model.name == "mlp":
         return MLP(meta.n_features, **common)
     if model.name == "cnn":
@@ -77,11 +82,13 @@ def build_backbone(model: DictConfig, meta: Meta) -> nn.Module:
 
 
 def _metrics(n_classes: int) -> MetricCollection:
-    return MetricCollection({
-        "loss": MeanMetric(),
-        "acc": MulticlassAccuracy(n_classes, average="micro"),
-        "f1": MulticlassF1Score(n_classes, average="macro"),
-    })
+    return MetricCollection(
+        {
+            "loss": MeanMetric(),
+            "acc": MulticlassAccuracy(n_classes, average="micro"),
+            "f1": MulticlassF1Score(n_classes, average="macro"),
+        }
+    )
 
 
 class Classifier(pl.LightningModule):
@@ -92,8 +99,14 @@ class Classifier(pl.LightningModule):
     fold's validation rows, reported per epoch but never used for any decision.
     """
 
-    def __init__(self, backbone: nn.Module, n_classes: int, lr: float, weight_decay: float,
-                 val_names: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        n_classes: int,
+        lr: float,
+        weight_decay: float,
+        val_names: tuple[str, ...] = (),
+    ):
         super().__init__()
         self.backbone = backbone
         self.lr, self.weight_decay = lr, weight_decay
@@ -158,8 +171,9 @@ class Classifier(pl.LightningModule):
 
 
 @torch.no_grad()
-def evaluate(backbone: nn.Module, x: torch.Tensor, y: torch.Tensor,
-             batch_size: int = 4096) -> tuple[dict[str, float], torch.Tensor]:
+def evaluate(
+    backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096
+) -> tuple[dict[str, float], torch.Tensor]:
     """Loss, accuracy and macro-F1 in eval mode; also returns per-sample predictions."""
     backbone.eval()
     device = next(backbone.parameters()).device

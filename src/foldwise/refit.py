@@ -54,32 +54,55 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     print(f"[refit] {selection['label']} on all {len(dev)} dev rows for {epochs} epochs")
     backbone, res = fit(chosen, meta, dev, None, epochs=epochs)
 
-    hyper = {k: OmegaConf.to_container(chosen[k]) if isinstance(chosen[k], DictConfig)
-             else chosen[k] for k in HYPER_KEYS}
+    hyper = {
+        k: OmegaConf.to_container(chosen[k]) if isinstance(chosen[k], DictConfig) else chosen[k]
+        for k in HYPER_KEYS
+    }
     fp = artifact.save(layout.model_dir, backbone, res.scaler, meta, hyper)
     (layout.model_dir / "config.yaml").write_text(OmegaConf.to_yaml(chosen))
 
     c = tracking.client(cfg)
     run_id = tracking.start_run(
-        c, selection["experiment_id"], f"refit {selection['label']}", "refit",
-        {f"{tracking.TAG}config_hash": selection["config_hash"],
-         f"{tracking.TAG}model_sha256": fp}, parent=selection["sweep_run_id"])
-    tracking.log(c, run_id, params={**tracking.flatten(hyper), "refit_epochs": epochs,
-                                    "n_train": len(dev)},
-                 metrics=res.metrics, history=res.history, history_prefix="epoch/")
+        c,
+        selection["experiment_id"],
+        f"refit {selection['label']}",
+        "refit",
+        {f"{tracking.TAG}config_hash": selection["config_hash"], f"{tracking.TAG}model_sha256": fp},
+        parent=selection["sweep_run_id"],
+    )
+    tracking.log(
+        c,
+        run_id,
+        params={**tracking.flatten(hyper), "refit_epochs": epochs, "n_train": len(dev)},
+        metrics=res.metrics,
+        history=res.history,
+        history_prefix="epoch/",
+    )
     mlflow.set_tracking_uri(c.tracking_uri)
     with mlflow.start_run(run_id=run_id):
         # pip_requirements given explicitly: inferring them imports and probes the env (slow).
         example = artifact.LoadedModel.scale(dev.head(2), res.scaler)[0].numpy()
-        mlflow.pytorch.log_model(backbone, name="model", input_example=example,
-                                 pip_requirements=[f"torch=={torch.__version__}"])
+        mlflow.pytorch.log_model(
+            backbone,
+            name="model",
+            input_example=example,
+            pip_requirements=[f"torch=={torch.__version__}"],
+        )
         mlflow.log_artifacts(str(layout.model_dir), artifact_path="bundle")
-    info = {"model_sha256": fp, "config_hash": selection["config_hash"],
-            "label": selection["label"], "epochs": epochs, "n_train": len(dev),
-            "train_metrics": res.metrics, "mlflow_run_id": run_id,
-            "sweep_run_id": selection["sweep_run_id"],
-            "experiment_id": selection["experiment_id"]}
+    info = {
+        "model_sha256": fp,
+        "config_hash": selection["config_hash"],
+        "label": selection["label"],
+        "epochs": epochs,
+        "n_train": len(dev),
+        "train_metrics": res.metrics,
+        "mlflow_run_id": run_id,
+        "sweep_run_id": selection["sweep_run_id"],
+        "experiment_id": selection["experiment_id"],
+    }
     write_json(layout.model_dir / "info.json", info)
-    print(f"[refit] saved {layout.model_dir.relative_to(layout.root)} (model sha256 {fp[:12]}), "
-          f"train f1 {res.metrics['train_f1']:.4f}; MLflow run {run_id}")
+    print(
+        f"[refit] saved {layout.model_dir.relative_to(layout.root)} (model sha256 {fp[:12]}), "
+        f"train f1 {res.metrics['train_f1']:.4f}; MLflow run {run_id}"
+    )
     return info

@@ -26,8 +26,8 @@ from foldwise.files import sha256_json, sha256_table
 @dataclass(frozen=True)
 class Fold:
     index: int
-    train: list[int]   # row ids
-    val: list[int]     # row ids
+    train: list[int]  # row ids
+    val: list[int]  # row ids
 
 
 class CVScheme:
@@ -61,7 +61,7 @@ class CVScheme:
 
 
 class KFoldScheme(CVScheme):
-    """k contiguous-or-shuffled folds, ignoring the labels (:class:`sklearn.model_selection.KFold`)."""
+    """k folds (contiguous, or shuffled with the seed), ignoring the labels (sklearn's KFold)."""
 
     name = "kfold"
 
@@ -83,7 +83,7 @@ class StratifiedKFoldScheme(KFoldScheme):
     def check(self, y: np.ndarray) -> None:
         super().check(y)
         classes, counts = np.unique(y, return_counts=True)
-        small = {int(c): int(n) for c, n in zip(classes, counts) if n < self.n_splits}
+        small = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < self.n_splits}
         if small:
             raise FoldwiseError(
                 f"stratified {self.n_splits}-fold CV needs every class to have at least "
@@ -97,7 +97,9 @@ SCHEMES: dict[str, type[CVScheme]] = {s.name: s for s in (KFoldScheme, Stratifie
 
 
 def make_scheme(cfg: DictConfig) -> CVScheme:
-    return SCHEMES[cfg.split.scheme](int(cfg.split.n_splits), bool(cfg.split.shuffle), int(cfg.seed))
+    return SCHEMES[cfg.split.scheme](
+        int(cfg.split.n_splits), bool(cfg.split.shuffle), int(cfg.seed)
+    )
 
 
 @dataclass(frozen=True)
@@ -105,18 +107,20 @@ class SplitResult:
     dev: pd.DataFrame
     test: pd.DataFrame
     folds: list[Fold]
-    folds_doc: dict    # what folds.json holds
+    folds_doc: dict  # what folds.json holds
     manifest: dict
 
 
-def holdout(table: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def holdout(
+    table: pd.DataFrame, test_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified, seeded holdout: ``(dev, test)``."""
     y = table["target"].to_numpy()
     classes, counts = np.unique(y, return_counts=True)
     if (counts < 2).any():
-        lonely = [int(c) for c, n in zip(classes, counts) if n < 2]
+        lonely = [int(c) for c, n in zip(classes, counts, strict=True) if n < 2]
         raise FoldwiseError(
-            f"classes {lonely} have a single row; a stratified test set needs at least 2 per class.",
+            f"classes {lonely} have a single row; a stratified test set needs 2+ per class.",
             "drop those classes or collect more rows.",
         )
     n_test = int(np.ceil(test_fraction * len(y)))
@@ -128,7 +132,9 @@ def holdout(table: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.Da
             "choose a test_fraction that leaves at least one row per class in test and dev.",
         )
     dev, test = train_test_split(table, test_size=test_fraction, stratify=y, random_state=seed)
-    return dev.sort_values("row_id").reset_index(drop=True), test.sort_values("row_id").reset_index(drop=True)
+    return dev.sort_values("row_id").reset_index(drop=True), test.sort_values("row_id").reset_index(
+        drop=True
+    )
 
 
 def split(table: pd.DataFrame, cfg: DictConfig) -> SplitResult:

@@ -51,14 +51,18 @@ def expand_grid(cfg: DictConfig) -> list[dict[str, Any]]:
     for key, values in P.grid_leaves(cfg).items():
         if isinstance(values, str):  # Hydra sweep syntax: range(...), choice(...), a,b
             override = parser.parse_override(f"{key}={values}")
-            vals = list(override.sweep_iterator()) if override.is_sweep_override() else [
-                override.value()
-            ]
+            vals = (
+                list(override.sweep_iterator())
+                if override.is_sweep_override()
+                else [override.value()]
+            )
         else:
             vals = list(values)
         axes.append((key, vals))
     keys = [k for k, _ in axes]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(v for _, v in axes))]
+    return [
+        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))
+    ]
 
 
 def _render(value: Any) -> str:
@@ -76,8 +80,11 @@ def hydra_overrides(cfg: DictConfig, n_folds: int) -> list[str]:
     """Multirun overrides for Hydra's basic sweeper: the grid axes, then the fold axis."""
     out = []
     for key, values in P.grid_leaves(cfg).items():
-        out.append(f"{key}={values}" if isinstance(values, str) else
-                   f"{key}={','.join(_render(v) for v in values)}")
+        out.append(
+            f"{key}={values}"
+            if isinstance(values, str)
+            else f"{key}={','.join(_render(v) for v in values)}"
+        )
     out.append("+fold=" + ",".join(str(i) for i in range(n_folds)))
     return out
 
@@ -91,8 +98,14 @@ def apply(cfg: DictConfig, overrides: dict[str, Any]) -> DictConfig:
 
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a configuration: every hyperparameter that can change a fit."""
-    return sha256_json({k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(
-        cfg[k], DictConfig) else cfg[k] for k in HYPER_KEYS})[:12]
+    return sha256_json(
+        {
+            k: OmegaConf.to_container(cfg[k], resolve=True)
+            if isinstance(cfg[k], DictConfig)
+            else cfg[k]
+            for k in HYPER_KEYS
+        }
+    )[:12]
 
 
 def config_label(overrides: dict[str, Any]) -> str:
@@ -114,8 +127,12 @@ def split_key(manifest: dict) -> str:
 
 def base_key(cfg: DictConfig) -> str:
     """The sweep's identity apart from the grid: extending the grid keeps the parent run."""
-    return sha256_json({k: OmegaConf.to_container(cfg, resolve=True).get(k)
-                        for k in ("data", "split", *HYPER_KEYS)})[:16]
+    return sha256_json(
+        {
+            k: OmegaConf.to_container(cfg, resolve=True).get(k)
+            for k in ("data", "split", *HYPER_KEYS)
+        }
+    )[:16]
 
 
 # ------------------------------------------------------------------------ session
@@ -163,11 +180,14 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     for overrides in expand_grid(cfg):
         c = apply(cfg, overrides)
         P.validate(c)
-        configs.append({"hash": config_hash(c), "label": config_label(overrides),
-                        "overrides": overrides})
+        configs.append(
+            {"hash": config_hash(c), "label": config_label(overrides), "overrides": overrides}
+        )
     if len({c["hash"] for c in configs}) != len(configs):
-        raise FoldwiseError("sweep.grid lists the same configuration twice.",
-                            "remove duplicate values from sweep.grid.")
+        raise FoldwiseError(
+            "sweep.grid lists the same configuration twice.",
+            "remove duplicate values from sweep.grid.",
+        )
 
     sweep_dir = layout.sweep_dir
     old = read_json(sweep_dir / "session.json") if (sweep_dir / "session.json").is_file() else {}
@@ -181,46 +201,86 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         f"{tracking.TAG}git_commit": commit,
         "mlflow.source.git.commit": commit.removesuffix("+dirty"),
     }
-    reuse = old.get("sweep_key") == sweep_key and old.get("tracking_uri") == uri and \
-        tracking.run_exists(c, old.get("sweep_run_id"))
+    reuse = (
+        old.get("sweep_key") == sweep_key
+        and old.get("tracking_uri") == uri
+        and tracking.run_exists(c, old.get("sweep_run_id"))
+    )
     if reuse:
         sweep_run = old["sweep_run_id"]
         c.update_run(sweep_run, status="RUNNING")
         old_runs = {x["hash"]: x["run_id"] for x in old.get("configs", [])}
     else:
         sweep_run = tracking.start_run(
-            c, exp_id, f"sweep {cfg.data.name} {dt.datetime.now():%Y-%m-%d %H:%M}", "sweep",
-            {**common, f"{tracking.TAG}sweep_key": sweep_key})
-        tracking.log(c, sweep_run, params={
-            "data": cfg.data.name, "split.scheme": cfg.split.scheme,
-            "split.n_splits": n_folds, "split.test_fraction": cfg.split.test_fraction,
-            "selection.metric": cfg.selection.metric, "grid": str(P.grid_leaves(cfg)),
-            "n_configs": len(configs), "seed": cfg.seed,
-        })
+            c,
+            exp_id,
+            f"sweep {cfg.data.name} {dt.datetime.now():%Y-%m-%d %H:%M}",
+            "sweep",
+            {**common, f"{tracking.TAG}sweep_key": sweep_key},
+        )
+        tracking.log(
+            c,
+            sweep_run,
+            params={
+                "data": cfg.data.name,
+                "split.scheme": cfg.split.scheme,
+                "split.n_splits": n_folds,
+                "split.test_fraction": cfg.split.test_fraction,
+                "selection.metric": cfg.selection.metric,
+                "grid": str(P.grid_leaves(cfg)),
+                "n_configs": len(configs),
+                "seed": cfg.seed,
+            },
+        )
         old_runs = {}
     for conf in configs:
         run = old_runs.get(conf["hash"])
         if not run:
             run = tracking.start_run(
-                c, exp_id, conf["label"], "config",
-                {**common, f"{tracking.TAG}config_hash": conf["hash"]}, parent=sweep_run)
+                c,
+                exp_id,
+                conf["label"],
+                "config",
+                {**common, f"{tracking.TAG}config_hash": conf["hash"]},
+                parent=sweep_run,
+            )
             full = apply(cfg, conf["overrides"])
-            tracking.log(c, run, params=tracking.flatten(
-                {k: OmegaConf.to_container(full[k]) if isinstance(full[k], DictConfig) else full[k]
-                 for k in HYPER_KEYS}))
+            tracking.log(
+                c,
+                run,
+                params=tracking.flatten(
+                    {
+                        k: OmegaConf.to_container(full[k])
+                        if isinstance(full[k], DictConfig)
+                        else full[k]
+                        for k in HYPER_KEYS
+                    }
+                ),
+            )
         else:
             c.update_run(run, status="RUNNING")
         conf["run_id"] = run
     pending = [
-        (conf["hash"], f) for conf in configs for f in range(n_folds)
-        if not is_done(read_result(sweep_dir, conf["hash"], f),
-                       job_key(conf["hash"], f, skey, code))
+        (conf["hash"], f)
+        for conf in configs
+        for f in range(n_folds)
+        if not is_done(
+            read_result(sweep_dir, conf["hash"], f), job_key(conf["hash"], f, skey, code)
+        )
     ]
     doc = {
-        "sweep_key": sweep_key, "split_key": skey, "code": code, "git_commit": commit,
-        "tracking_uri": uri, "experiment_id": exp_id, "sweep_run_id": sweep_run,
-        "n_folds": n_folds, "configs": configs, "common_tags": common,
-        "started": time.time(), "pending": [f"{h}-fold{f}" for h, f in pending],
+        "sweep_key": sweep_key,
+        "split_key": skey,
+        "code": code,
+        "git_commit": commit,
+        "tracking_uri": uri,
+        "experiment_id": exp_id,
+        "sweep_run_id": sweep_run,
+        "n_folds": n_folds,
+        "configs": configs,
+        "common_tags": common,
+        "started": time.time(),
+        "pending": [f"{h}-fold{f}" for h, f in pending],
     }
     write_json(sweep_dir / "session.json", doc)
     return Session(doc)
@@ -243,8 +303,11 @@ def _progress(session: Session, name: str, label: str, fold: int) -> None:
     eta = elapsed / pos * (len(pending) - pos) if pos else float("nan")
     fmt = lambda s: "--:--" if s != s else f"{int(s) // 60}:{int(s) % 60:02d}"  # noqa: E731
     total, done_before = session.n_jobs, session.n_jobs - len(pending)
-    print(f"[foldwise] job {done_before + pos + 1}/{total} · {label} · fold {fold} · "
-          f"elapsed {fmt(elapsed)} · ETA {fmt(eta)}", flush=True)
+    print(
+        f"[foldwise] job {done_before + pos + 1}/{total} · {label} · fold {fold} · "
+        f"elapsed {fmt(elapsed)} · ETA {fmt(eta)}",
+        flush=True,
+    )
 
 
 def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
@@ -273,34 +336,65 @@ def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
     _progress(session, f"{cfg_hash}-fold{fold}", conf["label"], fold)
 
     result: dict[str, Any] = {
-        "job_key": key, "config_hash": cfg_hash, "label": conf["label"],
-        "overrides": conf["overrides"], "fold": fold,
-        "sweep_run_id": session.doc["sweep_run_id"], "config_run_id": conf["run_id"],
+        "job_key": key,
+        "config_hash": cfg_hash,
+        "label": conf["label"],
+        "overrides": conf["overrides"],
+        "fold": fold,
+        "sweep_run_id": session.doc["sweep_run_id"],
+        "config_run_id": conf["run_id"],
     }
     c = tracking.client(cfg)
     run = tracking.start_run(
-        c, session.doc["experiment_id"], f"fold {fold}", "fold",
-        {**session.doc["common_tags"], f"{tracking.TAG}config_hash": cfg_hash,
-         f"{tracking.TAG}fold": fold, f"{tracking.TAG}job_key": key},
-        parent=conf["run_id"])
+        c,
+        session.doc["experiment_id"],
+        f"fold {fold}",
+        "fold",
+        {
+            **session.doc["common_tags"],
+            f"{tracking.TAG}config_hash": cfg_hash,
+            f"{tracking.TAG}fold": fold,
+            f"{tracking.TAG}job_key": key,
+        },
+        parent=conf["run_id"],
+    )
     result["fold_run_id"] = run
     t0 = time.perf_counter()
     try:
         dev, folds, meta = _inputs(str(layout.root))
         f = folds[fold]
         _, res = fit(cfg, meta, dev.loc[f.train], dev.loc[f.val])
-        result |= {"status": "ok", "metrics": res.metrics, "history": res.history,
-                   "best_epoch": res.best_epoch, "epochs_trained": res.epochs_trained,
-                   "n_train": res.n_train, "n_val": res.n_val}
-        tracking.log(c, run, params={**tracking.flatten({"fold": fold}), **{
-            k: v for k, v in conf["overrides"].items()}},
-            metrics={**res.metrics, "best_epoch": res.best_epoch,
-                     "epochs_trained": res.epochs_trained},
-            history=res.history, history_prefix="epoch/")
+        result |= {
+            "status": "ok",
+            "metrics": res.metrics,
+            "history": res.history,
+            "best_epoch": res.best_epoch,
+            "epochs_trained": res.epochs_trained,
+            "n_train": res.n_train,
+            "n_val": res.n_val,
+        }
+        tracking.log(
+            c,
+            run,
+            params={
+                **tracking.flatten({"fold": fold}),
+                **{k: v for k, v in conf["overrides"].items()},
+            },
+            metrics={
+                **res.metrics,
+                "best_epoch": res.best_epoch,
+                "epochs_trained": res.epochs_trained,
+            },
+            history=res.history,
+            history_prefix="epoch/",
+        )
         status = "FINISHED"
     except Exception as err:  # isolate the failure: record it, let the sweep go on
-        result |= {"status": "failed", "error": f"{type(err).__name__}: {err}",
-                   "traceback": traceback.format_exc()}
+        result |= {
+            "status": "failed",
+            "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(),
+        }
         tracking.log(c, run, tags={f"{tracking.TAG}error": result["error"][:5000]})
         status = "FAILED"
         print(f"[foldwise] FAILED {conf['label']} · fold {fold}: {result['error']}", flush=True)
@@ -330,8 +424,11 @@ def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
 
     session = Session(read_json(layout.sweep_dir / "session.json"))
     results = collect(session, layout.sweep_dir)
-    keep = {job_path(layout.sweep_dir, h, f).name
-            for h in results for f in range(session.doc["n_folds"])}
+    keep = {
+        job_path(layout.sweep_dir, h, f).name
+        for h in results
+        for f in range(session.doc["n_folds"])
+    }
     for stale in (layout.sweep_dir / "jobs").glob("*.json"):
         if stale.name not in keep:
             stale.unlink()
@@ -344,10 +441,16 @@ def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
             counts[s] += 1
         c.set_terminated(conf["run_id"], "FINISHED" if set(states) == {"ok"} else "FAILED")
     counts["total"] = session.n_jobs
-    tracking.log(c, session.doc["sweep_run_id"], metrics={
-        "jobs_ok": counts["ok"], "jobs_failed": counts["failed"],
-        "jobs_missing": counts["missing"],
-        "sweep_seconds": time.time() - session.doc["started"]})
+    tracking.log(
+        c,
+        session.doc["sweep_run_id"],
+        metrics={
+            "jobs_ok": counts["ok"],
+            "jobs_failed": counts["failed"],
+            "jobs_missing": counts["missing"],
+            "sweep_seconds": time.time() - session.doc["started"],
+        },
+    )
     ok = counts["ok"] == counts["total"]
     c.set_terminated(session.doc["sweep_run_id"], "FINISHED" if ok else "FAILED")
     return counts

@@ -69,8 +69,14 @@ def experiment_id(c: MlflowClient, name: str) -> str:
         return exp.experiment_id
 
 
-def start_run(c: MlflowClient, exp_id: str, name: str, run_type: str,
-              tags: Mapping[str, Any] | None = None, parent: str | None = None) -> str:
+def start_run(
+    c: MlflowClient,
+    exp_id: str,
+    name: str,
+    run_type: str,
+    tags: Mapping[str, Any] | None = None,
+    parent: str | None = None,
+) -> str:
     all_tags = {f"{TAG}run_type": run_type, **{k: str(v) for k, v in (tags or {}).items()}}
     if parent:
         all_tags["mlflow.parentRunId"] = parent
@@ -96,9 +102,16 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def log(c: MlflowClient, run_id: str, *, params: Mapping[str, Any] | None = None,
-        metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None,
-        history: Mapping[str, Iterable[float]] | None = None, history_prefix: str = "") -> None:
+def log(
+    c: MlflowClient,
+    run_id: str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, float] | None = None,
+    tags: Mapping[str, Any] | None = None,
+    history: Mapping[str, Iterable[float]] | None = None,
+    history_prefix: str = "",
+) -> None:
     """Params, tags, final metrics and per-epoch curves in as few ``log_batch`` calls as fit.
 
     ``history`` maps a metric name to its per-epoch values; each is logged with
@@ -114,6 +127,7 @@ def log(c: MlflowClient, run_id: str, *, params: Mapping[str, Any] | None = None
     ts = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
     first = True
     while first or ms:
-        c.log_batch(run_id, metrics=ms[:BATCH], params=ps if first else [],
-                    tags=ts if first else [])
+        c.log_batch(
+            run_id, metrics=ms[:BATCH], params=ps if first else [], tags=ts if first else []
+        )
         ms, first = ms[BATCH:], False

@@ -41,9 +41,9 @@ warnings.filterwarnings("ignore", ".*but have no `val_dataloader`.*")
 class FitResult:
     """What a fit produced, besides the model itself."""
 
-    metrics: dict[str, float]                 # final train_*/val_* after the best epoch is restored
-    history: dict[str, list[float]]           # per-epoch curves: epoch, train_*, val_*, inner_*
-    best_epoch: int                           # epochs to reach the restored weights
+    metrics: dict[str, float]  # final train_*/val_* after the best epoch is restored
+    history: dict[str, list[float]]  # per-epoch curves: epoch, train_*, val_*, inner_*
+    best_epoch: int  # epochs to reach the restored weights
     epochs_trained: int
     n_train: int
     n_val: int
@@ -82,7 +82,9 @@ def fit(
         y = train["target"].to_numpy()
         strat = y if np.bincount(y).min(initial=len(y)) >= 2 else None
         fit_rows, inner = train_test_split(
-            train, test_size=float(tr.early_stopping.inner_fraction), stratify=strat,
+            train,
+            test_size=float(tr.early_stopping.inner_fraction),
+            stratify=strat,
             random_state=seed,
         )
     else:
@@ -95,8 +97,11 @@ def fit(
     val_sets = {n: _tensors(d, scaler) for n, d in named}
 
     module = Classifier(
-        build_backbone(cfg.model, meta), meta.n_classes, float(cfg.optim.lr),
-        float(cfg.optim.weight_decay), val_names=tuple(val_sets),
+        build_backbone(cfg.model, meta),
+        meta.n_classes,
+        float(cfg.optim.lr),
+        float(cfg.optim.weight_decay),
+        val_names=tuple(val_sets),
     )
     callbacks = []
     if early:

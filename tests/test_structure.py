@@ -1,0 +1,89 @@
+"""The project's shape: who may read the lockbox, configs in sync, thin entry scripts."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from foldwise.compose import compose_params
+
+LOCKBOX = "data/lockbox/test.parquet"
+
+
+def stages() -> dict[str, dict]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def paths(entries: list) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def test_only_the_test_stage_depends_on_the_lockbox():
+    readers = [name for name, s in stages().items() if LOCKBOX in paths(s.get("deps"))]
+    assert readers == ["test"]
+    writers = [name for name, s in stages().items() if LOCKBOX in paths(s.get("outs"))]
+    assert writers == ["split"]
+
+
+def test_no_code_but_the_lockbox_and_split_stage_touches_the_test_rows():
+    """`Layout.test` (the lockbox path) is used by lockbox.py and the split entry only."""
+    users = []
+    for py in [
+        *ROOT.joinpath("src/foldwise").glob("*.py"),
+        *ROOT.joinpath("pipelines").glob("*.py"),
+    ]:
+        tree = ast.parse(py.read_text())
+        if any(
+            isinstance(n, ast.Attribute)
+            and n.attr == "test"
+            and isinstance(n.value, ast.Name)
+            and n.value.id == "layout"
+            for n in ast.walk(tree)
+        ):
+            users.append(py.relative_to(ROOT).as_posix())
+    assert sorted(users) == ["pipelines/split.py", "src/foldwise/lockbox.py"]
+
+
+def test_every_stage_runs_its_own_script_and_depends_on_it():
+    for name, s in stages().items():
+        assert s["cmd"] == f"python pipelines/{name}.py"
+        assert f"pipelines/{name}.py" in paths(s["deps"])
+        for dep in paths(s["deps"]):
+            assert (ROOT / dep).exists() or dep.startswith(("data/", "results/", "models/")), dep
+
+
+def test_stage_code_deps_cover_the_modules_each_script_imports():
+    """A change to a module a stage uses must re-run that stage (DVC only sees deps)."""
+    for name, s in stages().items():
+        deps = set(paths(s["deps"]))
+        script = ROOT / f"pipelines/{name}.py"
+        imported = {
+            alias.name
+            for node in ast.walk(ast.parse(script.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module == "foldwise"
+            for alias in node.names
+        }
+        for module in imported - {"params", "errors", "files"}:  # shared plumbing
+            assert f"src/foldwise/{module}.py" in deps, (name, module)
+
+
+def test_params_yaml_is_the_composition_of_conf():
+    composed = OmegaConf.to_container(compose_params(root=ROOT))
+    committed = OmegaConf.to_container(OmegaConf.load(ROOT / "params.yaml"))
+    assert committed == composed, "run `make params` to regenerate params.yaml from conf/"
+
+
+def test_entry_scripts_are_thin():
+    for script in ROOT.joinpath("pipelines").glob("*.py"):
+        code = [ln for ln in script.read_text().splitlines() if ln.strip()]
+        assert len(code) < 80, f"{script.name}: move logic into src/foldwise"
+
+
+def test_dvc_hydra_integration_points_at_conf():
+    config = (ROOT / ".dvc/config").read_text()
+    assert "[hydra]" in config and "enabled = true" in config
+    assert Path(ROOT / "conf/config.yaml").is_file()

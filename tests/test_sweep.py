@@ -1,0 +1,146 @@
+"""The sweep: grid → Hydra overrides, job identity, determinism, resume, failure isolation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import make_project, tiny_params
+from foldwise import sweep
+from foldwise.errors import FoldwiseError
+
+
+def test_grid_expansion_matches_hydra_order_and_types():
+    cfg = tiny_params(["sweep.grid.model.hidden=[8,16]", "sweep.grid.optim.lr=[0.001,0.01]"])
+    grid = sweep.expand_grid(cfg)
+    assert grid == [
+        {"model.hidden": 8, "optim.lr": 0.001},
+        {"model.hidden": 8, "optim.lr": 0.01},
+        {"model.hidden": 16, "optim.lr": 0.001},
+        {"model.hidden": 16, "optim.lr": 0.01},
+    ]
+    assert sweep.hydra_overrides(cfg, 3) == [
+        "model.hidden=8,16",
+        "optim.lr=0.001,0.01",
+        "+fold=0,1,2",
+    ]
+
+
+def test_hydra_sweep_syntax_strings_are_expanded_by_hydra_parser():
+    cfg = tiny_params()
+    cfg.sweep.grid = {"model": {"hidden": "range(16,49,16)"}}
+    assert [g["model.hidden"] for g in sweep.expand_grid(cfg)] == [16, 32, 48]
+    assert sweep.hydra_overrides(cfg, 2)[0] == "model.hidden=range(16,49,16)"
+
+
+def test_config_hash_ignores_fold_and_sweep_settings_but_not_hyperparameters():
+    cfg = tiny_params()
+    base = sweep.config_hash(cfg)
+    other = OmegaConf.merge(
+        cfg, {"fold": 3, "sweep": {"n_jobs": 7}, "lockbox": {"override_reason": "x"}}
+    )
+    assert sweep.config_hash(other) == base
+    assert sweep.config_hash(sweep.apply(cfg, {"optim.lr": 0.5})) != base
+    assert sweep.config_hash(sweep.apply(cfg, {"trainer.max_epochs": 9})) != base
+
+
+def test_fit_is_deterministic_on_cpu():
+    import pandas as pd
+
+    from foldwise import data, split
+    from foldwise.train import fit
+
+    cfg = tiny_params()
+    table, meta = data.prepare(cfg)
+    res = split.split(table, cfg)
+    dev = res.dev.set_index("row_id", drop=False)
+    f = res.folds[0]
+    runs = [fit(cfg, meta, dev.loc[f.train], dev.loc[f.val], progress=False)[1] for _ in range(2)]
+    assert runs[0].metrics == runs[1].metrics
+    assert runs[0].history == runs[1].history
+    pd.testing.assert_frame_equal(dev.loc[f.train], dev.loc[f.train])  # inputs untouched
+
+
+def test_early_stopping_never_sees_the_fold_validation_rows(monkeypatch):
+    """Scramble the fold's validation labels: training and the chosen epoch must not change."""
+    from foldwise import data, split
+    from foldwise.train import fit
+
+    cfg = tiny_params(["trainer.max_epochs=6"])
+    table, meta = data.prepare(cfg)
+    res = split.split(table, cfg)
+    dev = res.dev.set_index("row_id", drop=False)
+    f = res.folds[0]
+    val = dev.loc[f.val]
+    scrambled = val.assign(target=(val["target"] + 1) % meta.n_classes)
+    a = fit(cfg, meta, dev.loc[f.train], val, progress=False)[1]
+    b = fit(cfg, meta, dev.loc[f.train], scrambled, progress=False)[1]
+    assert a.best_epoch == b.best_epoch and a.epochs_trained == b.epochs_trained
+    assert a.history["inner_loss"] == b.history["inner_loss"]
+    assert a.metrics["train_loss"] == b.metrics["train_loss"]
+    assert a.metrics["val_acc"] != b.metrics["val_acc"]
+
+
+def test_run_job_rejects_a_configuration_outside_the_plan(tmp_path):
+    from foldwise.params import Layout
+
+    layout = Layout(tmp_path)
+    (tmp_path / "results/sweep").mkdir(parents=True)
+    (tmp_path / "results/sweep/session.json").write_text(
+        json.dumps({"configs": [], "n_folds": 2, "split_key": "s", "code": "c", "pending": []})
+    )
+    cfg = OmegaConf.merge(tiny_params(), {"fold": 0})
+    with pytest.raises(FoldwiseError, match="not in the sweep plan"):
+        sweep.run_job(cfg, layout)
+
+
+@pytest.mark.slow
+def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path, sqlite_uri):
+    p = make_project(tmp_path, sqlite_uri, tiny_params())
+    p.stage("prepare")
+    p.stage("split")
+    first = p.stage("sweep").stdout
+    assert first.count("[foldwise] job ") == 4
+    jobs = sorted((p.path / "results/sweep/jobs").glob("*.json"))
+    assert len(jobs) == 4
+    kept = {j.name: j.read_text() for j in jobs[1:]}
+    jobs[0].unlink()  # as if the process died before this job wrote its result
+    second = p.stage("sweep").stdout
+    assert second.count("[foldwise] job ") == 1
+    assert second.count("[foldwise] skip ") == 3
+    assert {j.name: j.read_text() for j in jobs[1:]} == kept  # finished results untouched
+    assert jobs[0].is_file()
+    session = json.loads((p.path / "results/sweep/session.json").read_text())
+    from mlflow import MlflowClient
+
+    runs = MlflowClient(sqlite_uri).search_runs(
+        [session["experiment_id"]], "tags.`foldwise.run_type` = 'sweep'"
+    )
+    assert len(runs) == 1  # the resumed sweep reopened the same parent run
+
+
+@pytest.mark.slow
+def test_failed_job_is_isolated_and_its_configuration_cannot_be_selected(tmp_path, sqlite_uri):
+    # dropout=1.5 is rejected by torch at fit time: one configuration fails on every fold.
+    params = tiny_params(["sweep.grid.model.hidden=[8]", "+sweep.grid.model.dropout=[0.1,1.5]"])
+    p = make_project(tmp_path, sqlite_uri, params)
+    p.stage("prepare")
+    p.stage("split")
+    res = p.stage("sweep", check=False)
+    assert res.returncode == 1
+    assert "2 ok, 2 failed" in res.stdout
+    results = [json.loads(f.read_text()) for f in (p.path / "results/sweep/jobs").glob("*")]
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(failed) == 2 and all("dropout" in r["error"] for r in failed)
+    agg = p.stage("aggregate").stdout
+    assert "incomplete" in agg
+    selection = json.loads((p.path / "results/selection.json").read_text())
+    assert selection["overrides"]["model.dropout"] == 0.1
+    assert selection["incomplete"] == ["hidden=8 dropout=1.5 lr=0.01"]
+    from mlflow import MlflowClient
+
+    c = MlflowClient(sqlite_uri)
+    statuses = sorted(c.get_run(r["fold_run_id"]).info.status for r in results)
+    assert statuses == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
