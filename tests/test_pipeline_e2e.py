@@ -11,7 +11,7 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from conftest import Project, make_project, tiny_params
+from conftest import TINY, Project, make_project, tiny_params
 from foldwise.files import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -154,3 +154,21 @@ def test_repro_against_mlflow_server(tmp_path, mlflow_server):
     # The refit model was logged through the server's artifact proxy.
     arts = MlflowClient(mlflow_server).list_artifacts(tree["refit"][0].info.run_id, "bundle")
     assert {a.path for a in arts} >= {"bundle/model.pt", "bundle/config.yaml"}
+
+
+def test_dvc_exp_run_temp_composes_conf_and_shares_store_and_lockbox(tmp_path):
+    """`dvc exp run --temp -S data=...`: DVC composes conf/ into params.yaml, the stages
+    run in .dvc/tmp/exps/..., yet MLflow's default store and the lockbox audit log are
+    the real checkout's."""
+    p = make_project(tmp_path, "unused", tiny_params())
+    p.env.pop("MLFLOW_TRACKING_URI")  # exercise the default store location
+    overrides = [arg for o in [*TINY, "data=breast_cancer"] for arg in ("-S", o)]
+    p.dvc("exp", "run", "--temp", *overrides)
+    root = p.path
+    audit = [json.loads(x) for x in (root / "lockbox/audit.jsonl").read_text().splitlines()]
+    assert len(audit) == 1 and audit[0]["n_test"] == 114  # 20 % of breast_cancer's 569 rows
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    sweeps = run_tree(uri)["sweep"]
+    assert [r.data.params["data"] for r in sweeps] == ["breast_cancer"]
+    shown = p.dvc("exp", "show", "--json").stdout
+    assert "breast_cancer" in shown

@@ -144,3 +144,21 @@ def test_failed_job_is_isolated_and_its_configuration_cannot_be_selected(tmp_pat
     c = MlflowClient(sqlite_uri)
     statuses = sorted(c.get_run(r["fold_run_id"]).info.status for r in results)
     assert statuses == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_every_job_in_parallel_workers(tmp_path, sqlite_uri):
+    p = make_project(tmp_path, sqlite_uri, tiny_params(["sweep.launcher=joblib", "sweep.n_jobs=2"]))
+    p.stage("prepare")
+    p.stage("split")
+    out = p.stage("sweep").stdout
+    assert "Joblib.Parallel(n_jobs=2" in out
+    assert "4 ok, 0 failed, 0 missing of 4 jobs" in out
+    results = [json.loads(f.read_text()) for f in (p.path / "results/sweep/jobs").glob("*")]
+    assert sorted((r["label"], r["fold"]) for r in results) == [
+        ("hidden=16 lr=0.01", 0),
+        ("hidden=16 lr=0.01", 1),
+        ("hidden=8 lr=0.01", 0),
+        ("hidden=8 lr=0.01", 1),
+    ]
+    assert all(r["status"] == "ok" for r in results)

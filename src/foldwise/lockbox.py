@@ -18,8 +18,10 @@ never in DVC's cache: the history of looks must survive ``dvc checkout``.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,7 +171,29 @@ def metrics_document(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(cfg: Any, layout: Any) -> dict[str, Any]:
-    """The test stage. Checks everything, decides, and only then opens the lockbox."""
+    """The test stage, holding an exclusive lock on the authoritative audit log.
+
+    The authority is the log of the real checkout, even when DVC runs the stage in a
+    temporary experiment copy (``dvc exp run --temp`` / queued experiments): a look
+    taken there must count for every later look. The lock serialises concurrent
+    openings (e.g. ``dvc queue start -j 2``). The copy's own log is then overwritten
+    with the authority's, so the DVC output reflects the full history.
+    """
+    from foldwise.files import shared_root
+
+    authority = shared_root(layout.root) / "lockbox" / "audit.jsonl"
+    authority.parent.mkdir(parents=True, exist_ok=True)
+    with open(authority.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        entry = _open(cfg, layout, authority)
+        if authority.resolve() != layout.audit_log.resolve():
+            layout.audit_log.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(authority, layout.audit_log)
+    return entry
+
+
+def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
+    """Check everything, decide, and only then open the lockbox."""
     import pandas as pd
     import torch
 
@@ -191,7 +215,7 @@ def run(cfg: Any, layout: Any) -> dict[str, Any]:
             "the lockbox was modified outside the split stage; re-run `dvc repro split`.",
         )
     decision = decide(
-        read_audit(layout.audit_log), test_sha, model.fingerprint, cfg.lockbox.override_reason
+        read_audit(audit), test_sha, model.fingerprint, cfg.lockbox.override_reason
     )
     if decision.kind == "repeat":
         entry = decision.recorded
@@ -264,7 +288,7 @@ def run(cfg: Any, layout: Any) -> dict[str, Any]:
     )
     c.set_terminated(run_id)
     entry["mlflow_run_id"] = run_id
-    append_audit(layout.audit_log, entry)  # recorded before anyone sees the numbers
+    append_audit(audit, entry)  # recorded before anyone sees the numbers
     write_json(layout.test_metrics, metrics_document(entry))
     _report(entry)
     if reused:
@@ -272,7 +296,7 @@ def run(cfg: Any, layout: Any) -> dict[str, Any]:
             f"[test] WARNING: look #{entry['look']} at this test set (override: "
             f"{entry['override_reason']!r}); the score is flagged reused_test_set."
         )
-    print(f"[test] audit: {layout.audit_log.relative_to(layout.root)} (commit it to git)")
+    print(f"[test] audit: {audit} (commit it to git)")
     return entry
 
 
