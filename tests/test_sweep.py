@@ -106,19 +106,26 @@ def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path, sqlite_uri):
     jobs = sorted((p.path / "results/sweep/jobs").glob("*.json"))
     assert len(jobs) == 4
     kept = {j.name: j.read_text() for j in jobs[1:]}
-    jobs[0].unlink()  # as if the process died before this job wrote its result
+    jobs[0].unlink()  # as if the process died before this job wrote its result...
+    from mlflow import MlflowClient
+
+    c = MlflowClient(sqlite_uri)
+    session = json.loads((p.path / "results/sweep/session.json").read_text())
+    orphan = c.create_run(  # ...leaving its fold run RUNNING
+        session["experiment_id"],
+        tags={
+            "foldwise.run_type": "fold",
+            "mlflow.parentRunId": session["configs"][0]["run_id"],
+        },
+    ).info.run_id
     second = p.stage("sweep").stdout
     assert second.count("[foldwise] job ") == 1
     assert second.count("[foldwise] skip ") == 3
     assert {j.name: j.read_text() for j in jobs[1:]} == kept  # finished results untouched
     assert jobs[0].is_file()
-    session = json.loads((p.path / "results/sweep/session.json").read_text())
-    from mlflow import MlflowClient
-
-    runs = MlflowClient(sqlite_uri).search_runs(
-        [session["experiment_id"]], "tags.`foldwise.run_type` = 'sweep'"
-    )
+    runs = c.search_runs([session["experiment_id"]], "tags.`foldwise.run_type` = 'sweep'")
     assert len(runs) == 1  # the resumed sweep reopened the same parent run
+    assert c.get_run(orphan).info.status == "KILLED"
 
 
 @pytest.mark.slow

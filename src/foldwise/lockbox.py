@@ -214,9 +214,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
             "data/lockbox/test.parquet does not match the split manifest's test hash.",
             "the lockbox was modified outside the split stage; re-run `dvc repro split`.",
         )
-    decision = decide(
-        read_audit(audit), test_sha, model.fingerprint, cfg.lockbox.override_reason
-    )
+    decision = decide(read_audit(audit), test_sha, model.fingerprint, cfg.lockbox.override_reason)
     if decision.kind == "repeat":
         entry = decision.recorded
         write_json(layout.test_metrics, metrics_document(entry))

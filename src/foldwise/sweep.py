@@ -210,6 +210,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         sweep_run = old["sweep_run_id"]
         c.update_run(sweep_run, status="RUNNING")
         old_runs = {x["hash"]: x["run_id"] for x in old.get("configs", [])}
+        tracking.kill_orphans(c, exp_id, set(old_runs.values()))
     else:
         sweep_run = tracking.start_run(
             c,
@@ -398,6 +399,9 @@ def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
         tracking.log(c, run, tags={f"{tracking.TAG}error": result["error"][:5000]})
         status = "FAILED"
         print(f"[foldwise] FAILED {conf['label']} · fold {fold}: {result['error']}", flush=True)
+    except BaseException:  # Ctrl-C, SystemExit: no result file, so a re-run redoes this job
+        c.set_terminated(run, "KILLED")
+        raise
     result["duration_s"] = round(time.perf_counter() - t0, 3)
     c.set_terminated(run, status)
     write_json(path, result)

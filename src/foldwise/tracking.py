@@ -131,3 +131,20 @@ def log(
             run_id, metrics=ms[:BATCH], params=ps if first else [], tags=ts if first else []
         )
         ms, first = ms[BATCH:], False
+
+
+def kill_orphans(c: MlflowClient, exp_id: str, parents: set[str]) -> int:
+    """Mark fold runs left RUNNING under ``parents`` (a process died mid-fit) as KILLED."""
+    if not parents:
+        return 0
+    stale = c.search_runs(
+        [exp_id],
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG}run_type` = 'fold'",
+        max_results=5000,
+    )
+    n = 0
+    for run in stale:
+        if run.data.tags.get("mlflow.parentRunId") in parents:
+            c.set_terminated(run.info.run_id, "KILLED")
+            n += 1
+    return n
