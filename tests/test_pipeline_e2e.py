@@ -172,3 +172,26 @@ def test_dvc_exp_run_temp_composes_conf_and_shares_store_and_lockbox(tmp_path):
     assert [r.data.params["data"] for r in sweeps] == ["breast_cancer"]
     shown = p.dvc("exp", "show", "--json").stdout
     assert "breast_cancer" in shown
+
+
+def test_user_csv_in_data_raw_is_a_tracked_dependency(tmp_path, sqlite_uri):
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True).frame
+    wine["label"] = wine.pop("target").map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    wine.insert(0, "sample_id", range(1000, 1000 + len(wine)))
+    extra = [
+        "data=csv",
+        "data.path=data/raw/wine.csv",
+        "data.target=label",
+        "data.id_column=sample_id",
+    ]
+    p = make_project(tmp_path, sqlite_uri, tiny_params(extra))
+    wine.to_csv(p.path / "data/raw/wine.csv", index=False)
+    p.dvc("repro", "prepare")
+    meta = json.loads((p.path / "data/prepared/meta.json").read_text())
+    assert meta["classes"] == ["barbera", "barolo", "grignolino"]
+    assert meta["n_rows"] == 178 and meta["n_features"] == 13
+    assert "up to date" in p.dvc("status", "prepare").stdout
+    wine.iloc[:100].to_csv(p.path / "data/raw/wine.csv", index=False)  # the file changes
+    assert "changed deps" in p.dvc("status", "prepare").stdout

@@ -8,6 +8,7 @@ which :class:`Meta` records.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +63,14 @@ def _from_file(cfg: DictConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
         raise FoldwiseError(
             f"data.path: file {path} does not exist.",
             "point data.path at a .csv or .parquet file (absolute, or relative to the repo).",
+        )
+    raw = repo_root() / "data" / "raw"
+    if not path.resolve().is_relative_to(raw.resolve()):
+        # Not an error: but DVC only sees the parameter, not the file's content.
+        print(
+            f"[prepare] note: {path} is outside data/raw/, so DVC will not notice when its "
+            "content changes; move it under data/raw/ (see data/raw/README.md).",
+            file=sys.stderr,
         )
     is_parquet = path.suffix.lower() in (".parquet", ".pq")
     df = pd.read_parquet(path) if is_parquet else pd.read_csv(path)
