@@ -12,12 +12,10 @@
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -27,6 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from foldwise import data, split  # noqa: E402
 from foldwise.compose import compose_params  # noqa: E402
+from foldwise.tracking import local_server  # noqa: E402
 
 OVERRIDES = [
     "trainer.max_epochs=5",
@@ -149,40 +148,6 @@ def bench_lightning(steps_epochs: int = 10) -> None:
     )
 
 
-def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{folder / 's.db'}",
-            "--artifacts-destination",
-            str(folder / "a"),
-            "--gunicorn-opts",
-            "--workers 2",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            return proc, uri
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("mlflow server did not start")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folds", type=int, default=3)
@@ -192,12 +157,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bench_logging(f"sqlite:///{tmp}/bench.db", "SQLite")
         if not args.no_server:
-            proc, uri = start_server(Path(tmp))
-            try:
+            with local_server(Path(tmp) / "server") as uri:
                 bench_logging(uri, "mlflow server (gunicorn)")
-            finally:
-                proc.terminate()
-                proc.wait(timeout=20)
     bench_lightning()
 
 

@@ -9,9 +9,15 @@ request per value: a remote tracking server answers in 7-50 ms per request.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Iterable, Mapping
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
@@ -148,3 +154,48 @@ def kill_orphans(c: MlflowClient, exp_id: str, parents: set[str]) -> int:
             c.set_terminated(run.info.run_id, "KILLED")
             n += 1
     return n
+
+
+@contextlib.contextmanager
+def local_server(folder: Path, workers: int = 2, timeout: float = 90) -> Iterator[str]:
+    """Run ``mlflow server`` (gunicorn) on a free 127.0.0.1 port over SQLite in ``folder``.
+
+    Yields the tracking URI; the server is stopped on exit. gunicorn, not the default
+    uvicorn: ~7 ms instead of ~50 ms per request on a reused connection.
+    Used by the end-to-end tests and the benchmarks.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder.mkdir(parents=True, exist_ok=True)
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    with open(folder / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+             "--artifacts-destination", str(folder / "artifacts"),
+             "--gunicorn-opts", f"--workers {workers} --log-level warning"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=folder,
+        )  # fmt: skip
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{uri}/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"mlflow server did not start:\n{(folder / 'server.log').read_text()}"
+                    )
+                time.sleep(0.5)
+            yield uri
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
