@@ -228,7 +228,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
 
     from foldwise import tracking
     from foldwise.files import read_json, write_json
-    from foldwise.sweep import Session, collect
+    from foldwise.results import Session, collect
 
     session_file = layout.sweep_dir / "session.json"
     if not session_file.is_file():

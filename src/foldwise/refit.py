@@ -20,7 +20,7 @@ from foldwise.data import Meta
 from foldwise.errors import FoldwiseError
 from foldwise.files import read_json, write_json
 from foldwise.params import Layout
-from foldwise.sweep import HYPER_KEYS, apply, config_hash
+from foldwise.sweep import apply, config_hash, hyperparameters
 
 
 def refit_epochs(cfg: DictConfig, fold_best_epochs: list[int]) -> int:
@@ -54,10 +54,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     print(f"[refit] {selection['label']} on all {len(dev)} dev rows for {epochs} epochs")
     backbone, res = fit(chosen, meta, dev, None, epochs=epochs)
 
-    hyper = {
-        k: OmegaConf.to_container(chosen[k]) if isinstance(chosen[k], DictConfig) else chosen[k]
-        for k in HYPER_KEYS
-    }
+    hyper = hyperparameters(chosen)
     fp = artifact.save(layout.model_dir, backbone, res.scaler, meta, hyper)
     (layout.model_dir / "config.yaml").write_text(OmegaConf.to_yaml(chosen))
 

@@ -23,7 +23,6 @@ import functools
 import itertools
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from foldwise import params as P
 from foldwise.data import Meta
 from foldwise.errors import FoldwiseError
 from foldwise.files import code_version, git_commit, read_json, sha256_file, sha256_json, write_json
+from foldwise.results import Session, collect, is_done, job_key, job_path, read_result
 from foldwise.split import Fold, load_folds
 
 # Keys whose values define a configuration (and so its hash). Data and split enter
@@ -96,28 +96,22 @@ def apply(cfg: DictConfig, overrides: dict[str, Any]) -> DictConfig:
     return out
 
 
+def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """The part of a config that defines a fit (:data:`HYPER_KEYS`), as plain containers."""
+    return {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig)
+        else cfg[k]
+        for k in HYPER_KEYS
+    }  # fmt: skip
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Identity of a configuration: every hyperparameter that can change a fit."""
-    return sha256_json(
-        {
-            k: OmegaConf.to_container(cfg[k], resolve=True)
-            if isinstance(cfg[k], DictConfig)
-            else cfg[k]
-            for k in HYPER_KEYS
-        }
-    )[:12]
+    return sha256_json(hyperparameters(cfg))[:12]
 
 
 def config_label(overrides: dict[str, Any]) -> str:
     return " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items())
-
-
-def job_key(cfg_hash: str, fold: int, split_key: str, code: str) -> str:
-    return sha256_json({"config": cfg_hash, "fold": fold, "split": split_key, "code": code})[:16]
-
-
-def job_path(sweep_dir: Path, cfg_hash: str, fold: int) -> Path:
-    return sweep_dir / "jobs" / f"{cfg_hash}-fold{fold}.json"
 
 
 def split_key(manifest: dict) -> str:
@@ -136,36 +130,6 @@ def base_key(cfg: DictConfig) -> str:
 
 
 # ------------------------------------------------------------------------ session
-@dataclass
-class Session:
-    """``results/sweep/session.json``: everything a job needs besides its own config."""
-
-    doc: dict[str, Any]
-
-    @property
-    def configs(self) -> list[dict[str, Any]]:
-        return self.doc["configs"]
-
-    @property
-    def n_jobs(self) -> int:
-        return len(self.configs) * self.doc["n_folds"]
-
-    def config(self, cfg_hash: str) -> dict[str, Any] | None:
-        return next((c for c in self.configs if c["hash"] == cfg_hash), None)
-
-
-def read_result(sweep_dir: Path, cfg_hash: str, fold: int) -> dict | None:
-    path = job_path(sweep_dir, cfg_hash, fold)
-    try:
-        return read_json(path)
-    except (OSError, ValueError):
-        return None
-
-
-def is_done(result: dict | None, key: str) -> bool:
-    return bool(result) and result.get("status") == "ok" and result.get("job_key") == key
-
-
 def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     """Plan the sweep, open (or reopen) its MLflow runs, and write the session file."""
     from foldwise import tracking
@@ -176,13 +140,13 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     manifest = read_json(layout.manifest)
     n_folds = int(manifest["n_splits"])
     skey, code = split_key(manifest), code_version()
-    configs = []
+    configs, hyper = [], {}
     for overrides in expand_grid(cfg):
-        c = apply(cfg, overrides)
-        P.validate(c)
-        configs.append(
-            {"hash": config_hash(c), "label": config_label(overrides), "overrides": overrides}
-        )
+        full = apply(cfg, overrides)
+        P.validate(full)
+        h = config_hash(full)
+        hyper[h] = hyperparameters(full)
+        configs.append({"hash": h, "label": config_label(overrides), "overrides": overrides})
     if len({c["hash"] for c in configs}) != len(configs):
         raise FoldwiseError(
             "sweep.grid lists the same configuration twice.",
@@ -227,13 +191,16 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
                 "split.scheme": cfg.split.scheme,
                 "split.n_splits": n_folds,
                 "split.test_fraction": cfg.split.test_fraction,
-                "selection.metric": cfg.selection.metric,
-                "grid": str(P.grid_leaves(cfg)),
-                "n_configs": len(configs),
                 "seed": cfg.seed,
             },
         )
         old_runs = {}
+    # Tags, not params: extending the grid reuses this run, and params are immutable.
+    tracking.log(
+        c,
+        sweep_run,
+        tags={f"{tracking.TAG}grid": P.grid_leaves(cfg), f"{tracking.TAG}n_configs": len(configs)},
+    )
     for conf in configs:
         run = old_runs.get(conf["hash"])
         if not run:
@@ -245,19 +212,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
                 {**common, f"{tracking.TAG}config_hash": conf["hash"]},
                 parent=sweep_run,
             )
-            full = apply(cfg, conf["overrides"])
-            tracking.log(
-                c,
-                run,
-                params=tracking.flatten(
-                    {
-                        k: OmegaConf.to_container(full[k])
-                        if isinstance(full[k], DictConfig)
-                        else full[k]
-                        for k in HYPER_KEYS
-                    }
-                ),
-            )
+            tracking.log(c, run, params=tracking.flatten(hyper[conf["hash"]]))
         else:
             c.update_run(run, status="RUNNING")
         conf["run_id"] = run
@@ -409,19 +364,6 @@ def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
 
 
 # ------------------------------------------------------------------------- finish
-def collect(session: Session, sweep_dir: Path) -> dict[str, list[dict | None]]:
-    """Each configuration's fold results in fold order (``None`` where missing/stale)."""
-    out = {}
-    for conf in session.configs:
-        rows = []
-        for f in range(session.doc["n_folds"]):
-            r = read_result(sweep_dir, conf["hash"], f)
-            key = job_key(conf["hash"], f, session.doc["split_key"], session.doc["code"])
-            rows.append(r if r is not None and r.get("job_key") == key else None)
-        out[conf["hash"]] = rows
-    return out
-
-
 def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
     """Close the MLflow runs, drop result files not in this plan, count outcomes."""
     from foldwise import tracking

@@ -1,0 +1,66 @@
+"""The sweep's on-disk contract: the session file and one result file per job.
+
+``results/sweep/session.json`` holds the plan (configurations, fold count, split and
+code keys, MLflow run ids); ``results/sweep/jobs/<config>-fold<k>.json`` holds one
+job's outcome. The sweep writes them, the aggregate stage reads them; neither side
+needs the other's code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from foldwise.files import read_json, sha256_json
+
+
+def job_key(cfg_hash: str, fold: int, split_key: str, code: str) -> str:
+    return sha256_json({"config": cfg_hash, "fold": fold, "split": split_key, "code": code})[:16]
+
+
+def job_path(sweep_dir: Path, cfg_hash: str, fold: int) -> Path:
+    return sweep_dir / "jobs" / f"{cfg_hash}-fold{fold}.json"
+
+
+@dataclass
+class Session:
+    """``results/sweep/session.json``: everything a job needs besides its own config."""
+
+    doc: dict[str, Any]
+
+    @property
+    def configs(self) -> list[dict[str, Any]]:
+        return self.doc["configs"]
+
+    @property
+    def n_jobs(self) -> int:
+        return len(self.configs) * self.doc["n_folds"]
+
+    def config(self, cfg_hash: str) -> dict[str, Any] | None:
+        return next((c for c in self.configs if c["hash"] == cfg_hash), None)
+
+
+def read_result(sweep_dir: Path, cfg_hash: str, fold: int) -> dict | None:
+    path = job_path(sweep_dir, cfg_hash, fold)
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(result: dict | None, key: str) -> bool:
+    return bool(result) and result.get("status") == "ok" and result.get("job_key") == key
+
+
+def collect(session: Session, sweep_dir: Path) -> dict[str, list[dict | None]]:
+    """Each configuration's fold results in fold order (``None`` where missing/stale)."""
+    out = {}
+    for conf in session.configs:
+        rows = []
+        for f in range(session.doc["n_folds"]):
+            r = read_result(sweep_dir, conf["hash"], f)
+            key = job_key(conf["hash"], f, session.doc["split_key"], session.doc["code"])
+            rows.append(r if r is not None and r.get("job_key") == key else None)
+        out[conf["hash"]] = rows
+    return out
