@@ -80,9 +80,9 @@ def decide(
             "Evaluating a different selection on it, then keeping whichever scores better, "
             "tunes hyperparameters on the test set: its score would no longer estimate "
             "performance on new data.",
-            "go back to the selection you already tested, or make a new lockbox (new data / "
-            'split.seed), or — knowingly — set lockbox.override_reason="<why>"; the opening '
-            "is then audited and its result flagged as coming from a reused test set.",
+            "go back to the selection you already tested, or test on genuinely new data, or "
+            '— knowingly — set lockbox.override_reason="<why>"; the opening is then audited '
+            "and its result flagged as coming from a reused test set.",
         )
     used = [e for e in previous if (e.get("override_reason") or "").strip() == reason]
     if used:
@@ -214,7 +214,9 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
             "data/lockbox/test.parquet does not match the split manifest's test hash.",
             "the lockbox was modified outside the split stage; re-run `dvc repro split`.",
         )
-    decision = decide(read_audit(audit), test_sha, model.fingerprint, cfg.lockbox.override_reason)
+    reason = cfg.lockbox.override_reason
+    reason = None if reason is None else str(reason)  # YAML may have parsed it as a number
+    decision = decide(read_audit(audit), test_sha, model.fingerprint, reason)
     if decision.kind == "repeat":
         entry = decision.recorded
         write_json(layout.test_metrics, metrics_document(entry))
@@ -250,7 +252,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         "git_commit": git_commit(layout.root),
         "look": decision.look,
         "reused_test_set": reused,
-        "override_reason": (cfg.lockbox.override_reason or None) if reused else None,
+        "override_reason": reason if reused else None,
         "scores": scores,
         "confidence": confidence,
     }
@@ -276,13 +278,10 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         c,
         run_id,
         params={"label": info["label"], "n_test": len(test)},
-        metrics={
-            f"test_{k}{suffix}": v[key]
-            for k, v in scores.items()
-            for key, suffix in (("value", ""), ("ci_low", "_ci_low"), ("ci_high", "_ci_high"))
-            if v[key] == v[key]
-        }
-        | {"reused_test_set": float(reused), "look": decision.look},
+        metrics={"reused_test_set": float(reused), "look": decision.look}
+        | {f"test_{k}": s["value"] for k, s in scores.items()}
+        | {f"test_{k}_ci_low": s["ci_low"] for k, s in scores.items()}
+        | {f"test_{k}_ci_high": s["ci_high"] for k, s in scores.items()},
     )
     c.set_terminated(run_id)
     entry["mlflow_run_id"] = run_id
