@@ -101,3 +101,13 @@ def test_dvc_hydra_integration_points_at_conf():
     config = (ROOT / ".dvc/config").read_text()
     assert "[hydra]" in config and "enabled = true" in config
     assert Path(ROOT / "conf/config.yaml").is_file()
+
+
+def test_validation_lists_match_the_registries():
+    """params.py lists names without importing torch; they must match what is registered."""
+    from foldwise import aggregate, data, models, params, split
+
+    assert set(params.DATASETS) == set(data.LOADERS)
+    assert set(params.CV_SCHEMES) == set(split.SCHEMES)
+    assert set(params.MODELS) == set(models.BACKBONES)
+    assert set(params.SELECTION_RULES) == set(aggregate.RULES)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import defaultdict
+from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
@@ -67,18 +68,21 @@ class CNN(nn.Module):
         return self.head(self.features(x.view(-1, *self.image_shape)))
 
 
+# model.name -> builder(meta, common kwargs). New architectures register here.
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "mlp": lambda meta, **kw: MLP(meta.n_features, **kw),
+    "cnn": lambda meta, **kw: CNN(list(meta.image_shape or []), **kw),
+}
+
+
 def build_backbone(model: DictConfig, meta: Meta) -> nn.Module:
-    common = dict(
+    return BACKBONES[str(model.name)](
+        meta,
         n_classes=meta.n_classes,
         hidden=int(model.hidden),
         depth=int(model.depth),
         dropout=float(model.dropout),
     )
-    if model.name == "mlp":
-        return MLP(meta.n_features, **common)
-    if model.name == "cnn":
-        return CNN(list(meta.image_shape or []), **common)
-    raise ValueError(f"unknown model {model.name!r}")  # params.validate rejects this earlier
 
 
 def _metrics(n_classes: int) -> MetricCollection:
