@@ -7,14 +7,16 @@ import pandas as pd
 
 from foldwise import params
 from foldwise.errors import run_stage
-from foldwise.files import repo_root, write_json, write_table
+from foldwise.files import read_json, repo_root, write_json, write_table
 from foldwise.split import split
 
 
 def main() -> None:
     cfg = params.load()
     layout = params.Layout(repo_root())
-    result = split(pd.read_parquet(layout.table), cfg)  # validates before anything is written
+    meta = read_json(layout.meta)
+    # Validates before anything is written.
+    result = split(pd.read_parquet(layout.table), cfg, class_names=meta["classes"])
     write_table(layout.test, result.test)
     write_table(layout.dev, result.dev)
     write_json(layout.folds, result.folds_doc)

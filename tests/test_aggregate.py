@@ -281,25 +281,26 @@ def test_metrics_document_structure():
     doc = metrics_document([a, b, inc], selected, "val_f1")
 
     assert set(doc) == {"selected", "configs"}
-    assert list(doc["configs"]) == ["h-a", "h-b", "h-i"]
+    assert list(doc["configs"]) == ["cfg a", "cfg b", "cfg i"]  # keyed by readable label
     sel = doc["selected"]
     assert sel["config"] == "h-b"
     assert sel["metric"] == "val_f1"
     assert sel["label"] == "cfg b"
     assert sel["complete"] is True
     stat_keys = {"mean", "std", "se", "ci_low", "ci_high"}
-    for key in ("val_f1", "val_acc", "val_loss", "gap_f1", "gap_acc", "gap_loss"):
+    for key in ("val_f1", "val_acc", "val_loss"):
         assert set(sel[key]) == stat_keys
     assert sel["val_f1"]["mean"] == pytest.approx(0.91)
     assert sel["val_f1"]["ci_low"] == pytest.approx(b.stats["val_f1"]["ci_low"])
     assert sel["val_loss"]["std"] == pytest.approx(np.std([0.2, 0.25], ddof=1))
     assert sel["train_f1_mean"] == pytest.approx(0.99)
     assert sel["train_loss_mean"] == pytest.approx(0.05)
-    assert "train_f1" not in sel
+    assert sel["gap_f1_mean"] == pytest.approx(0.99 - 0.91)
+    assert "train_f1" not in sel and "gap_f1" not in sel
     assert "n" not in sel["val_f1"]
-    assert {k: v for k, v in sel.items() if k not in ("config", "metric")} == doc["configs"]["h-b"]
-    assert doc["configs"]["h-i"]["complete"] is False
-    assert doc["configs"]["h-i"]["val_f1"]["mean"] == pytest.approx(0.99)
+    assert {k: v for k, v in sel.items() if k not in ("label", "metric")} == doc["configs"]["cfg b"]
+    assert doc["configs"]["cfg i"]["complete"] is False
+    assert doc["configs"]["cfg i"]["val_f1"]["mean"] == pytest.approx(0.99)
 
 
 def test_table_rows_rank_only_complete_configs():
@@ -316,3 +317,11 @@ def test_table_rows_rank_only_complete_configs():
     assert rows[0]["val_f1_mean"] == pytest.approx(0.91)
     assert rows[0]["val_f1_se"] == pytest.approx(0.01)
     assert "train_f1_se" not in rows[0]
+
+
+def test_interval_is_clipped_to_the_metric_range():
+    raw = summarize([0.99, 1.0, 0.96])
+    assert raw["ci_high"] > 1.0  # a t interval knows nothing of [0, 1]...
+    clipped = summarize([0.99, 1.0, 0.96], bounds=(0.0, 1.0))
+    assert clipped["ci_high"] == 1.0  # ...so scores are clipped
+    assert clipped["ci_low"] == raw["ci_low"] and clipped["mean"] == raw["mean"]

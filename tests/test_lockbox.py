@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
+from foldwise.audit import append_audit, read_audit
 from foldwise.errors import FoldwiseError
-from foldwise.lockbox import append_audit, bootstrap_scores, decide, read_audit
+from foldwise.lockbox import bootstrap_scores, decide
 
 TEST_A = "a" * 64
 TEST_B = "b" * 64

@@ -125,7 +125,8 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert refused.returncode != 0
     assert "tunes hyperparameters on the test set" in refused.stdout + refused.stderr
     assert len((root / "lockbox/audit.jsonl").read_text().splitlines()) == 1
-    assert json.loads((root / "results/test_metrics.json").read_text())["look"] == 1
+    refused_doc = json.loads((root / "results/test_metrics.json").read_text())
+    assert refused_doc["status"] == "refused" and "test" not in refused_doc  # no stale scores
 
     # ...unless overridden with a reason: audited and flagged.
     p.set_params(

@@ -268,6 +268,9 @@ def test_class_with_too_few_dev_rows_for_stratified_folds():
     assert f"{{2: {n_small}}}" in message  # names the class and its dev row count
     assert f"lower split.n_splits to {n_small}" in message
     assert "split=kfold" in message
+    # with the original labels known, the message speaks them instead of codes
+    with pytest.raises(FoldwiseError, match=f"{{'rare': {n_small}}}"):
+        split(table, cfg, class_names=["common", "usual", "rare"])
     # the unstratified scheme has no per-class requirement
     result = split(table, split_cfg(scheme="kfold", n_splits=5, test_fraction=0.2, seed=0))
     assert len(result.folds) == 5

@@ -145,7 +145,7 @@ def test_failed_job_is_isolated_and_its_configuration_cannot_be_selected(tmp_pat
     assert "incomplete" in agg
     selection = json.loads((p.path / "results/selection.json").read_text())
     assert selection["overrides"]["model.dropout"] == 0.1
-    assert selection["incomplete"] == ["hidden=8 dropout=1.5 lr=0.01"]
+    assert selection["incomplete"] == ["mlp hidden=8 dropout=1.5 lr=0.01"]
     from mlflow import MlflowClient
 
     c = MlflowClient(sqlite_uri)
@@ -163,9 +163,9 @@ def test_joblib_launcher_runs_every_job_in_parallel_workers(tmp_path, sqlite_uri
     assert "4 ok, 0 failed, 0 missing of 4 jobs" in out
     results = [json.loads(f.read_text()) for f in (p.path / "results/sweep/jobs").glob("*")]
     assert sorted((r["label"], r["fold"]) for r in results) == [
-        ("hidden=16 lr=0.01", 0),
-        ("hidden=16 lr=0.01", 1),
-        ("hidden=8 lr=0.01", 0),
-        ("hidden=8 lr=0.01", 1),
+        ("mlp hidden=16 lr=0.01", 0),
+        ("mlp hidden=16 lr=0.01", 1),
+        ("mlp hidden=8 lr=0.01", 0),
+        ("mlp hidden=8 lr=0.01", 1),
     ]
     assert all(r["status"] == "ok" for r in results)

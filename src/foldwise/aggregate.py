@@ -25,8 +25,16 @@ from foldwise.errors import FoldwiseError
 SCORES = ("loss", "acc", "f1")
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
-    """Mean, sample std, standard error and a t interval of fold values."""
+def summarize(
+    values: Sequence[float],
+    confidence: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> dict[str, float]:
+    """Mean, sample std, standard error and a t interval of fold values.
+
+    The interval is clipped to ``bounds`` (accuracy and F1 live in [0, 1]; a symmetric
+    t interval around 0.98 with few folds can otherwise reach past 1).
+    """
     x = np.asarray(values, dtype=float)
     n = len(x)
     if n > 1 and np.all(x == x[0]):
@@ -44,6 +52,7 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, fl
     se = std / math.sqrt(n) if n > 1 else math.nan
     if n > 1:
         lo, hi = stats.t.interval(confidence, n - 1, loc=mean, scale=se)
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     else:
         lo = hi = math.nan
     return {"mean": mean, "std": std, "se": se, "ci_low": float(lo), "ci_high": float(hi), "n": n}
@@ -93,8 +102,9 @@ def summarize_config(
         return summary
     m = {k: np.array([r["metrics"][k] for r in ok]) for k in ok[0]["metrics"]}
     for s in SCORES:
-        summary.stats[f"val_{s}"] = summarize(m[f"val_{s}"], confidence)
-        summary.stats[f"train_{s}"] = summarize(m[f"train_{s}"], confidence)
+        bounds = (0.0, math.inf) if s == "loss" else (0.0, 1.0)
+        summary.stats[f"val_{s}"] = summarize(m[f"val_{s}"], confidence, bounds)
+        summary.stats[f"train_{s}"] = summarize(m[f"train_{s}"], confidence, bounds)
     # Generalization gap per fold: train - validation for scores; for the loss,
     # validation - train, so that for every metric a larger gap means more overfitting.
     summary.stats["gap_acc"] = summarize(m["train_acc"] - m["val_acc"], confidence)
@@ -148,20 +158,25 @@ def ranked(summaries: Sequence[ConfigSummary], metric: str) -> list[ConfigSummar
 def metrics_document(
     summaries: Sequence[ConfigSummary], selected: ConfigSummary, metric: str
 ) -> dict[str, Any]:
-    """The DVC metrics file: the selection first, then every configuration."""
+    """The DVC metrics file: the selection first, then every configuration by label.
+
+    Validation metrics carry mean, std, se and interval; training metrics and the
+    generalization gap their mean (the full statistics are in cv_table.csv), which
+    keeps ``dvc metrics show`` / ``dvc exp show`` readable.
+    """
 
     def entry(s: ConfigSummary) -> dict[str, Any]:
-        out: dict[str, Any] = {"label": s.label, "complete": s.complete}
+        out: dict[str, Any] = {"config": s.hash, "complete": s.complete}
         for key, st in s.stats.items():
-            if key.startswith("val_") or key.startswith("gap_"):
+            if key.startswith("val_"):
                 out[key] = {k: st[k] for k in ("mean", "std", "se", "ci_low", "ci_high")}
             else:
                 out[f"{key}_mean"] = st["mean"]
         return out
 
     return {
-        "selected": {"config": selected.hash, "metric": metric, **entry(selected)},
-        "configs": {s.hash: entry(s) for s in summaries},
+        "selected": {"label": selected.label, "metric": metric, **entry(selected)},
+        "configs": {s.label: entry(s) for s in summaries},
     }
 
 

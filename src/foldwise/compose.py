@@ -15,6 +15,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from foldwise.errors import FoldwiseError, run_stage
 from foldwise.files import atomic_write_text, repo_root
 from foldwise.params import validate
 
@@ -26,12 +27,17 @@ def compose_params(overrides: list[str] | None = None, root: Path | None = None)
 
 
 def main(argv: list[str]) -> None:
-    cfg = compose_params(argv)
-    validate(cfg)
+    from hydra.errors import HydraException
+
+    try:
+        cfg = compose_params(argv)
+    except HydraException as err:  # unknown group option, bad override syntax, ...
+        raise FoldwiseError(str(err).splitlines()[0], "check the overrides against conf/") from err
+    validate(cfg)  # before writing: a rejected override leaves params.yaml as it was
     path = repo_root() / "params.yaml"
     atomic_write_text(path, OmegaConf.to_yaml(cfg))
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_stage(lambda: main(sys.argv[1:]))

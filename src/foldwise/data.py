@@ -96,7 +96,10 @@ def _from_file(cfg: DictConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
                 "use a column with one unique value per row, or id_column=null.",
             )
         if not pd.api.types.is_integer_dtype(ids):
-            raise FoldwiseError(f"data.id_column: {id_col!r} must hold integers.")
+            raise FoldwiseError(
+                f"data.id_column: {id_col!r} must hold integers (got {ids.dtype}).",
+                "use an integer id column, or id_column=null to number rows by position.",
+            )
         drop.append(str(id_col))
     else:
         ids = pd.Series(np.arange(len(df)))

@@ -26,4 +26,7 @@ def run_stage(main: Callable[[], int | None]) -> NoReturn:
     except FoldwiseError as err:
         print(f"foldwise: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("foldwise: interrupted; finished work is kept, re-run to resume.", file=sys.stderr)
+        sys.exit(130)
     sys.exit(code or 0)

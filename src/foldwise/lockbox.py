@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score
 
+from foldwise import audit as audit_log
 from foldwise.errors import FoldwiseError
 
 
@@ -43,23 +42,6 @@ class Decision:
     def look(self) -> int:
         """How many distinct models have seen this test set, this one included."""
         return len(self.previous) + (self.kind != "repeat")
-
-
-def read_audit(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    entries = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            try:
-                entries.append(json.loads(line))
-            except ValueError as err:
-                raise FoldwiseError(
-                    f"{path} line {n} is not valid JSON ({err}).",
-                    "restore the audit log from git (git checkout -- lockbox/audit.jsonl); "
-                    "never edit it by hand.",
-                ) from err
-    return entries
 
 
 def decide(
@@ -92,15 +74,6 @@ def decide(
             "write the reason for this opening.",
         )
     return Decision("override", previous, None)
-
-
-def append_audit(path: Path, entry: dict[str, Any]) -> None:
-    """Append one line and fsync it; earlier lines are never rewritten."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(entry, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def bootstrap_scores(
@@ -156,6 +129,7 @@ def now() -> str:
 def metrics_document(entry: dict[str, Any]) -> dict[str, Any]:
     """``results/test_metrics.json`` (DVC metrics) from an audit entry."""
     return {
+        "status": "opened",
         "test": entry["scores"],
         "n_test": entry["n_test"],
         "look": entry["look"],
@@ -179,9 +153,7 @@ def run(cfg: Any, layout: Any) -> dict[str, Any]:
     openings (e.g. ``dvc queue start -j 2``). The copy's own log is then overwritten
     with the authority's, so the DVC output reflects the full history.
     """
-    from foldwise.files import shared_root
-
-    authority = shared_root(layout.root) / "lockbox" / "audit.jsonl"
+    authority = audit_log.authority(layout.root)
     authority.parent.mkdir(parents=True, exist_ok=True)
     with open(authority.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -216,7 +188,17 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         )
     reason = cfg.lockbox.override_reason
     reason = None if reason is None else str(reason)  # YAML may have parsed it as a number
-    decision = decide(read_audit(audit), test_sha, model.fingerprint, reason)
+    try:
+        decision = decide(audit_log.read_audit(audit), test_sha, model.fingerprint, reason)
+    except FoldwiseError as refusal:
+        # Don't leave the previous model's test scores beside this model's selection:
+        # the metrics file now says that this model was refused, and has no scores.
+        write_json(layout.test_metrics, {
+            "status": "refused", "config": info["config_hash"], "label": info["label"],
+            "model_sha256": model.fingerprint, "test_sha256": test_sha,
+            "reason": refusal.problem,
+        })  # fmt: skip
+        raise
     if decision.kind == "repeat":
         entry = decision.recorded
         write_json(layout.test_metrics, metrics_document(entry))
@@ -285,7 +267,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     )
     c.set_terminated(run_id)
     entry["mlflow_run_id"] = run_id
-    append_audit(audit, entry)  # recorded before anyone sees the numbers
+    audit_log.append_audit(audit, entry)  # recorded before anyone sees the numbers
     write_json(layout.test_metrics, metrics_document(entry))
     _report(entry)
     if reused:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
+from sklearn.metrics import accuracy_score, f1_score
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -178,17 +179,21 @@ class Classifier(pl.LightningModule):
 def evaluate(
     backbone: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """Loss, accuracy and macro-F1 in eval mode; also returns per-sample predictions."""
+    """Loss, accuracy and macro-F1 in eval mode; also returns per-sample predictions.
+
+    Scored with scikit-learn in float64 (torchmetrics' float32 can report 1.0000001);
+    macro-F1 averages over the classes present in ``y`` or the predictions, as
+    torchmetrics' per-epoch values and the lockbox's bootstrap do.
+    """
     backbone.eval()
     device = next(backbone.parameters()).device
-    n_classes = None
-    losses, preds = [], []
+    loss, preds = 0.0, []
     for i in range(0, len(y), batch_size):
         logits = backbone(x[i : i + batch_size].to(device)).cpu()
-        n_classes = logits.shape[1]
-        losses.append(nn.functional.cross_entropy(logits, y[i : i + batch_size], reduction="sum"))
+        loss += float(nn.functional.cross_entropy(logits, y[i : i + batch_size], reduction="sum"))
         preds.append(logits.argmax(1))
     pred = torch.cat(preds)
-    acc = MulticlassAccuracy(n_classes, average="micro")(pred, y)
-    f1 = MulticlassF1Score(n_classes, average="macro")(pred, y)
-    return {"loss": float(sum(losses) / len(y)), "acc": float(acc), "f1": float(f1)}, pred
+    yt, yp = y.numpy(), pred.numpy()
+    acc = accuracy_score(yt, yp)
+    f1 = f1_score(yt, yp, average="macro", zero_division=0)
+    return {"loss": loss / len(y), "acc": float(acc), "f1": float(f1)}, pred

@@ -108,11 +108,17 @@ def _need(cfg: DictConfig, key: str, hint: str) -> object:
     return value
 
 
+# Keys chosen through a Hydra config group: the fix is `-S data=digits`, not `data.name`.
+GROUPS = {"data.name": "data", "split.scheme": "split", "model.name": "model",
+          "selection.rule": "selection"}  # fmt: skip
+
+
 def _one_of(value: object, allowed: tuple[str, ...], key: str) -> None:
     if value not in allowed:
+        override = GROUPS.get(key, key)
         raise FoldwiseError(
             f"params: unknown {key} {value!r}.",
-            f"use one of: {', '.join(allowed)} (e.g. dvc exp run -S {key}={allowed[0]}).",
+            f"use one of: {', '.join(allowed)} (e.g. dvc exp run -S {override}={allowed[0]}).",
         )
 
 

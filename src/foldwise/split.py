@@ -43,7 +43,7 @@ class CVScheme:
     def splitter(self) -> BaseCrossValidator:
         raise NotImplementedError
 
-    def check(self, y: np.ndarray) -> None:
+    def check(self, y: np.ndarray, class_names: list[str] | None = None) -> None:
         """Raise :class:`FoldwiseError` if the scheme can't split these labels."""
         if self.n_splits > len(y):
             raise FoldwiseError(
@@ -51,8 +51,10 @@ class CVScheme:
                 f"use at most {len(y)} folds (n_splits = number of dev rows is leave-one-out).",
             )
 
-    def split(self, row_ids: np.ndarray, y: np.ndarray) -> list[Fold]:
-        self.check(y)
+    def split(
+        self, row_ids: np.ndarray, y: np.ndarray, class_names: list[str] | None = None
+    ) -> list[Fold]:
+        self.check(y, class_names)
         splitter = self.splitter()
         return [
             Fold(i, sorted(row_ids[tr].tolist()), sorted(row_ids[va].tolist()))
@@ -80,10 +82,14 @@ class StratifiedKFoldScheme(KFoldScheme):
     def splitter(self) -> BaseCrossValidator:
         return StratifiedKFold(self.n_splits, shuffle=self.shuffle, random_state=self._rs())
 
-    def check(self, y: np.ndarray) -> None:
+    def check(self, y: np.ndarray, class_names: list[str] | None = None) -> None:
         super().check(y)
         classes, counts = np.unique(y, return_counts=True)
-        small = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < self.n_splits}
+        small = {
+            _name(c, class_names): int(n)
+            for c, n in zip(classes, counts, strict=True)
+            if n < self.n_splits
+        }
         if small:
             raise FoldwiseError(
                 f"stratified {self.n_splits}-fold CV needs every class to have at least "
@@ -111,14 +117,19 @@ class SplitResult:
     manifest: dict
 
 
+def _name(code: int, class_names: list[str] | None) -> str | int:
+    """A class's original label for messages (the table stores codes 0..C-1)."""
+    return class_names[int(code)] if class_names else int(code)
+
+
 def holdout(
-    table: pd.DataFrame, test_fraction: float, seed: int
+    table: pd.DataFrame, test_fraction: float, seed: int, class_names: list[str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified, seeded holdout: ``(dev, test)``."""
     y = table["target"].to_numpy()
     classes, counts = np.unique(y, return_counts=True)
     if (counts < 2).any():
-        lonely = [int(c) for c, n in zip(classes, counts, strict=True) if n < 2]
+        lonely = [_name(c, class_names) for c, n in zip(classes, counts, strict=True) if n < 2]
         raise FoldwiseError(
             f"classes {lonely} have a single row; a stratified test set needs 2+ per class.",
             "drop those classes or collect more rows.",
@@ -137,11 +148,17 @@ def holdout(
     )
 
 
-def split(table: pd.DataFrame, cfg: DictConfig) -> SplitResult:
-    """Holdout then CV folds; everything is checked before anything is returned."""
+def split(
+    table: pd.DataFrame, cfg: DictConfig, class_names: list[str] | None = None
+) -> SplitResult:
+    """Holdout then CV folds; everything is checked before anything is returned.
+
+    ``class_names`` (the original labels, see :class:`foldwise.data.Meta`) only make
+    error messages speak the user's labels instead of codes.
+    """
     scheme = make_scheme(cfg)
-    dev, test = holdout(table, float(cfg.split.test_fraction), int(cfg.seed))
-    folds = scheme.split(dev["row_id"].to_numpy(), dev["target"].to_numpy())
+    dev, test = holdout(table, float(cfg.split.test_fraction), int(cfg.seed), class_names)
+    folds = scheme.split(dev["row_id"].to_numpy(), dev["target"].to_numpy(), class_names)
     folds_doc = {
         "scheme": scheme.name,
         "n_splits": len(folds),

@@ -110,8 +110,10 @@ def config_hash(cfg: DictConfig) -> str:
     return sha256_json(hyperparameters(cfg))[:12]
 
 
-def config_label(overrides: dict[str, Any]) -> str:
-    return " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items())
+def config_label(cfg: DictConfig, overrides: dict[str, Any]) -> str:
+    """``mlp hidden=32 lr=0.001``: the model, then the swept values (last key part)."""
+    parts = [] if "model.name" in overrides else [str(cfg.model.name)]
+    return " ".join(parts + [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items()])
 
 
 def split_key(manifest: dict) -> str:
@@ -130,6 +132,23 @@ def base_key(cfg: DictConfig) -> str:
 
 
 # ------------------------------------------------------------------------ session
+def _warn_if_lockbox_open(layout: P.Layout, test_sha256: str) -> None:
+    """Say before training, not after, that the test stage will refuse a new model."""
+    from foldwise.audit import openings
+
+    seen = openings(layout.root, test_sha256)
+    if seen:
+        last = seen[-1]
+        print(
+            f"[foldwise] note: this test set was already opened ({len(seen)} look(s); last: "
+            f"{last['label']}, model {last['model_sha256'][:12]}). Unless this sweep selects "
+            "that same model again, `dvc repro` will stop at the test stage. To explore "
+            "without touching the lockbox, stop at aggregate: "
+            "`dvc exp run aggregate -S ...`.",
+            flush=True,
+        )
+
+
 def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     """Plan the sweep, open (or reopen) its MLflow runs, and write the session file."""
     from foldwise import tracking
@@ -138,6 +157,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         if not need.is_file():
             raise FoldwiseError(f"{need} is missing.", "run the earlier stages: dvc repro split")
     manifest = read_json(layout.manifest)
+    _warn_if_lockbox_open(layout, manifest["test_sha256"])
     n_folds = int(manifest["n_splits"])
     skey, code = split_key(manifest), code_version()
     configs, hyper = [], {}
@@ -146,7 +166,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         P.validate(full)
         h = config_hash(full)
         hyper[h] = hyperparameters(full)
-        configs.append({"hash": h, "label": config_label(overrides), "overrides": overrides})
+        configs.append({"hash": h, "label": config_label(full, overrides), "overrides": overrides})
     if len({c["hash"] for c in configs}) != len(configs):
         raise FoldwiseError(
             "sweep.grid lists the same configuration twice.",
@@ -179,7 +199,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         sweep_run = tracking.start_run(
             c,
             exp_id,
-            f"sweep {cfg.data.name} {dt.datetime.now():%Y-%m-%d %H:%M}",
+            f"sweep {cfg.data.name} {cfg.model.name} {dt.datetime.now():%Y-%m-%d %H:%M}",
             "sweep",
             {**common, f"{tracking.TAG}sweep_key": sweep_key},
         )
@@ -252,11 +272,18 @@ def _inputs(root: str) -> tuple[pd.DataFrame, dict[int, Fold], Meta]:
     return dev, folds, Meta.from_dict(read_json(layout.meta))
 
 
+# Durations of the jobs this process has run: the ETA's basis. The first fit of a
+# process pays one-off warm-up, so it is left out once there are others.
+_durations: list[float] = []
+
+
 def _progress(session: Session, name: str, label: str, fold: int) -> None:
+    """The sweep-level line: job i of N, configuration, fold, elapsed, ETA."""
     pending = session.doc["pending"]
     pos = pending.index(name) if name in pending else 0
     elapsed = time.time() - session.doc["started"]
-    eta = elapsed / pos * (len(pending) - pos) if pos else float("nan")
+    typical = _durations[1:] or _durations
+    eta = sum(typical) / len(typical) * (len(pending) - pos) if typical else float("nan")
     fmt = lambda s: "--:--" if s != s else f"{int(s) // 60}:{int(s) % 60:02d}"  # noqa: E731
     total, done_before = session.n_jobs, session.n_jobs - len(pending)
     print(
@@ -273,7 +300,6 @@ def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
     (run status FAILED), so the other jobs of the sweep carry on.
     """
     from foldwise import tracking
-    from foldwise.train import fit
 
     fold = int(cfg.fold)
     session = Session(read_json(layout.sweep_dir / "session.json"))
@@ -290,6 +316,7 @@ def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
         print(f"[foldwise] skip {conf['label']} · fold {fold}: result exists", flush=True)
         return read_json(path)
     _progress(session, f"{cfg_hash}-fold{fold}", conf["label"], fold)
+    from foldwise.train import fit  # torch + Lightning: only once there is a fit to do
 
     result: dict[str, Any] = {
         "job_key": key,
@@ -358,6 +385,7 @@ def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
         c.set_terminated(run, "KILLED")
         raise
     result["duration_s"] = round(time.perf_counter() - t0, 3)
+    _durations.append(result["duration_s"])
     c.set_terminated(run, status)
     write_json(path, result)
     return result
