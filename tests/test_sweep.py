@@ -169,3 +169,34 @@ def test_joblib_launcher_runs_every_job_in_parallel_workers(tmp_path, sqlite_uri
         ("mlp hidden=8 lr=0.01", 1),
     ]
     assert all(r["status"] == "ok" for r in results)
+
+
+@pytest.mark.slow
+def test_going_back_to_an_earlier_grid_reuses_cached_jobs(tmp_path, sqlite_uri):
+    p = make_project(tmp_path, sqlite_uri, tiny_params())
+    p.stage("prepare")
+    p.stage("split")
+    p.stage("sweep")
+    jobs = p.path / "results/sweep/jobs"
+    first = {f.name: json.loads(f.read_text()) for f in jobs.glob("*.json")}
+    p.set_params(tiny_params(["sweep.grid.model.hidden=[16]"]))
+    narrowed = p.stage("sweep").stdout
+    assert narrowed.count("[foldwise] skip ") == 2 and len(list(jobs.glob("*.json"))) == 2
+    p.set_params(tiny_params())  # back to hidden=[8,16]: the pruned hidden=8 jobs
+    back = p.stage("sweep").stdout
+    assert back.count("[foldwise] reuse ") == 2  # restored from .foldwise/jobs, no training
+    again = {f.name: json.loads(f.read_text()) for f in jobs.glob("*.json")}
+    assert again.keys() == first.keys()
+    for name, result in again.items():
+        assert result["metrics"] == first[name]["metrics"]
+    from mlflow import MlflowClient
+
+    reused = [
+        r
+        for r in MlflowClient(sqlite_uri).search_runs(
+            [json.loads((p.path / "results/sweep/session.json").read_text())["experiment_id"]],
+            "tags.`foldwise.run_type` = 'fold'",
+        )
+        if "foldwise.reused_from" in r.data.tags
+    ]
+    assert len(reused) == 2 and all(r.data.metrics["val_f1"] > 0 for r in reused)

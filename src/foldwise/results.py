@@ -12,11 +12,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from foldwise.files import read_json, sha256_json
+from foldwise.files import read_json, sha256_json, shared_root
 
 
 def job_key(cfg_hash: str, fold: int, split_key: str, code: str) -> str:
     return sha256_json({"config": cfg_hash, "fold": fold, "split": split_key, "code": code})[:16]
+
+
+# What a finished job produced, as opposed to where it was tracked.
+OUTCOME = ("status", "metrics", "history", "best_epoch", "epochs_trained", "n_train", "n_val")
+
+
+def job_cache(root: Path, key: str) -> Path:
+    """A finished job's result, by job key, outside DVC's outputs.
+
+    ``results/sweep/jobs/`` only holds the current plan's jobs, so switching back to
+    an earlier configuration (``dvc exp apply``, another experiment) would re-train;
+    this cache, shared by the checkout and DVC's temporary experiment copies, keeps
+    every finished job. Safe because the key covers configuration, fold, split and code.
+    """
+    return shared_root(root) / ".foldwise" / "jobs" / f"{key}.json"
 
 
 def job_path(sweep_dir: Path, cfg_hash: str, fold: int) -> Path:

@@ -33,7 +33,16 @@ from foldwise import params as P
 from foldwise.data import Meta
 from foldwise.errors import FoldwiseError
 from foldwise.files import code_version, git_commit, read_json, sha256_file, sha256_json, write_json
-from foldwise.results import Session, collect, is_done, job_key, job_path, read_result
+from foldwise.results import (
+    OUTCOME,
+    Session,
+    collect,
+    is_done,
+    job_cache,
+    job_key,
+    job_path,
+    read_result,
+)
 from foldwise.split import Fold, load_folds
 
 # Keys whose values define a configuration (and so its hash). Data and split enter
@@ -343,32 +352,38 @@ def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
     )
     result["fold_run_id"] = run
     t0 = time.perf_counter()
+    cache = job_cache(layout.root, key)
     try:
-        dev, folds, meta = _inputs(str(layout.root))
-        f = folds[fold]
-        _, res = fit(cfg, meta, dev.loc[f.train], dev.loc[f.val])
-        result |= {
-            "status": "ok",
-            "metrics": res.metrics,
-            "history": res.history,
-            "best_epoch": res.best_epoch,
-            "epochs_trained": res.epochs_trained,
-            "n_train": res.n_train,
-            "n_val": res.n_val,
-        }
+        cached = read_json(cache) if cache.is_file() else None
+        if cached is not None:  # same inputs, same code: the fit would give this again
+            outcome = {k: cached[k] for k in OUTCOME}
+            tracking.log(c, run, tags={f"{tracking.TAG}reused_from": cached["fold_run_id"]})
+            print(f"[foldwise] reuse {conf['label']} · fold {fold}: identical job found in "
+                  ".foldwise/jobs/, no training", flush=True)  # fmt: skip
+        else:
+            dev, folds, meta = _inputs(str(layout.root))
+            f = folds[fold]
+            _, res = fit(cfg, meta, dev.loc[f.train], dev.loc[f.val])
+            outcome = {
+                "status": "ok",
+                "metrics": res.metrics,
+                "history": res.history,
+                "best_epoch": res.best_epoch,
+                "epochs_trained": res.epochs_trained,
+                "n_train": res.n_train,
+                "n_val": res.n_val,
+            }
+        result |= outcome
         tracking.log(
             c,
             run,
-            params={
-                **tracking.flatten({"fold": fold}),
-                **{k: v for k, v in conf["overrides"].items()},
-            },
+            params={"fold": fold, **conf["overrides"]},
             metrics={
-                **res.metrics,
-                "best_epoch": res.best_epoch,
-                "epochs_trained": res.epochs_trained,
+                **outcome["metrics"],
+                "best_epoch": outcome["best_epoch"],
+                "epochs_trained": outcome["epochs_trained"],
             },
-            history=res.history,
+            history=outcome["history"],
             history_prefix="epoch/",
         )
         status = "FINISHED"
@@ -388,6 +403,8 @@ def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
     _durations.append(result["duration_s"])
     c.set_terminated(run, status)
     write_json(path, result)
+    if status == "FINISHED" and not cache.is_file():
+        write_json(cache, result)
     return result
 
 
