@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from foldwise.errors import FoldwiseError
-from foldwise.files import repo_root
+from foldwise.files import flatten, repo_root
 
 DATASETS = ("digits", "breast_cancer", "csv")
 CV_SCHEMES = ("stratified_kfold", "kfold")
@@ -166,12 +166,12 @@ def validate(cfg: DictConfig) -> None:
         )
 
     grid = _need(cfg, "sweep.grid", "declare a search space under sweep.grid")
-    if not isinstance(grid, DictConfig) or not _leaves(grid):
+    if not isinstance(grid, DictConfig) or not flatten(grid):
         raise FoldwiseError(
             "params: sweep.grid is empty.",
             "declare at least one hyperparameter, e.g. sweep.grid.model.hidden=[32,64].",
         )
-    for key, values in _leaves(grid).items():
+    for key, values in flatten(grid).items():
         if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
             raise FoldwiseError(
                 f"params: sweep.grid sweeps '{key}', which is not a configuration key.",
@@ -191,18 +191,6 @@ def validate(cfg: DictConfig) -> None:
         raise FoldwiseError("params: lockbox.bootstrap_resamples must be at least 100.")
 
 
-def _leaves(node: DictConfig, prefix: str = "") -> dict[str, object]:
-    """Flatten a nested grid into ``{"model.hidden": [...], ...}``."""
-    out: dict[str, object] = {}
-    for key, value in node.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, DictConfig):
-            out.update(_leaves(value, path + "."))
-        else:
-            out[path] = value
-    return out
-
-
 def grid_leaves(cfg: DictConfig) -> dict[str, object]:
     """The sweep's search space as dotted keys, in declaration order."""
-    return {k: (v if isinstance(v, str) else list(v)) for k, v in _leaves(cfg.sweep.grid).items()}
+    return {k: (v if isinstance(v, str) else list(v)) for k, v in flatten(cfg.sweep.grid).items()}

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from foldwise import artifact
 from foldwise.data import Meta
 from foldwise.errors import FoldwiseError
-from foldwise.files import read_json, write_json
+from foldwise.files import flatten, read_json, write_json
 from foldwise.params import Layout
 from foldwise.sweep import apply, config_hash, hyperparameters
 
@@ -70,7 +70,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     tracking.log(
         c,
         run_id,
-        params={**tracking.flatten(hyper), "refit_epochs": epochs, "n_train": len(dev)},
+        params={**flatten(hyper), "refit_epochs": epochs, "n_train": len(dev)},
         metrics=res.metrics,
         history=res.history,
         history_prefix="epoch/",

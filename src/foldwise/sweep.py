@@ -32,7 +32,15 @@ from omegaconf import DictConfig, OmegaConf
 from foldwise import params as P
 from foldwise.data import Meta
 from foldwise.errors import FoldwiseError
-from foldwise.files import code_version, git_commit, read_json, sha256_file, sha256_json, write_json
+from foldwise.files import (
+    code_version,
+    flatten,
+    git_commit,
+    read_json,
+    sha256_file,
+    sha256_json,
+    write_json,
+)
 from foldwise.results import (
     OUTCOME,
     Session,
@@ -241,7 +249,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
                 {**common, f"{tracking.TAG}config_hash": conf["hash"]},
                 parent=sweep_run,
             )
-            tracking.log(c, run, params=tracking.flatten(hyper[conf["hash"]]))
+            tracking.log(c, run, params=flatten(hyper[conf["hash"]]))
         else:
             c.update_run(run, status="RUNNING")
         conf["run_id"] = run

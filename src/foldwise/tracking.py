@@ -98,16 +98,6 @@ def run_exists(c: MlflowClient, run_id: str | None) -> bool:
         return False
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def log(
     c: MlflowClient,
     run_id: str,
