@@ -1,0 +1,182 @@
+"""The many-models engine: train a list of tasks, stacking those that share an architecture.
+
+    outcomes = engine.train(tasks, x, y, meta)        # one Outcome per Task, in order
+
+Tasks (:mod:`~foldwise.engine.task`) say what each model trains and is scored on;
+:mod:`~foldwise.engine.plan` groups them into stacks; each stack is one network with
+parameters stacked along a model axis (:mod:`~foldwise.engine.stack`), trained in one
+Lightning loop (:mod:`~foldwise.engine.loop`). One-at-a-time training is the same code
+with stacks of one (``max_models=1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from foldwise.engine.loop import EpochInfo, fit_stack
+from foldwise.engine.plan import Footprint, footprint, plan_stacks
+from foldwise.engine.stack import Stack
+from foldwise.engine.task import Hyper, Outcome, Task, prepare
+
+__all__ = ["EpochInfo", "Hyper", "Outcome", "Task", "device_for", "plan", "train"]
+
+# Lightning's start-up chatter ("GPU available: ...", tips) would repeat for every stack.
+for _name in ("pytorch_lightning", "lightning.fabric", "lightning_fabric"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
+warnings.filterwarnings("ignore", ".*train_dataloader.*does not have.*")
+
+DTYPES = {32: torch.float32, 64: torch.float64}
+
+
+def device_for(accelerator: str) -> str:
+    """``auto`` → ``gpu`` when CUDA is available, else ``cpu``."""
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return accelerator
+
+
+def _build(task: Task, meta) -> torch.nn.Module:
+    from omegaconf import OmegaConf
+
+    from foldwise.models import build_backbone
+
+    torch.manual_seed(task.seed)  # the initial weights depend on the task's seed only
+    return build_backbone(OmegaConf.create(task.model), meta)
+
+
+def _sample_shape(meta) -> tuple[int, ...]:
+    return (int(meta.n_features),)
+
+
+def footprints(tasks: list[Task], meta) -> dict[tuple, Footprint]:
+    out = {}
+    for t in tasks:
+        if t.arch() not in out:
+            out[t.arch()] = footprint(_build(t, meta), _sample_shape(meta))
+    return out
+
+
+def plan(
+    tasks: list[Task],
+    meta,
+    *,
+    precision: int = 32,
+    max_models: int | None = None,
+    memory_mb: float = 2048,
+    min_stacks: int = 1,
+) -> list[list[int]]:
+    """Stacks (lists of task indices) that :func:`train` would run."""
+    return plan_stacks(
+        tasks,
+        footprints(tasks, meta),
+        itemsize=DTYPES[precision].itemsize,
+        max_models=max_models,
+        memory_mb=memory_mb,
+        min_stacks=min_stacks,
+    )
+
+
+_DATA: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _on_device(x: np.ndarray, y: np.ndarray, device: torch.device, dtype) -> tuple:
+    """The data arrays on ``device``, moved once per process (not per stack)."""
+    addr = lambda a: a.__array_interface__["data"][0]  # noqa: E731
+    key = (addr(x), x.shape, addr(y), str(device), dtype)
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = (
+            torch.as_tensor(x, dtype=dtype, device=device),
+            torch.as_tensor(y, dtype=torch.int64, device=device),
+        )
+    return _DATA[key]
+
+
+def train(
+    tasks: list[Task],
+    x: np.ndarray,
+    y: np.ndarray,
+    meta,
+    *,
+    accelerator: str = "auto",
+    precision: int = 32,
+    stacks: list[list[int]] | None = None,
+    max_models: int | None = None,
+    memory_mb: float = 2048,
+    keep_state: bool = False,
+    on_done: Callable[[Task, Outcome], None] | None = None,
+    on_epoch: Callable[[int, EpochInfo], None] | None = None,
+    on_stack: Callable[[int, list[Task]], None] | None = None,
+) -> list[Outcome]:
+    """Train every task; returns one :class:`Outcome` per task, in task order.
+
+    ``x`` [N, F] holds the raw (unscaled) features of every row a task may name, ``y``
+    [N] the class codes. ``on_done(task, outcome)`` is called as soon as a model is
+    finished (early-stopped models finish before the rest of their stack).
+    A stack that raises (out of memory, a bug in one configuration) is split in halves
+    and retried, so one bad task fails alone.
+    """
+    accelerator = device_for(accelerator)
+    device = torch.device("cuda" if accelerator == "gpu" else accelerator)
+    dtype = DTYPES[precision]
+    for t in tasks:
+        if len(t.train) == 0:
+            raise ValueError(f"task {t.key} has no training rows")
+    if stacks is None:
+        stacks = plan(tasks, meta, precision=precision, max_models=max_models, memory_mb=memory_mb)
+    xt, yt = _on_device(x, y, device, dtype)
+    sizes = footprints(tasks, meta)
+    results: list[Outcome | None] = [None] * len(tasks)
+
+    def deliver(i: int, outcome: Outcome) -> None:
+        results[i] = outcome
+        if on_done is not None:
+            on_done(tasks[i], outcome)
+
+    def run(group: list[int], number: int) -> None:
+        group_tasks = [tasks[i] for i in group]
+        try:
+            prepared = [prepare(t, x, y) for t in group_tasks]
+            modules = [_build(t, meta).to(dtype) for t in group_tasks]
+            stack = Stack(modules, [t.hyper.dropout for t in group_tasks], _sample_shape(meta))
+            fit_stack(
+                group_tasks,
+                prepared,
+                stack.to(device),
+                xt,
+                yt,
+                meta.n_classes,
+                accelerator=accelerator,
+                keep_state=keep_state,
+                on_done=lambda m, out: deliver(group[m], out),
+                on_epoch=None if on_epoch is None else (lambda info: on_epoch(number, info)),
+                act_width=sizes[group_tasks[0].arch()].activations,
+            )
+        except Exception as err:  # isolate: retry the unfinished tasks in halves
+            left = [i for i in group if results[i] is None]
+            if len(left) == 1:
+                deliver(
+                    left[0],
+                    Outcome(
+                        status="failed",
+                        error=f"{type(err).__name__}: {err}\n" + traceback.format_exc()[-4000:],
+                    ),
+                )
+            elif left:
+                half = len(left) // 2
+                run(left[:half], number)
+                run(left[half:], number)
+
+    for number, group in enumerate(stacks):
+        if on_stack is not None:
+            on_stack(number, [tasks[i] for i in group])
+        run(group, number)
+    return [r if r is not None else Outcome(status="failed", error="not trained") for r in results]

@@ -1,0 +1,383 @@
+"""One Lightning training loop for a whole stack of models.
+
+:class:`StackTrainer` is a ``LightningModule`` with manual optimisation: each step
+gathers every model's own mini-batch (its own rows, its own order, padded to the batch
+size and masked), runs the stacked network once, backpropagates the *sum* of the
+per-model mean losses (so each model's gradient is exactly its own), and moves the
+models that had rows on this step with :class:`~foldwise.engine.optim.BatchedAdam`.
+
+At the end of every epoch each still-training model is scored on its inner
+early-stopping rows and its evaluation rows (eval mode), and then, per model:
+a non-finite loss marks it failed; an inner loss that has not improved for
+``patience`` epochs, or its own ``max_epochs``, finishes it. A finished model is frozen
+(no more rows, no optimizer steps), rolled back to its best inner epoch, scored, and
+handed to ``on_done`` at once, while the rest of the stack trains on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from foldwise.engine.metrics import Counts, per_sample_loss
+from foldwise.engine.optim import BatchedAdam
+from foldwise.engine.stack import DropoutMasks, Stack
+from foldwise.engine.task import Outcome, Prepared, Task
+
+SCORES = ("loss", "acc", "f1")
+
+
+def _pad(rows: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    """Ragged row lists → ``idx`` [M, L] (0-padded) and weights ``w`` [M, L]."""
+    width = max((len(r) for r in rows), default=0) or 1
+    idx = np.zeros((len(rows), width), dtype=np.int64)
+    w = np.zeros((len(rows), width), dtype=np.float32)
+    for m, r in enumerate(rows):
+        idx[m, : len(r)] = r
+        w[m, : len(r)] = 1
+    return torch.from_numpy(idx), torch.from_numpy(w)
+
+
+@dataclass
+class EpochInfo:
+    """What the progress line shows after each stack epoch."""
+
+    epoch: int
+    max_epochs: int
+    active: int
+    finished: int
+    n_models: int
+    seconds: float  # wall time of this epoch
+    work: int  # model-steps trained in this epoch
+
+
+class _Batches:
+    """The epoch's mini-batches for every still-training model of the stack.
+
+    Model ``m`` permutes its own fit rows with its own generator (seeded with the task
+    seed, as a shuffled ``DataLoader`` with that generator would) and walks them in
+    steps of ``batch``; a model with fewer rows runs out of steps earlier and is
+    inactive on the remaining ones. Each item is ``(idx [M, B], w [M, B], active)``.
+    """
+
+    def __init__(self, owner: StackTrainer) -> None:
+        self.owner = owner
+
+    def __iter__(self):
+        o = self.owner
+        b = o.batch
+        perms = {}
+        for m in o.training_models():
+            n = len(o.prepared[m].fit)
+            perm = torch.randperm(n, generator=o.batch_gens[m]).numpy()
+            perms[m] = o.prepared[m].fit[perm]
+        steps = max((math.ceil(len(p) / b) for p in perms.values()), default=0)
+        idx = np.zeros((steps, o.n_models, b), dtype=np.int64)
+        w = np.zeros((steps, o.n_models, b), dtype=np.float32)
+        for m, p in perms.items():
+            flat = np.zeros(steps * b, dtype=np.int64)
+            flat[: len(p)] = p
+            idx[:, m] = flat.reshape(steps, b)
+            wf = np.zeros(steps * b, dtype=np.float32)
+            wf[: len(p)] = 1
+            w[:, m] = wf.reshape(steps, b)
+        active = w.sum(-1) > 0
+        o.epoch_work = int(active.sum())
+        idx_t, w_t = torch.from_numpy(idx), torch.from_numpy(w)
+        for s in range(steps):
+            yield idx_t[s], w_t[s], torch.from_numpy(active[s])
+
+
+class StackTrainer(pl.LightningModule):
+    """Trains the tasks of one stack; see the module docstring for the per-epoch rules."""
+
+    def __init__(
+        self,
+        tasks: list[Task],
+        prepared: list[Prepared],
+        stack: Stack,
+        x: Tensor,
+        y: Tensor,
+        n_classes: int,
+        *,
+        keep_state: bool = False,
+        on_done: Callable[[int, Outcome], None] | None = None,
+        on_epoch: Callable[[EpochInfo], None] | None = None,
+        eval_budget: int = 2**24,
+        act_width: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.tasks, self.prepared, self.stack = tasks, prepared, stack
+        self.n_models, self.n_classes = len(tasks), n_classes
+        self.batch = tasks[0].batch_size
+        self.keep_state, self.on_done, self.on_epoch = keep_state, on_done, on_epoch
+        self.eval_budget = eval_budget
+        self.act_width = act_width or 4 * int(x.shape[1])  # activations per row, all layers
+        dtype = stack.weights[0].dtype
+        self.register_buffer("x", x.to(dtype), persistent=False)
+        self.register_buffer("y", y, persistent=False)
+        mean = np.stack([p.mean for p in prepared])
+        scale = np.stack([p.scale for p in prepared])
+        self.register_buffer("mean", torch.from_numpy(mean).to(dtype), persistent=False)
+        self.register_buffer("scale", torch.from_numpy(scale).to(dtype), persistent=False)
+        # Padded row sets scored at each epoch end ("inner", eval sets) and at the end ("fit").
+        self.sets: dict[str, tuple[Tensor, Tensor]] = {}
+        names = ["fit", "inner", *dict.fromkeys(k for t in tasks for k in t.evals)]
+        self.set_names = [n for n in names if n != "fit"]
+        for name in names:
+            rows = [self._rows(m, name) for m in range(self.n_models)]
+            if name == "fit" or any(len(r) for r in rows):
+                self.sets[name] = _pad(rows)
+        h = [t.hyper for t in tasks]
+        self.es = np.array([x.early_stopping for x in h])
+        self.max_epochs = np.array([x.max_epochs for x in h])
+        self.patience = np.array([x.patience for x in h])
+        self.batch_gens = [torch.Generator().manual_seed(t.seed) for t in tasks]
+        self.state = np.array(["training"] * self.n_models, dtype=object)
+        self.epochs = np.zeros(self.n_models, dtype=int)
+        self.best_loss = np.full(self.n_models, math.inf)
+        self.best_epoch = np.zeros(self.n_models, dtype=int)
+        self.wait = np.zeros(self.n_models, dtype=int)
+        self.history: list[dict[str, list[float]]] = [{} for _ in tasks]
+        self.outcomes: list[Outcome | None] = [None] * self.n_models
+        self.epoch_work = 0
+        self._t0 = 0.0
+
+    def _rows(self, m: int, name: str) -> np.ndarray:
+        p = self.prepared[m]
+        if name == "fit":
+            return p.fit
+        if name == "inner":
+            return p.inner if p.inner is not None else np.zeros(0, dtype=np.int64)
+        return p.evals.get(name, np.zeros(0, dtype=np.int64))
+
+    def training_models(self) -> list[int]:
+        return [m for m in range(self.n_models) if self.state[m] == "training"]
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def configure_optimizers(self):
+        h = [t.hyper for t in self.tasks]
+        self.adam = BatchedAdam(
+            list(self.stack.weights),
+            lr=[x.lr for x in h],
+            weight_decay=[x.weight_decay for x in h],
+        )
+        return self.adam
+
+    def on_fit_start(self) -> None:
+        dev = self.x.device
+        self.stack.buffer_values = {k: v.to(dev) for k, v in self.stack.buffer_values.items()}
+        self.sets = {k: (i.to(dev), w.to(dev)) for k, (i, w) in self.sets.items()}
+        self.dropout = DropoutMasks(
+            self.stack, [t.seed ^ 0x5EED for t in self.tasks], self.batch, dev, self.x.dtype
+        )
+        self.best = [w.detach().clone() for w in self.stack.weights] if self.es.any() else None
+
+    def on_train_epoch_start(self) -> None:
+        import time
+
+        self._t0 = time.perf_counter()
+        self.counts = Counts.zeros(self.n_models, self.n_classes, self.x.device)
+        self.stack.train()
+
+    def _inputs(self, idx: Tensor, models: Tensor | None = None) -> Tensor:
+        mean = self.mean if models is None else self.mean.index_select(0, models)
+        scale = self.scale if models is None else self.scale.index_select(0, models)
+        return (self.x[idx] - mean.unsqueeze(1)) / scale.unsqueeze(1)
+
+    def training_step(self, batch, batch_idx):
+        idx, w, active = batch
+        masks = self.dropout.draw(active.tolist())
+        logits = self.stack(self._inputs(idx), masks)
+        y = self.y[idx]
+        losses = per_sample_loss(logits, y)
+        per_model = (losses * w).sum(1) / w.sum(1).clamp(min=1)
+        self.adam.zero_grad()
+        self.manual_backward(per_model.sum())
+        self.adam.step(active)
+        self.counts.add(losses, logits, y, w)
+
+    def train_dataloader(self):
+        return _Batches(self)
+
+    def on_train_epoch_end(self) -> None:
+        import time
+
+        models = self.training_models()
+        if not models:
+            self.trainer.should_stop = True
+            return
+        train = self.counts.compute()
+        sel = torch.tensor(models, device=self.x.device)
+        scores = {n: self.score(n, sel) for n in self.set_names if n in self.sets}
+        finished = []
+        for k, m in enumerate(models):
+            self.epochs[m] += 1
+            e = int(self.epochs[m])
+            hist = self.history[m]
+            hist.setdefault("epoch", []).append(e)
+            for s in SCORES:
+                hist.setdefault(f"train_{s}", []).append(float(train[s][m]))
+            for name, sc in scores.items():
+                if len(self._rows(m, name)):
+                    for s in SCORES:
+                        hist.setdefault(f"{name}_{s}", []).append(float(sc[s][k]))
+            checks = [train["loss"][m]]
+            checks += [sc["loss"][k] for n, sc in scores.items() if len(self._rows(m, n))]
+            if not all(math.isfinite(v) for v in checks):
+                self._fail(m, f"loss became non-finite at epoch {e}")
+                continue
+            if self.es[m]:
+                inner = float(scores["inner"]["loss"][k])
+                if inner < self.best_loss[m]:
+                    self.best_loss[m], self.best_epoch[m], self.wait[m] = inner, e, 0
+                    self._remember(m)
+                else:
+                    self.wait[m] += 1
+                if self.wait[m] >= self.patience[m]:
+                    finished.append(m)
+                    continue
+            if e >= self.max_epochs[m]:
+                finished.append(m)
+        if finished:
+            self._finish(finished)
+        if self.on_epoch is not None:
+            self.on_epoch(
+                EpochInfo(
+                    epoch=int(self.current_epoch) + 1,
+                    max_epochs=int(self.max_epochs.max()),
+                    active=len(self.training_models()),
+                    finished=int((self.state != "training").sum()),
+                    n_models=self.n_models,
+                    seconds=time.perf_counter() - self._t0,
+                    work=self.epoch_work,
+                )
+            )
+        if not self.training_models():
+            self.trainer.should_stop = True
+
+    # ------------------------------------------------------------------ scoring
+    @torch.no_grad()
+    def score(
+        self, name: str, models: Tensor, params: dict[str, Tensor] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Loss/acc/F1 of ``models`` on row set ``name``, in eval mode, read in chunks."""
+        was_training = self.stack.training
+        self.stack.eval()
+        idx_all, w_all = self.sets[name]
+        idx, w = idx_all.index_select(0, models), w_all.index_select(0, models)
+        params = self.stack.params(models) if params is None else params
+        counts = Counts.zeros(len(models), self.n_classes, self.x.device)
+        chunk = max(64, self.eval_budget // max(1, len(models) * self.act_width))
+        for a in range(0, idx.shape[1], chunk):
+            i, ww = idx[:, a : a + chunk], w[:, a : a + chunk]
+            logits = self.stack(self._inputs(i, models), params=params)
+            counts.add(per_sample_loss(logits, self.y[i]), logits, self.y[i], ww)
+        self.stack.train(was_training)
+        return counts.compute()
+
+    def _remember(self, m: int) -> None:
+        if self.best is not None:
+            for b, w in zip(self.best, self.stack.weights, strict=True):
+                b[m].copy_(w.detach()[m])
+
+    def _final_params(self, models: list[int]) -> dict[str, Tensor]:
+        sel = torch.tensor(models, device=self.x.device)
+        out = {}
+        for n, w, b in zip(
+            self.stack.names, self.stack.weights, self.best or self.stack.weights, strict=True
+        ):
+            use_best = torch.tensor(
+                [bool(self.es[m]) and self.best_epoch[m] > 0 for m in models], device=w.device
+            ).view(-1, *([1] * (w.dim() - 1)))
+            out[n] = torch.where(use_best, b.index_select(0, sel), w.detach().index_select(0, sel))
+        return out
+
+    def _finish(self, models: list[int]) -> None:
+        sel = torch.tensor(models, device=self.x.device)
+        params = self._final_params(models)
+        final = {"train": self.score("fit", sel, params)}
+        for name in self.set_names:
+            if name != "inner" and name in self.sets:
+                final[name] = self.score(name, sel, params)
+        for k, m in enumerate(models):
+            self.state[m] = "done"
+            metrics = {
+                f"{prefix}_{s}": float(sc[s][k])
+                for prefix, sc in final.items()
+                if prefix == "train" or len(self._rows(m, prefix))
+                for s in SCORES
+            }
+            p = self.prepared[m]
+            out = Outcome(
+                status="ok",
+                metrics=metrics,
+                history=self.history[m],
+                best_epoch=int(self.best_epoch[m]) if self.es[m] else int(self.epochs[m]),
+                epochs_trained=int(self.epochs[m]),
+                n_train=len(p.fit),
+                n_val=len(p.evals.get("val", ())),
+                scaler={"mean": p.mean.tolist(), "scale": p.scale.tolist()},
+            )
+            if self.keep_state:
+                out.state_dict = {n: t[k].detach().cpu().clone() for n, t in params.items()}
+            self._deliver(m, out)
+
+    def _fail(self, m: int, error: str) -> None:
+        self.state[m] = "failed"
+        p = self.prepared[m]
+        self._deliver(
+            m,
+            Outcome(
+                status="failed",
+                error=error,
+                history=self.history[m],
+                epochs_trained=int(self.epochs[m]),
+                n_train=len(p.fit),
+                n_val=len(p.evals.get("val", ())),
+            ),
+        )
+
+    def _deliver(self, m: int, outcome: Outcome) -> None:
+        self.outcomes[m] = outcome
+        if self.on_done is not None:
+            self.on_done(m, outcome)
+
+
+def fit_stack(
+    tasks: list[Task],
+    prepared: list[Prepared],
+    stack: Stack,
+    x: Tensor,
+    y: Tensor,
+    n_classes: int,
+    *,
+    accelerator: str = "cpu",
+    **kwargs: Any,
+) -> list[Outcome]:
+    """Train one stack to the end; returns one :class:`Outcome` per task, in task order."""
+    module = StackTrainer(tasks, prepared, stack, x, y, n_classes, **kwargs)
+    trainer = pl.Trainer(
+        max_epochs=int(module.max_epochs.max()),
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        deterministic=True if accelerator == "cpu" else "warn",
+    )
+    trainer.fit(module)
+    for m in module.training_models():  # the loop ended (max_epochs) with models still open
+        module._finish([m])
+    return [o for o in module.outcomes if o is not None]

@@ -1,0 +1,68 @@
+"""Loss, accuracy and macro-F1 for many models at once, from padded, masked batches.
+
+Every tensor has a leading model axis M. Counts are accumulated as sums (float64) so a
+whole epoch's batches, or an evaluation set read in chunks, add up before the ratio is
+taken. Macro-F1 averages over the classes present in the labels or the predictions,
+as scikit-learn's ``f1_score(average="macro")`` does (checked against it in the tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+
+def per_sample_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy of ``logits`` [M, B, C] against ``y`` [M, B] → [M, B]."""
+    m, b, c = logits.shape
+    return F.cross_entropy(logits.reshape(m * b, c), y.reshape(m * b), reduction="none").view(m, b)
+
+
+@dataclass
+class Counts:
+    """Running sums per model: loss, rows, correct rows, and per-class tp / predicted / true."""
+
+    loss: Tensor  # [M] float64
+    n: Tensor  # [M]
+    correct: Tensor  # [M]
+    tp: Tensor  # [M, C]
+    pred: Tensor  # [M, C]
+    true: Tensor  # [M, C]
+
+    @classmethod
+    def zeros(cls, n_models: int, n_classes: int, device: torch.device) -> Counts:
+        z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
+        return cls(z(n_models), z(n_models), z(n_models), *(z(n_models, n_classes) for _ in "abc"))
+
+    def add(self, losses: Tensor, logits: Tensor, y: Tensor, w: Tensor) -> None:
+        """Add a batch: per-sample ``losses`` [M, B], ``logits`` [M, B, C], labels, weights."""
+        c = logits.shape[-1]
+        w = w.to(torch.float64)
+        self.loss += (losses.detach().to(torch.float64) * w).sum(1)
+        self.n += w.sum(1)
+        hit = logits.detach().argmax(-1)
+        self.correct += ((hit == y) * w).sum(1)
+        # One-hot sums instead of scatter_add: deterministic on GPUs as well.
+        oh_pred = F.one_hot(hit, c).to(torch.float64) * w.unsqueeze(-1)
+        oh_true = F.one_hot(y, c).to(torch.float64) * w.unsqueeze(-1)
+        self.pred += oh_pred.sum(1)
+        self.true += oh_true.sum(1)
+        self.tp += (oh_pred * oh_true).sum(1)
+
+    def compute(self) -> dict[str, np.ndarray]:
+        """``{"loss", "acc", "f1"}``, each an array of one value per model (NaN with no rows)."""
+        n = self.n.clamp(min=1)
+        support = self.pred + self.true
+        present = support > 0
+        f1_c = torch.where(present, 2 * self.tp / support.clamp(min=1), torch.zeros_like(support))
+        f1 = f1_c.sum(1) / present.sum(1).clamp(min=1)
+        out = {"loss": self.loss / n, "acc": self.correct / n, "f1": f1}
+        empty = (self.n == 0).cpu().numpy()
+        res = {k: v.cpu().numpy().astype(np.float64) for k, v in out.items()}
+        for v in res.values():
+            v[empty] = np.nan
+        return res

@@ -1,0 +1,84 @@
+"""Which tasks train together: stacks of one architecture, bounded by memory.
+
+Tasks whose :meth:`~foldwise.engine.task.Task.arch` is equal (same network shape and
+batch size) may share a stack; learning rate, weight decay, dropout, epochs, early
+stopping and seed may differ inside one. A stack's size is bounded by
+``max_models`` and by a memory estimate built from the network's *measured* parameter
+count and per-row activation width (a dry run of one network with forward hooks).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from foldwise.engine.task import Task
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """One model's size: parameters and activation values per input row (all layers)."""
+
+    params: int
+    activations: int
+
+    def bytes(self, batch: int, itemsize: int) -> int:
+        # weights, gradients, Adam's two moments, the best-epoch copy and one scratch copy,
+        # plus activations kept for backward (x3: outputs, masks, gradients).
+        return itemsize * (6 * self.params + 3 * batch * self.activations)
+
+
+def footprint(module: nn.Module, sample_shape: tuple[int, ...]) -> Footprint:
+    sizes: list[int] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: sizes.append(out[0].numel()))
+        for m in module.modules()
+        if not list(m.children())
+    ]
+    with torch.no_grad():
+        was = module.training
+        module.eval()(torch.zeros(1, *sample_shape))
+        module.train(was)
+    for h in hooks:
+        h.remove()
+    n_params = sum(p.numel() for p in module.parameters())
+    return Footprint(n_params, int(math.prod(sample_shape)) + sum(sizes))
+
+
+def plan_stacks(
+    tasks: list[Task],
+    sizes: dict[tuple, Footprint],
+    *,
+    itemsize: int = 4,
+    max_models: int | None = None,
+    memory_mb: float = 2048,
+    min_stacks: int = 1,
+) -> list[list[int]]:
+    """Task indices grouped into stacks (order kept within an architecture).
+
+    ``min_stacks`` splits the work so that that many parallel workers each get a stack.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tasks):
+        groups.setdefault(t.arch(), []).append(i)
+    per_group = {}
+    for arch, members in groups.items():
+        per_model = sizes[arch].bytes(tasks[members[0]].batch_size, itemsize)
+        cap = max(1, int(memory_mb * 2**20 // per_model))
+        if max_models:
+            cap = min(cap, int(max_models))
+        per_group[arch] = cap
+    n_stacks = sum(math.ceil(len(m) / per_group[a]) for a, m in groups.items())
+    if n_stacks < min_stacks:  # spread over workers: shrink caps evenly
+        total = sum(len(m) for m in groups.values())
+        even = max(1, math.ceil(total / min_stacks))
+        per_group = {a: min(c, even) for a, c in per_group.items()}
+    stacks = []
+    for arch, members in groups.items():
+        n = math.ceil(len(members) / per_group[arch])
+        size = math.ceil(len(members) / n)  # equal sizes, not one big and one tiny
+        stacks += [members[i : i + size] for i in range(0, len(members), size)]
+    return stacks

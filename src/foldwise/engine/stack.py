@@ -1,0 +1,163 @@
+"""M networks of one architecture as one module: parameters stacked along a leading model axis.
+
+Any ``nn.Module`` is stacked with ``torch.func.stack_module_state`` and run with
+``vmap(functional_call)``; a plain MLP (``Linear``/``ReLU``/``Dropout`` in a
+``Sequential``) takes a faster path of batched matrix products (``baddbmm``) that skips
+vmap's per-op dispatch. Both read the same stacked parameters, named as in the
+single network's ``state_dict``, so :meth:`Stack.unstack` gives back ordinary modules.
+
+Dropout: each model draws its masks from its own generator, so a model's result does
+not depend on which other models share its stack (a design rule: a task's result never
+depends on how many tasks share its process, stack or machine). ``nn.Dropout`` modules
+of the template are swapped for :class:`MaskDropout`, which multiplies by a mask passed in.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+
+class MaskDropout(nn.Module):
+    """Dropout whose (already scaled) keep-mask is supplied as the ``mask`` buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mask", torch.ones(0), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.mask if self.training and self.mask.numel() else x
+
+
+def _swap_dropout(module: nn.Module) -> list[str]:
+    """Replace every ``nn.Dropout`` in ``module`` (in place); return their qualified names."""
+    names = []
+    for name, child in list(module.named_modules()):
+        for cname, sub in list(child.named_children()):
+            if isinstance(sub, nn.Dropout):
+                setattr(child, cname, MaskDropout())
+                names.append(f"{name}.{cname}" if name else cname)
+    return names
+
+
+def _is_plain_mlp(module: nn.Module) -> bool:
+    seq = getattr(module, "net", None)
+    return (
+        isinstance(seq, nn.Sequential)
+        and list(module.children()) == [seq]
+        and all(isinstance(m, nn.Linear | nn.ReLU | nn.Dropout) for m in seq)
+    )
+
+
+class Stack(nn.Module):
+    """``len(modules)`` copies of one architecture, each keeping its own initial weights."""
+
+    def __init__(self, modules: list[nn.Module], dropout: list[float], sample_shape: tuple):
+        super().__init__()
+        if len({type(m) for m in modules}) != 1:
+            raise ValueError("a stack holds one architecture")
+        template = copy.deepcopy(modules[0])
+        self.fast = _is_plain_mlp(template)
+        self.dropout_names = _swap_dropout(template)
+        self.n_models = len(modules)
+        params, buffers = stack_module_state(modules)
+        self.names = list(params)
+        self.weights = nn.ParameterList([nn.Parameter(params[n].detach().clone()) for n in params])
+        self.buffer_values = {n: b for n, b in buffers.items()}
+        # Structure only, and not a submodule: .to(device) must not try to move it.
+        object.__setattr__(self, "template", template.to("meta"))
+        self.p = torch.tensor(dropout, dtype=torch.float64)
+        self.mask_shapes = self._mask_shapes(modules[0], sample_shape)
+
+    def _mask_shapes(self, module: nn.Module, sample_shape: tuple) -> dict[str, tuple]:
+        """Per-sample input shape of each dropout layer, from a dry run of one network."""
+        probe = copy.deepcopy(module).cpu().float()
+        shapes: dict[str, tuple] = {}
+        hooks = [
+            m.register_forward_pre_hook(
+                lambda _m, args, n=name: shapes.__setitem__(n, tuple(args[0].shape[1:]))
+            )
+            for name, m in probe.named_modules()
+            if isinstance(m, nn.Dropout)
+        ]
+        with torch.no_grad():
+            probe.eval()(torch.zeros(1, *sample_shape))
+        for h in hooks:
+            h.remove()
+        return shapes
+
+    def params(self, models: Tensor | None = None) -> dict[str, Tensor]:
+        if models is None:
+            return dict(zip(self.names, self.weights, strict=True))
+        return {n: w.index_select(0, models) for n, w in zip(self.names, self.weights, strict=True)}
+
+    def forward(
+        self,
+        x: Tensor,
+        masks: dict[str, Tensor] | None = None,
+        params: dict[str, Tensor] | None = None,
+    ) -> Tensor:
+        """``x`` [M, B, *sample] → logits [M, B, C]; ``masks`` only in training mode."""
+        params = self.params() if params is None else params
+        masks = masks if self.training else None
+        if self.fast:
+            return self._forward_mlp(x, params, masks or {})
+        self.template.train(self.training)
+        buffers = {n: b for n, b in self.buffer_values.items()}
+        for name, mask in (masks or {}).items():
+            buffers[f"{name}.mask"] = mask
+        call = lambda p, b, xi: functional_call(self.template, (p, b), (xi,))  # noqa: E731
+        return vmap(call)(params, buffers, x)
+
+    def _forward_mlp(self, x: Tensor, params: dict[str, Tensor], masks: dict[str, Tensor]):
+        h = x
+        for i, layer in enumerate(self.template.net):
+            name = f"net.{i}"
+            if isinstance(layer, nn.Linear):
+                w, b = params[f"{name}.weight"], params[f"{name}.bias"]
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            elif isinstance(layer, nn.ReLU):
+                h = torch.relu(h)
+            elif name in masks:
+                h = h * masks[name]
+        return h
+
+    def unstack(self, i: int, into: nn.Module, params: dict[str, Tensor] | None = None):
+        """Load model ``i``'s weights into ``into`` (a fresh network of the same architecture)."""
+        params = self.params() if params is None else params
+        state = {n: t[i].detach().clone().cpu() for n, t in params.items()}
+        state |= {n: b[i].detach().clone().cpu() for n, b in self.buffer_values.items()}
+        into.load_state_dict(state)
+        return into
+
+
+class DropoutMasks:
+    """Per-model dropout masks from per-model generators, drawn only on a model's own steps."""
+
+    def __init__(self, stack: Stack, seeds: list[int], batch: int, device, dtype) -> None:
+        self.stack, self.batch, self.device, self.dtype = stack, batch, device, dtype
+        self.p = stack.p.tolist()
+        self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.enabled = any(p > 0 for p in self.p) and bool(stack.mask_shapes)
+
+    def draw(self, active: list[bool]) -> dict[str, Tensor] | None:
+        if not self.enabled:
+            return None
+        out = {}
+        for name, shape in self.stack.mask_shapes.items():
+            rows = []
+            for m, p in enumerate(self.p):
+                if p > 0 and active[m]:
+                    keep = (
+                        torch.rand((self.batch, *shape), generator=self.gens[m], device=self.device)
+                        >= p
+                    )
+                    rows.append(keep.to(self.dtype) / (1 - p))
+                else:
+                    ones = torch.ones((self.batch, *shape), device=self.device, dtype=self.dtype)
+                    rows.append(ones)
+            out[name] = torch.stack(rows)
+        return out

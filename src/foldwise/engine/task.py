@@ -1,0 +1,126 @@
+"""Tasks: what one model is trained on and scored on, and what came of it.
+
+A :class:`Task` is (configuration, training rows with multiplicity, evaluation rows,
+seed), as the design note defines it; the engine needs nothing else. :func:`prepare`
+turns one into the arrays a stack uses: the inner early-stopping split carved from the
+*training* rows, and standardisation statistics fit on the rows the model fits on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """The per-model training settings; models that differ only in these share a stack."""
+
+    lr: float
+    weight_decay: float
+    dropout: float
+    max_epochs: int
+    early_stopping: bool
+    inner_fraction: float
+    patience: int
+
+
+@dataclass
+class Task:
+    """One model to train.
+
+    ``model`` is the architecture config (``name``, ``hidden``, ``depth``, ...);
+    ``train`` holds row positions into the engine's data arrays, repeated for rows drawn
+    more than once (bootstrap); ``evals`` names row positions scored every epoch and at
+    the end (``{"val": ...}``), never used to train or to pick the epoch.
+    """
+
+    key: str
+    model: dict[str, Any]
+    hyper: Hyper
+    batch_size: int
+    seed: int
+    train: np.ndarray
+    evals: dict[str, np.ndarray] = field(default_factory=dict)
+    label: str = ""
+
+    def arch(self) -> tuple:
+        """Tasks with equal ``arch()`` can train in one stack."""
+        return (tuple(sorted(self.model.items())), self.batch_size)
+
+
+@dataclass
+class Outcome:
+    """What training one task produced."""
+
+    status: str  # "ok" or "failed"
+    metrics: dict[str, float] = field(default_factory=dict)  # train_* and eval-set scores
+    history: dict[str, list[float]] = field(default_factory=dict)  # per-epoch curves
+    best_epoch: int = 0
+    epochs_trained: int = 0
+    n_train: int = 0
+    n_val: int = 0
+    scaler: dict[str, list[float]] = field(default_factory=dict)
+    error: str | None = None
+    state_dict: dict | None = None  # only when asked for (the refit)
+
+    def result(self) -> dict[str, Any]:
+        """The JSON-able part: what a result file records."""
+        out = {
+            "status": self.status,
+            "metrics": self.metrics,
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "epochs_trained": self.epochs_trained,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class Prepared:
+    """A task's rows and preprocessing, ready for a stack."""
+
+    fit: np.ndarray  # positions the model trains on (with multiplicity), in batch-draw order
+    inner: np.ndarray | None  # early-stopping rows, disjoint from ``fit``'s rows
+    evals: dict[str, np.ndarray]
+    mean: np.ndarray
+    scale: np.ndarray
+
+
+def prepare(task: Task, x: np.ndarray, y: np.ndarray) -> Prepared:
+    """Inner split (seeded, stratified when every class has two rows) and the scaler.
+
+    The inner split is drawn over the task's *distinct* training rows, so a row drawn
+    several times (bootstrap) is either all fit or all inner, never both.
+    """
+    rows = pd.unique(task.train)
+    if task.hyper.early_stopping:
+        yr = y[rows]
+        strat = yr if np.bincount(yr).min(initial=len(yr)) >= 2 else None
+        fit_rows, inner = train_test_split(
+            rows, test_size=task.hyper.inner_fraction, stratify=strat, random_state=task.seed
+        )
+        if len(rows) == len(task.train):
+            fit = fit_rows
+        else:  # keep each fit row's multiplicity
+            count = pd.Series(task.train).value_counts()
+            fit = np.repeat(fit_rows, count.loc[fit_rows].to_numpy())
+    else:
+        fit, inner = np.asarray(task.train), None
+    scaler = StandardScaler().fit(x[fit].astype(np.float32))
+    return Prepared(
+        fit=np.asarray(fit, dtype=np.int64),
+        inner=None if inner is None else np.asarray(inner, dtype=np.int64),
+        evals={k: np.asarray(v, dtype=np.int64) for k, v in task.evals.items()},
+        mean=scaler.mean_.astype(np.float64),
+        scale=scaler.scale_.astype(np.float64),
+    )

@@ -1,0 +1,115 @@
+"""An independent one-model training loop: the yardstick for the stacked engine's equivalence tests.
+
+Plain PyTorch and scikit-learn, written from the engine's *contract*, not its code:
+``torch.optim.Adam`` on an ordinary ``nn.Module``, batches drawn with ``torch.randperm``
+from a generator seeded with the task seed (what a shuffled ``DataLoader`` does), the
+inner split from ``train_test_split``, standardisation from ``StandardScaler``, metrics
+from scikit-learn, early stopping on the inner loss with patience, best epoch restored.
+Dropout must be 0 (``nn.Dropout`` draws from the global generator, the engine from one
+per model).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from torch.nn import functional as F
+
+from foldwise.engine import Outcome, Task
+from foldwise.models import build_backbone
+
+
+def _scores(net, xs, ys) -> dict[str, float]:
+    net.eval()
+    with torch.no_grad():
+        logits = net(xs)
+    pred = logits.argmax(1).numpy()
+    return {
+        "loss": float(F.cross_entropy(logits, ys, reduction="mean")),
+        "acc": accuracy_score(ys.numpy(), pred),
+        "f1": f1_score(ys.numpy(), pred, average="macro"),
+    }
+
+
+def reference_fit(task: Task, x: np.ndarray, y: np.ndarray, meta, dtype=torch.float64) -> Outcome:
+    h = task.hyper
+    assert h.dropout == 0 and task.model.get("dropout", 0) == 0
+    rows = np.asarray(task.train)
+    if h.early_stopping:
+        yr = y[rows]
+        strat = yr if np.bincount(yr).min(initial=len(yr)) >= 2 else None
+        fit, inner = train_test_split(
+            rows, test_size=h.inner_fraction, stratify=strat, random_state=task.seed
+        )
+    else:
+        fit, inner = rows, None
+    scaler = StandardScaler().fit(x[fit].astype(np.float32))
+
+    def t(r):
+        xs = (x[r] - scaler.mean_) / scaler.scale_
+        return torch.tensor(xs, dtype=dtype), torch.tensor(y[r])
+
+    sets = {"inner": inner, **task.evals}
+    sets = {k: t(v) for k, v in sets.items() if v is not None}
+    xf, yf = t(fit)
+    torch.manual_seed(task.seed)
+    net = build_backbone(OmegaConf.create(task.model), meta).to(dtype)
+    opt = torch.optim.Adam(net.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+    gen = torch.Generator().manual_seed(task.seed)
+    history: dict[str, list[float]] = {}
+    best, best_epoch, wait, best_state = math.inf, 0, 0, None
+    epoch = 0
+    for epoch in range(1, h.max_epochs + 1):
+        net.train()
+        perm = torch.randperm(len(yf), generator=gen)
+        loss_sum, preds, labels = 0.0, [], []
+        for i in range(0, len(yf), task.batch_size):
+            b = perm[i : i + task.batch_size]
+            logits = net(xf[b])
+            loss = F.cross_entropy(logits, yf[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(b)
+            preds.append(logits.argmax(1))
+            labels.append(yf[b])
+        p, lab = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+        row = {
+            "train_loss": loss_sum / len(yf),
+            "train_acc": accuracy_score(lab, p),
+            "train_f1": f1_score(lab, p, average="macro"),
+        }
+        for name, (xs, ys) in sets.items():
+            row |= {f"{name}_{k}": v for k, v in _scores(net, xs, ys).items()}
+        history.setdefault("epoch", []).append(epoch)
+        for k, v in row.items():
+            history.setdefault(k, []).append(v)
+        if h.early_stopping:
+            if row["inner_loss"] < best:
+                best, best_epoch, wait = row["inner_loss"], epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                wait += 1
+            if wait >= h.patience:
+                break
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    metrics = {f"train_{k}": v for k, v in _scores(net, xf, yf).items()}
+    if "val" in sets:
+        metrics |= {f"val_{k}": v for k, v in _scores(net, *sets["val"]).items()}
+    return Outcome(
+        status="ok",
+        metrics=metrics,
+        history=history,
+        best_epoch=best_epoch if h.early_stopping else epoch,
+        epochs_trained=epoch,
+        n_train=len(fit),
+        n_val=len(task.evals.get("val", ())),
+    )

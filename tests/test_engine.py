@@ -1,0 +1,207 @@
+"""The many-models engine: a stack trains each model exactly as if it were alone.
+
+Equivalence is checked in float64 against ``tests/reference.py``, an independent plain
+PyTorch + scikit-learn loop, and between a stack and the same tasks in stacks of one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.metrics import accuracy_score, f1_score
+from sklearn.model_selection import StratifiedKFold
+
+from foldwise import engine
+from foldwise.data import Meta
+from foldwise.engine import Hyper, Task
+from foldwise.engine.metrics import Counts, per_sample_loss
+from foldwise.engine.optim import BatchedAdam
+from reference import reference_fit
+
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    rng = np.random.default_rng(0)
+    keep = np.sort(rng.choice(len(d.target), 360, replace=False))  # small: seconds, not minutes
+    x, y = d.data[keep].astype(np.float64), d.target[keep].astype(np.int64)
+    meta = Meta("digits", len(y), 64, [str(i) for i in range(10)],
+                [f"x{i}" for i in range(64)], [1, 8, 8])  # fmt: skip
+    folds = list(StratifiedKFold(2, shuffle=True, random_state=1).split(x, y))
+    return x, y, meta, folds
+
+
+def make_tasks(folds, model, grid, *, early=True, epochs=6, dropout=0.0, seed=3):
+    tasks = []
+    for lr, wd in grid:
+        for k, (tr, va) in enumerate(folds):
+            tasks.append(
+                Task(
+                    key=f"{lr}-{wd}-{k}",
+                    model={**model, "dropout": dropout},
+                    hyper=Hyper(lr, wd, dropout, epochs, early, 0.2, 2),
+                    batch_size=32,
+                    seed=seed + k,
+                    train=tr,
+                    evals={"val": va},
+                )
+            )
+    return tasks
+
+
+def assert_same(a: engine.Outcome, b: engine.Outcome, tol: float = TOL) -> None:
+    assert a.status == b.status == "ok", (a.error, b.error)
+    assert a.history.keys() == b.history.keys()
+    for k in a.history:
+        np.testing.assert_allclose(a.history[k], b.history[k], rtol=0, atol=tol, err_msg=k)
+    assert a.metrics.keys() == b.metrics.keys()
+    for k in a.metrics:
+        assert a.metrics[k] == pytest.approx(b.metrics[k], abs=tol), k
+    assert (a.best_epoch, a.epochs_trained, a.n_train, a.n_val) == (
+        b.best_epoch, b.epochs_trained, b.n_train, b.n_val)  # fmt: skip
+
+
+MLP = {"name": "mlp", "hidden": 16, "depth": 2}
+CNN = {"name": "cnn", "hidden": 4, "depth": 1}
+GRID = [(0.01, 0.0), (0.003, 0.01), (0.03, 0.001)]  # differing lr and weight decay in one stack
+
+
+@pytest.mark.parametrize("model", [MLP, CNN], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("early", [True, False], ids=["early_stopping", "fixed_epochs"])
+def test_stack_equals_independent_reference_in_float64(digits, model, early):
+    x, y, meta, folds = digits
+    tasks = make_tasks(folds, model, GRID, early=early, epochs=5 if early else 3)
+    outs = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64)
+    if early:  # the test must exercise a stop before max_epochs somewhere, or it proves little
+        tasks_long = make_tasks(folds, model, [(0.3, 0.0)], early=True, epochs=12)
+        outs += engine.train(tasks_long, x, y, meta, accelerator="cpu", precision=64)
+        tasks += tasks_long
+        assert any(o.epochs_trained < 12 for o in outs[-2:])
+    for task, out in zip(tasks, outs, strict=True):
+        assert_same(out, reference_fit(task, x, y, meta))
+
+
+def test_a_models_result_does_not_depend_on_its_stack_with_dropout(digits):
+    x, y, meta, folds = digits
+    tasks = make_tasks(folds, MLP, GRID, dropout=0.3, epochs=4)
+    together = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64)
+    alone = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64, max_models=1)
+    reversed_ = engine.train(tasks[::-1], x, y, meta, accelerator="cpu", precision=64)[::-1]
+    for a, b, c in zip(together, alone, reversed_, strict=True):
+        assert_same(a, b)
+        assert_same(a, c)
+    # dropout is really on: it changes the fit
+    plain = engine.train(make_tasks(folds, MLP, GRID[:1], epochs=4), x, y, meta,
+                         accelerator="cpu", precision=64)  # fmt: skip
+    assert plain[0].history["train_loss"] != together[0].history["train_loss"]
+
+
+def test_float32_cv_means_agree_with_one_at_a_time(digits):
+    x, y, meta, folds = digits
+    tasks = make_tasks(folds, MLP, GRID, epochs=5)
+    stacked = engine.train(tasks, x, y, meta, accelerator="cpu", precision=32)
+    single = engine.train(tasks, x, y, meta, accelerator="cpu", precision=32, max_models=1)
+    for i in range(len(GRID)):
+        a = np.mean([o.metrics["val_acc"] for o in stacked[2 * i : 2 * i + 2]])
+        b = np.mean([o.metrics["val_acc"] for o in single[2 * i : 2 * i + 2]])
+        assert abs(a - b) <= 0.005
+
+
+def test_a_diverging_model_fails_alone_and_the_rest_of_its_stack_goes_on(digits):
+    x, y, meta, folds = digits
+    tasks = make_tasks(folds, MLP, [(0.01, 0.0), (1e38, 0.0)], epochs=3, early=False)
+    outs = engine.train(tasks, x, y, meta, accelerator="cpu", precision=32)
+    assert [o.status for o in outs] == ["ok", "ok", "failed", "failed"]
+    assert "non-finite" in outs[2].error
+    alone = engine.train(tasks[:2], x, y, meta, accelerator="cpu", precision=32)
+    for a, b in zip(outs[:2], alone, strict=True):
+        assert_same(a, b, tol=0)
+
+
+def test_bootstrap_multiplicity_keeps_a_row_on_one_side_of_the_inner_split(digits):
+    x, y, _, folds = digits
+    rng = np.random.default_rng(0)
+    draw = rng.choice(folds[0][0], len(folds[0][0]), replace=True)
+    task = make_tasks([(draw, folds[0][1])], MLP, GRID[:1])[0]
+    prep = engine.task.prepare(task, x, y)
+    assert not set(prep.fit) & set(prep.inner)
+    assert len(prep.fit) + sum(np.isin(draw, prep.inner)) == len(draw)  # multiplicity kept
+
+
+def test_batched_metrics_equal_scikit_learn():
+    gen = torch.Generator().manual_seed(0)
+    m, b, c = 4, 50, 5
+    logits = torch.randn(m, b, c, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, c - 1, (m, b), generator=gen)  # class 4 never true: only predicted
+    w = (torch.rand(m, b, generator=gen) > 0.3).double()
+    counts = Counts.zeros(m, c, torch.device("cpu"))
+    half = b // 2
+    for s in (slice(0, half), slice(half, b)):  # accumulate over two chunks
+        counts.add(per_sample_loss(logits[:, s], y[:, s]), logits[:, s], y[:, s], w[:, s])
+    got = counts.compute()
+    for i in range(m):
+        keep = w[i].bool().numpy()
+        yt, yp = y[i].numpy()[keep], logits[i].argmax(-1).numpy()[keep]
+        assert got["acc"][i] == pytest.approx(accuracy_score(yt, yp), abs=1e-12)
+        assert got["f1"][i] == pytest.approx(f1_score(yt, yp, average="macro"), abs=1e-12)
+        ref = torch.nn.functional.cross_entropy(logits[i][keep], y[i][keep])
+        assert got["loss"][i] == pytest.approx(float(ref), abs=1e-12)
+
+
+def test_batched_adam_equals_torch_adam_model_by_model():
+    gen = torch.Generator().manual_seed(0)
+    lrs, wds = [0.1, 0.01, 0.003], [0.0, 0.1, 0.01]
+    init = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
+    stacked = torch.nn.Parameter(init.clone())
+    opt = BatchedAdam([stacked], lrs, wds)
+    singles = [torch.nn.Parameter(init[i].clone()) for i in range(3)]
+    refs = [torch.optim.Adam([p], lr=lr, weight_decay=wd)
+            for p, lr, wd in zip(singles, lrs, wds, strict=True)]  # fmt: skip
+    masks = [[1, 1, 1], [1, 0, 1], [0, 0, 1], [1, 1, 1]]  # model 1 sits out a step, model 0 two
+    for mask in masks:
+        grad = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
+        stacked.grad = grad.clone()
+        opt.step(torch.tensor(mask, dtype=torch.bool))
+        for i, (p, o) in enumerate(zip(singles, refs, strict=True)):
+            if mask[i]:
+                p.grad = grad[i].clone()
+                o.step()
+    for i in range(3):
+        torch.testing.assert_close(stacked.data[i], singles[i].data, rtol=0, atol=1e-12)
+
+
+def test_plan_groups_architectures_and_bounds_stacks_by_memory(digits):
+    _, _, meta, folds = digits
+    small = make_tasks(folds, MLP, GRID)  # 6 tasks
+    wide = make_tasks(folds, {**MLP, "hidden": 64}, GRID[:1])  # 2 tasks
+    tasks = small + wide
+    assert engine.plan(tasks, meta) == [[0, 1, 2, 3, 4, 5], [6, 7]]
+    assert engine.plan(tasks, meta, max_models=4) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    per_model = engine.footprints(tasks[:1], meta)[tasks[0].arch()].bytes(32, 4)
+    tight = engine.plan(tasks, meta, memory_mb=2.5 * per_model / 2**20)
+    assert all(len(s) <= 2 for s in tight) and sorted(i for s in tight for i in s) == list(range(8))
+    assert engine.plan(small, meta, min_stacks=2) == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_refit_state_dict_reproduces_the_reported_metrics(digits):
+    x, y, meta, folds = digits
+    task = make_tasks(folds, MLP, GRID[:1])[0]
+    out = engine.train([task], x, y, meta, accelerator="cpu", precision=64, keep_state=True)[0]
+    from omegaconf import OmegaConf
+
+    from foldwise.models import build_backbone
+
+    net = build_backbone(OmegaConf.create(task.model), meta).double()
+    net.load_state_dict(out.state_dict)
+    net.eval()
+    va = task.evals["val"]
+    xs = (x[va] - np.asarray(out.scaler["mean"])) / np.asarray(out.scaler["scale"])
+    pred = net(torch.tensor(xs)).argmax(1).numpy()
+    assert out.metrics["val_acc"] == pytest.approx(accuracy_score(y[va], pred), abs=1e-12)
+    assert math.isfinite(out.metrics["val_loss"])
