@@ -45,7 +45,7 @@ cfg = compose_params({ov!r}, root=Path({root!r}))
 cfg = OmegaConf.create(OmegaConf.to_container(cfg))
 table, meta = data.prepare(cfg); res = split.split(table, cfg)
 dev = res.dev.set_index("row_id", drop=False); f = res.folds[{fold}]
-fit(cfg, meta, dev.loc[f.train], dev.loc[f.val], progress=False)
+fit(cfg, meta, dev.loc[f.train], dev.loc[f.val])
 """
 
 
@@ -56,10 +56,10 @@ def bench_processes(folds: int) -> None:
     table, meta = data.prepare(cfg)
     res = split.split(table, cfg)
     dev = res.dev.set_index("row_id", drop=False)
-    fit(cfg, meta, dev.loc[res.folds[0].train], dev.loc[res.folds[0].val], progress=False)
+    fit(cfg, meta, dev.loc[res.folds[0].train], dev.loc[res.folds[0].val])
     t = time.perf_counter()
     for f in res.folds[:folds]:
-        fit(cfg, meta, dev.loc[f.train], dev.loc[f.val], progress=False)
+        fit(cfg, meta, dev.loc[f.train], dev.loc[f.val])
     shared = (time.perf_counter() - t) / folds
     t = time.perf_counter()
     for i in range(folds):
@@ -121,9 +121,9 @@ def bench_lightning(steps_epochs: int = 10) -> None:
     dev = res.dev.set_index("row_id", drop=False)
     f = res.folds[0]
     train = dev.loc[f.train]
-    fit(cfg, meta, train, None, epochs=1, progress=False)  # warm-up
+    fit(cfg, meta, train, None, epochs=1)  # warm-up
     t = time.perf_counter()
-    fit(cfg, meta, train, None, epochs=steps_epochs, progress=False)
+    fit(cfg, meta, train, None, epochs=steps_epochs)
     light = time.perf_counter() - t
     x = torch.tensor(train[[c for c in train.columns if c.startswith("x")]].to_numpy())
     y = torch.tensor(train["target"].to_numpy())

@@ -60,11 +60,11 @@ def main() -> None:
         times = {}
         for accel in ("cpu", "gpu") if gpu else ("cpu",):
             cfg.trainer.accelerator = accel
-            fit(cfg, meta, train, val, epochs=1, progress=False)  # warm-up (CUDA context, kernels)
+            fit(cfg, meta, train, val, epochs=1)  # warm-up (CUDA context, kernels)
             runs = []
             for _ in range(2):
                 t = time.perf_counter()
-                _, r = fit(cfg, meta, train, val, progress=False)
+                _, r = fit(cfg, meta, train, val)
                 runs.append((time.perf_counter() - t, r))
             same = runs[0][1].metrics == runs[1][1].metrics and (
                 runs[0][1].history == runs[1][1].history

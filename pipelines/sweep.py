@@ -1,11 +1,11 @@
-"""DVC stage `sweep`: one Hydra multirun job per (configuration, fold) → results/sweep/.
+"""DVC stage `sweep`: every (configuration, fold) trained in stacks, one Hydra job per stack.
 
     python pipelines/sweep.py                          # what `dvc repro` runs
     python pipelines/sweep.py hydra/launcher=joblib    # extra Hydra/launcher overrides only
 
 The search space comes from params.yaml (sweep.grid), so DVC tracks it; this script
-turns it into Hydra sweep overrides, lets Hydra's sweeper and launcher run the
-jobs, then closes the sweep.
+plans the sweep (configurations × folds, grouped into stacks), lets Hydra's launcher
+run one job per stack (``+stack=0,1,...``), then closes the sweep.
 """
 
 import os
@@ -31,7 +31,7 @@ def job(cfg: DictConfig) -> None:
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
-    sweep.run_job(cfg, LAYOUT)
+    sweep.run_stack(cfg, LAYOUT)
 
 
 def main() -> int:
@@ -48,32 +48,38 @@ def main() -> int:
     launcher = [f"hydra/launcher={cfg.sweep.launcher}"]
     if cfg.sweep.launcher == "joblib":
         launcher.append(f"hydra.launcher.n_jobs={int(cfg.sweep.n_jobs)}")
-    todo = len(session.doc["pending"])
+    stacks, cached = session.doc["stacks"], len(session.doc["cached"])
+    todo = sum(len(s) for s in stacks)
+    done = session.n_jobs - len(session.doc["pending"])
+    sizes = "/".join(map(str, sorted({len(s) for s in stacks}, reverse=True))) or "0"
     print(
         f"[foldwise] sweep: {len(session.configs)} configurations × {session.doc['n_folds']} "
-        f"folds = {session.n_jobs} jobs ({session.n_jobs - todo} already done) · "
-        f"MLflow run {session.doc['sweep_run_id']} at {session.doc['tracking_uri']}",
+        f"folds = {session.n_jobs} models: {todo} to train in {len(stacks)} stack(s) of "
+        f"{sizes}, {done} already done, {cached} restored from cache · MLflow run "
+        f"{session.doc['sweep_run_id']} at {session.doc['tracking_uri']}",
         flush=True,
     )
-    sys.argv = [
-        sys.argv[0],
-        "--multirun",
-        *sweep.hydra_overrides(cfg, session.doc["n_folds"]),
-        *launcher,
-        f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
-        *extra,
-    ]
-    job()
+    sweep.restore_cached(cfg, LAYOUT)
+    if stacks:
+        sys.argv = [
+            sys.argv[0],
+            "--multirun",
+            "+stack=" + ",".join(str(i) for i in range(len(stacks))),
+            *launcher,
+            f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
+            *extra,
+        ]
+        job()
     counts = sweep.finish(cfg, LAYOUT)
     print(
         f"[foldwise] sweep done: {counts['ok']} ok, {counts['failed']} failed, "
-        f"{counts['missing']} missing of {counts['total']} jobs",
+        f"{counts['missing']} missing of {counts['total']} models",
         flush=True,
     )
     bad_jobs = counts["failed"] + counts["missing"]
     if bad_jobs > int(cfg.sweep.max_failures):
         print(
-            f"[foldwise] {bad_jobs} jobs did not finish (sweep.max_failures="
+            f"[foldwise] {bad_jobs} models did not finish (sweep.max_failures="
             f"{cfg.sweep.max_failures}); re-run to retry only those.",
             file=sys.stderr,
         )

@@ -68,7 +68,7 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     out = p.dvc("repro").stdout
     for stage in ("prepare", "split", "sweep", "aggregate", "refit", "test"):
         assert f"Running stage '{stage}'" in out
-    assert out.count("[foldwise] job ") == N_CONFIGS * N_FOLDS
+    assert f"{N_CONFIGS * N_FOLDS} models: {N_CONFIGS * N_FOLDS} to train" in out
 
     root = p.path
     for rel in (

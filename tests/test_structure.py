@@ -61,6 +61,17 @@ def test_every_stage_runs_its_own_script_and_depends_on_it():
 PLUMBING = {"params", "errors", "files", "tracking", "compose", "audit"}
 
 
+def module_files(module: str) -> list[Path]:
+    """A foldwise module's source: one file, or every file of a package."""
+    package = ROOT / f"src/foldwise/{module}"
+    return sorted(package.rglob("*.py")) if package.is_dir() else [package.with_suffix(".py")]
+
+
+def module_dep(module: str) -> str:
+    package = ROOT / f"src/foldwise/{module}"
+    return f"src/foldwise/{module}" if package.is_dir() else f"src/foldwise/{module}.py"
+
+
 def foldwise_imports(path: Path) -> set[str]:
     """foldwise modules imported anywhere in a file (function-level imports too)."""
     found = set()
@@ -81,9 +92,10 @@ def test_stage_code_deps_cover_every_module_a_stage_runs():
             if module in seen:
                 continue
             seen.add(module)
-            todo |= foldwise_imports(ROOT / f"src/foldwise/{module}.py")
+            for path in module_files(module):
+                todo |= foldwise_imports(path)
         deps = set(paths(s["deps"]))
-        missing = {m for m in seen - PLUMBING if f"src/foldwise/{m}.py" not in deps}
+        missing = {m for m in seen - PLUMBING if module_dep(m) not in deps}
         assert not missing, (name, sorted(missing))
 
 

@@ -155,6 +155,22 @@ def validate(cfg: DictConfig) -> None:
         value = _need(cfg, key, f"set {key} to a positive integer")
         if not isinstance(value, int) or value < 1:
             raise FoldwiseError(f"params: {key} must be a positive integer, got {value!r}.")
+    dropout = _need(cfg, "model.dropout", "e.g. model.dropout=0.1")
+    if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise FoldwiseError(f"params: model.dropout must be in [0, 1), got {dropout!r}.")
+    if cfg.trainer.get("precision", 32) not in (32, 64):
+        raise FoldwiseError(
+            f"params: trainer.precision must be 32 or 64, got {cfg.trainer.precision!r}."
+        )
+    engine = cfg.get("engine") or {}
+    cap = engine.get("max_models")
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+        raise FoldwiseError(
+            f"params: engine.max_models must be a positive integer or null, got {cap!r}."
+        )
+    mem = engine.get("memory_mb", 2048)
+    if not isinstance(mem, int | float) or mem <= 0:
+        raise FoldwiseError(f"params: engine.memory_mb must be a positive number, got {mem!r}.")
     lr = _need(cfg, "optim.lr", "e.g. optim.lr=0.001")
     if not isinstance(lr, int | float) or lr <= 0:
         raise FoldwiseError(f"params: optim.lr must be a positive number, got {lr!r}.")

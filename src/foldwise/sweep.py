@@ -1,19 +1,19 @@
-"""The cross-validation sweep: plan, per-(configuration, fold) job, and wrap-up.
+"""The cross-validation sweep: plan, stacks of (configuration, fold) tasks, and wrap-up.
 
-Hydra does the sweeping: :func:`hydra_overrides` turns ``sweep.grid`` and the fold
-count into multirun overrides (``model.hidden=32,128 optim.lr=0.001,0.01
-+fold=0,1,2,3,4``); Hydra's basic sweeper takes their cartesian product and the
-configured Hydra launcher runs one :func:`run_job` per (configuration, fold).
+:func:`begin` expands ``sweep.grid`` (Hydra's override grammar: lists, ``range(...)``,
+``choice(...)``) into configurations, opens their MLflow runs, and groups the
+(configuration, fold) tasks that still need training into *stacks*: tasks that share
+an architecture train together as one stacked model in the many-models engine
+(:mod:`foldwise.engine`). Hydra then launches one job per stack (``+stack=0,1,...``)
+with the configured launcher (basic: one process; joblib: parallel workers), and each
+job calls :func:`run_stack`.
 
 The contract between the pieces is the session file ``results/sweep/session.json``
-written by :func:`begin` (the plan, the MLflow run ids) and one result file per job
-under ``results/sweep/jobs/``. A job needs nothing else, so it behaves the same
-whether it shares a process with 19 others (basic launcher), runs in a joblib
-worker, or on a SLURM node.
-
-A job whose result file exists with the same *job key* — a hash of the
-configuration, the fold, the split and foldwise's own code — is skipped, so an
-interrupted sweep resumes where it stopped.
+written by :func:`begin` (the plan, the stacks, the MLflow run ids) and one result
+file per (configuration, fold) under ``results/sweep/jobs/``. A result whose *job key*
+— a hash of the configuration, the fold, the split and foldwise's own code — matches
+is skipped, so an interrupted sweep resumes where it stopped; a model's result does
+not depend on which stack, process or machine trained it.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import datetime as dt
 import functools
 import itertools
 import time
-import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -41,6 +42,7 @@ from foldwise.files import (
     sha256_json,
     write_json,
 )
+from foldwise.progress import Progress
 from foldwise.results import (
     OUTCOME,
     Session,
@@ -51,7 +53,7 @@ from foldwise.results import (
     job_path,
     read_result,
 )
-from foldwise.split import Fold, load_folds
+from foldwise.split import load_folds
 
 # Keys whose values define a configuration (and so its hash). Data and split enter
 # through the split key; sweep/selection/lockbox/tracking don't change a fit.
@@ -60,7 +62,7 @@ HYPER_KEYS = ("model", "optim", "trainer", "seed")
 
 # --------------------------------------------------------------------------- plan
 def expand_grid(cfg: DictConfig) -> list[dict[str, Any]]:
-    """All configurations of ``sweep.grid``, in the order Hydra's basic sweeper runs them."""
+    """All configurations of ``sweep.grid`` (cartesian product, last key fastest)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -80,30 +82,6 @@ def expand_grid(cfg: DictConfig) -> list[dict[str, Any]]:
     return [
         dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))
     ]
-
-
-def _render(value: Any) -> str:
-    """A value in Hydra's override grammar (floats keep full precision)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def hydra_overrides(cfg: DictConfig, n_folds: int) -> list[str]:
-    """Multirun overrides for Hydra's basic sweeper: the grid axes, then the fold axis."""
-    out = []
-    for key, values in P.grid_leaves(cfg).items():
-        out.append(
-            f"{key}={values}"
-            if isinstance(values, str)
-            else f"{key}={','.join(_render(v) for v in values)}"
-        )
-    out.append("+fold=" + ",".join(str(i) for i in range(n_folds)))
-    return out
 
 
 def apply(cfg: DictConfig, overrides: dict[str, Any]) -> DictConfig:
@@ -261,6 +239,14 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
             read_result(sweep_dir, conf["hash"], f), job_key(conf["hash"], f, skey, code)
         )
     ]
+    # Finished elsewhere (another experiment, an earlier grid): restored, not trained.
+    cached = [
+        (h, f)
+        for h, f in pending
+        if job_cache(layout.root, job_key(h, f, skey, code)).is_file()
+    ]
+    train = [t for t in pending if t not in cached]
+    stacks = plan_stacks(cfg, layout, configs, train) if train else []
     doc = {
         "sweep_key": sweep_key,
         "split_key": skey,
@@ -273,69 +259,247 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         "configs": configs,
         "common_tags": common,
         "started": time.time(),
-        "pending": [f"{h}-fold{f}" for h, f in pending],
+        "pending": [task_name(h, f) for h, f in pending],
+        "cached": [task_name(h, f) for h, f in cached],
+        "stacks": stacks,
     }
     write_json(sweep_dir / "session.json", doc)
     return Session(doc)
 
 
 # ---------------------------------------------------------------------------- job
+def task_name(cfg_hash: str, fold: int) -> str:
+    return f"{cfg_hash}-fold{fold}"
+
+
+def parse_task_name(name: str) -> tuple[str, int]:
+    cfg_hash, fold = name.rsplit("-fold", 1)
+    return cfg_hash, int(fold)
+
+
+@dataclass
+class Inputs:
+    """Dev rows as engine arrays, and each fold's rows as positions into them."""
+
+    x: np.ndarray
+    y: np.ndarray
+    folds: dict[int, tuple[np.ndarray, np.ndarray]]
+    meta: Meta
+
+
 @functools.lru_cache(maxsize=2)
-def _inputs(root: str) -> tuple[pd.DataFrame, dict[int, Fold], Meta]:
-    """Dev rows, folds and metadata, read once per process however many jobs it runs."""
+def _inputs(root: str) -> Inputs:
+    """Read once per process however many stacks it runs."""
+    from foldwise.train import arrays
+
     layout = P.Layout(Path(root))
     dev = pd.read_parquet(layout.dev).set_index("row_id", drop=False)
-    folds = {f.index: f for f in load_folds(read_json(layout.folds))}
-    return dev, folds, Meta.from_dict(read_json(layout.meta))
+    pos = lambda ids: dev.index.get_indexer(ids)  # noqa: E731
+    folds = {f.index: (pos(f.train), pos(f.val)) for f in load_folds(read_json(layout.folds))}
+    x, y = arrays(dev)
+    return Inputs(x, y, folds, Meta.from_dict(read_json(layout.meta)))
 
 
-# Durations of the jobs this process has run: the ETA's basis. The first fit of a
-# process pays one-off warm-up, so it is left out once there are others.
-_durations: list[float] = []
+def engine_settings(cfg: DictConfig) -> dict[str, Any]:
+    e = cfg.engine
+    return {
+        "max_models": 1 if not e.stack else (int(e.max_models) if e.max_models else None),
+        "memory_mb": float(e.memory_mb),
+        "precision": int(cfg.trainer.precision),
+    }
 
 
-def _progress(session: Session, name: str, label: str, fold: int) -> None:
-    """The sweep-level line: job i of N, configuration, fold, elapsed, ETA."""
-    pending = session.doc["pending"]
-    pos = pending.index(name) if name in pending else 0
-    elapsed = time.time() - session.doc["started"]
-    typical = _durations[1:] or _durations
-    eta = sum(typical) / len(typical) * (len(pending) - pos) if typical else float("nan")
-    fmt = lambda s: "--:--" if s != s else f"{int(s) // 60}:{int(s) % 60:02d}"  # noqa: E731
-    total, done_before = session.n_jobs, session.n_jobs - len(pending)
-    print(
-        f"[foldwise] job {done_before + pos + 1}/{total} · {label} · fold {fold} · "
-        f"elapsed {fmt(elapsed)} · ETA {fmt(eta)}",
-        flush=True,
+def plan_stacks(
+    cfg: DictConfig, layout: P.Layout, configs: list[dict], pending: list[tuple[str, int]]
+) -> list[list[str]]:
+    """Group the pending tasks into stacks (see :func:`foldwise.engine.plan`)."""
+    from foldwise import engine
+    from foldwise.train import make_task
+
+    inputs = _inputs(str(layout.root))
+    by_hash = {c["hash"]: c for c in configs}
+    tasks = []
+    for h, f in pending:
+        full = apply(cfg, by_hash[h]["overrides"])
+        tr, va = inputs.folds[f]
+        tasks.append(make_task(full, task_name(h, f), tr, {"val": va}))
+    workers = int(cfg.sweep.n_jobs) if cfg.sweep.launcher == "joblib" else 1
+    stacks = engine.plan(
+        tasks, inputs.meta, min_stacks=min(workers, len(tasks)), **engine_settings(cfg)
     )
+    return [[tasks[i].key for i in s] for s in stacks]
 
 
-def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
-    """Train and score one (configuration, fold); never raises for a failed fit.
+_progress: Progress | None = None
 
-    A failure is recorded in the result file (``status: failed``) and in MLflow
-    (run status FAILED), so the other jobs of the sweep carry on.
+
+def _progress_for(session: Session) -> Progress:
+    """One progress line for the whole sweep, kept across the stacks a process runs."""
+    global _progress
+    if _progress is None or _progress.total != session.n_jobs:
+        from foldwise.progress import default_every
+
+        done = session.n_jobs - len(session.doc["pending"]) + len(session.doc["cached"])
+        _progress = Progress(total=session.n_jobs, done=done, every=default_every())
+    return _progress
+
+
+def restore_cached(cfg: DictConfig, layout: P.Layout) -> int:
+    """Record the models whose identical result is in ``.foldwise/jobs/``, without training.
+
+    Each gets its own MLflow fold run (tagged ``foldwise.reused_from``) and result file.
     """
     from foldwise import tracking
 
-    fold = int(cfg.fold)
     session = Session(read_json(layout.sweep_dir / "session.json"))
-    cfg_hash = config_hash(cfg)
-    conf = session.config(cfg_hash)
-    if conf is None:
-        raise FoldwiseError(
-            f"job configuration {cfg_hash} is not in the sweep plan.",
-            "change the search space through params.yaml (sweep.grid), not on the command line.",
-        )
-    key = job_key(cfg_hash, fold, session.doc["split_key"], session.doc["code"])
-    path = job_path(layout.sweep_dir, cfg_hash, fold)
-    if is_done(read_result(layout.sweep_dir, cfg_hash, fold), key):
-        print(f"[foldwise] skip {conf['label']} · fold {fold}: result exists", flush=True)
-        return read_json(path)
-    _progress(session, f"{cfg_hash}-fold{fold}", conf["label"], fold)
-    from foldwise.train import fit  # torch + Lightning: only once there is a fit to do
+    c = tracking.client(cfg)
+    for name in session.doc["cached"]:
+        cfg_hash, fold = parse_task_name(name)
+        conf = session.config(cfg_hash)
+        key = job_key(cfg_hash, fold, session.doc["split_key"], session.doc["code"])
+        _record(c, session, layout, conf, fold, key, read_json(job_cache(layout.root, key)),
+                reused=True)  # fmt: skip
+        print(f"[foldwise] reuse {conf['label']} · fold {fold}: identical model found in "
+              ".foldwise/jobs/, no training", flush=True)  # fmt: skip
+    return len(session.doc["cached"])
 
-    result: dict[str, Any] = {
+
+def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
+    """Train one stack of the plan; every finished model is recorded at once.
+
+    A failed model (non-finite loss, an error in its configuration) is recorded as
+    failed (result file and MLflow status) and the rest of its stack trains on.
+    """
+    from foldwise import engine, tracking
+    from foldwise.train import make_task
+
+    number = int(cfg.stack)
+    session = Session(read_json(layout.sweep_dir / "session.json"))
+    names = session.doc["stacks"][number]
+    progress = _progress_for(session)
+    c = tracking.client(cfg)
+    inputs = _inputs(str(layout.root))
+    todo, results = [], []
+    where: dict[str, tuple[dict, int, str]] = {}
+    for name in names:
+        cfg_hash, fold = parse_task_name(name)
+        conf = session.config(cfg_hash)
+        full = apply(cfg, conf["overrides"])
+        if config_hash(full) != cfg_hash:
+            raise FoldwiseError(
+                f"configuration {cfg_hash} is not what params.yaml now gives.",
+                "params.yaml changed during the sweep; re-run `dvc repro`.",
+            )
+        key = job_key(cfg_hash, fold, session.doc["split_key"], session.doc["code"])
+        if is_done(read_result(layout.sweep_dir, cfg_hash, fold), key):
+            progress.skipped()
+            continue
+        tr, va = inputs.folds[fold]
+        todo.append(make_task(full, name, tr, {"val": va}, label=conf["label"]))
+        where[name] = (conf, fold, key)
+    if not todo:
+        return results
+    started = time.time()
+    n_stacks = len(session.doc["stacks"])
+    # An upper bound for the ETA: later stacks' models all run to max_epochs.
+    progress.pending_epochs = sum(
+        len(s) * int(cfg.trainer.max_epochs) for s in session.doc["stacks"][number + 1 :]
+    )
+    with tracking.Background() as background:
+
+        def done(task: engine.Task, outcome: engine.Outcome) -> None:
+            conf, fold, key = where[task.key]
+            result = outcome.result()
+            if outcome.status == "ok":
+                progress.finished(conf["label"], fold, _score(result))
+            else:
+                progress.skipped()
+                print(f"[foldwise] FAILED {conf['label']} · fold {fold}: {outcome.error}",
+                      flush=True)  # fmt: skip
+            background.submit(
+                lambda: results.append(
+                    _record(c, session, layout, conf, fold, key, result, started=started)
+                )
+            )
+
+        def epoch(_stack: int, info: engine.EpochInfo) -> None:
+            progress.epoch(
+                number, n_stacks, info.epoch, info.max_epochs, info.work_epochs, info.seconds,
+                info.remaining, info.active,
+            )  # fmt: skip
+
+        s = engine_settings(cfg)
+        engine.train(
+            todo,
+            inputs.x,
+            inputs.y,
+            inputs.meta,
+            accelerator=str(cfg.trainer.accelerator),
+            precision=s["precision"],
+            stacks=[list(range(len(todo)))],
+            on_done=done,
+            on_epoch=epoch,
+        )
+    return results
+
+
+def _score(result: dict) -> str:
+    m = result.get("metrics", {})
+    return f"val_f1 {m['val_f1']:.4f}" if "val_f1" in m else result.get("status", "?")
+
+
+def _record(
+    c,
+    session: Session,
+    layout: P.Layout,
+    conf: dict,
+    fold: int,
+    key: str,
+    outcome: dict,
+    *,
+    reused: bool = False,
+    started: float | None = None,
+) -> dict:
+    """Create the fold's MLflow run with everything in it, then write the result file.
+
+    The run is created only once the model is finished, so a killed sweep leaves no
+    fold run RUNNING; the result file is written last, so it exists only for a fold
+    whose tracking is complete.
+    """
+    from foldwise import tracking
+
+    cfg_hash = conf["hash"]
+    tags = {
+        **session.doc["common_tags"],
+        f"{tracking.TAG}config_hash": cfg_hash,
+        f"{tracking.TAG}fold": fold,
+        f"{tracking.TAG}job_key": key,
+    }
+    if reused:
+        tags[f"{tracking.TAG}reused_from"] = outcome.get("fold_run_id", "")
+    if outcome["status"] != "ok":
+        tags[f"{tracking.TAG}error"] = str(outcome.get("error", ""))[:5000]
+    run = tracking.start_run(
+        c, session.doc["experiment_id"], f"fold {fold}", "fold", tags, parent=conf["run_id"],
+        start_time=started,
+    )  # fmt: skip
+    ok = outcome["status"] == "ok"
+    tracking.log(
+        c,
+        run,
+        params={"fold": fold, **conf["overrides"]},
+        metrics={
+            **outcome.get("metrics", {}),
+            "best_epoch": outcome.get("best_epoch", 0),
+            "epochs_trained": outcome.get("epochs_trained", 0),
+        }
+        if ok
+        else {},
+        history=outcome.get("history") if ok else None,
+        history_prefix="epoch/",
+    )
+    c.set_terminated(run, "FINISHED" if ok else "FAILED")
+    result = {
         "job_key": key,
         "config_hash": cfg_hash,
         "label": conf["label"],
@@ -343,75 +507,14 @@ def run_job(cfg: DictConfig, layout: P.Layout) -> dict:
         "fold": fold,
         "sweep_run_id": session.doc["sweep_run_id"],
         "config_run_id": conf["run_id"],
+        "fold_run_id": run,
+        **{k: outcome[k] for k in OUTCOME if k in outcome},
     }
-    c = tracking.client(cfg)
-    run = tracking.start_run(
-        c,
-        session.doc["experiment_id"],
-        f"fold {fold}",
-        "fold",
-        {
-            **session.doc["common_tags"],
-            f"{tracking.TAG}config_hash": cfg_hash,
-            f"{tracking.TAG}fold": fold,
-            f"{tracking.TAG}job_key": key,
-        },
-        parent=conf["run_id"],
-    )
-    result["fold_run_id"] = run
-    t0 = time.perf_counter()
+    if "error" in outcome:
+        result["error"] = outcome["error"]
+    write_json(job_path(layout.sweep_dir, cfg_hash, fold), result)
     cache = job_cache(layout.root, key)
-    try:
-        cached = read_json(cache) if cache.is_file() else None
-        if cached is not None:  # same inputs, same code: the fit would give this again
-            outcome = {k: cached[k] for k in OUTCOME}
-            tracking.log(c, run, tags={f"{tracking.TAG}reused_from": cached["fold_run_id"]})
-            print(f"[foldwise] reuse {conf['label']} · fold {fold}: identical job found in "
-                  ".foldwise/jobs/, no training", flush=True)  # fmt: skip
-        else:
-            dev, folds, meta = _inputs(str(layout.root))
-            f = folds[fold]
-            _, res = fit(cfg, meta, dev.loc[f.train], dev.loc[f.val])
-            outcome = {
-                "status": "ok",
-                "metrics": res.metrics,
-                "history": res.history,
-                "best_epoch": res.best_epoch,
-                "epochs_trained": res.epochs_trained,
-                "n_train": res.n_train,
-                "n_val": res.n_val,
-            }
-        result |= outcome
-        tracking.log(
-            c,
-            run,
-            params={"fold": fold, **conf["overrides"]},
-            metrics={
-                **outcome["metrics"],
-                "best_epoch": outcome["best_epoch"],
-                "epochs_trained": outcome["epochs_trained"],
-            },
-            history=outcome["history"],
-            history_prefix="epoch/",
-        )
-        status = "FINISHED"
-    except Exception as err:  # isolate the failure: record it, let the sweep go on
-        result |= {
-            "status": "failed",
-            "error": f"{type(err).__name__}: {err}",
-            "traceback": traceback.format_exc(),
-        }
-        tracking.log(c, run, tags={f"{tracking.TAG}error": result["error"][:5000]})
-        status = "FAILED"
-        print(f"[foldwise] FAILED {conf['label']} · fold {fold}: {result['error']}", flush=True)
-    except BaseException:  # Ctrl-C, SystemExit: no result file, so a re-run redoes this job
-        c.set_terminated(run, "KILLED")
-        raise
-    result["duration_s"] = round(time.perf_counter() - t0, 3)
-    _durations.append(result["duration_s"])
-    c.set_terminated(run, status)
-    write_json(path, result)
-    if status == "FINISHED" and not cache.is_file():
+    if ok and not reused and not cache.is_file():
         write_json(cache, result)
     return result
 

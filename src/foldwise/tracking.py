@@ -82,11 +82,40 @@ def start_run(
     run_type: str,
     tags: Mapping[str, Any] | None = None,
     parent: str | None = None,
+    start_time: float | None = None,
 ) -> str:
+    """A new run (``start_time`` in seconds since the epoch; default now)."""
     all_tags = {f"{TAG}run_type": run_type, **{k: str(v) for k, v in (tags or {}).items()}}
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    return c.create_run(exp_id, run_name=name, tags=all_tags).info.run_id
+    ms = None if start_time is None else int(start_time * 1000)
+    return c.create_run(exp_id, start_time=ms, run_name=name, tags=all_tags).info.run_id
+
+
+class Background:
+    """Tracking calls on one background thread, so training never waits for the store.
+
+    ``submit`` queues a call; leaving the ``with`` block waits for all of them and
+    re-raises the first error (nothing is dropped silently). On Ctrl-C the queued calls
+    still run before the interrupt propagates: finished models keep their records.
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foldwise-tracking")
+        self._futures: list = []
+
+    def submit(self, fn, *args) -> None:
+        self._futures.append(self._pool.submit(fn, *args))
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.shutdown(wait=True)
+        for f in self._futures:
+            f.result()
 
 
 def run_exists(c: MlflowClient, run_id: str | None) -> bool:

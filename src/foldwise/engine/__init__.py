@@ -94,8 +94,8 @@ def _on_device(x: np.ndarray, y: np.ndarray, device: torch.device, dtype) -> tup
     if key not in _DATA:
         _DATA.clear()
         _DATA[key] = (
-            torch.as_tensor(x, dtype=dtype, device=device),
-            torch.as_tensor(y, dtype=torch.int64, device=device),
+            torch.tensor(x, dtype=dtype, device=device),
+            torch.tensor(y, dtype=torch.int64, device=device),
         )
     return _DATA[key]
 

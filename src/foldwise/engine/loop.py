@@ -55,7 +55,8 @@ class EpochInfo:
     finished: int
     n_models: int
     seconds: float  # wall time of this epoch
-    work: int  # model-steps trained in this epoch
+    work_epochs: int  # models that trained in this epoch
+    remaining: int  # model-epochs left at most (every training model to its max_epochs)
 
 
 class _Batches:
@@ -89,7 +90,6 @@ class _Batches:
             wf[: len(p)] = 1
             w[:, m] = wf.reshape(steps, b)
         active = w.sum(-1) > 0
-        o.epoch_work = int(active.sum())
         idx_t, w_t = torch.from_numpy(idx), torch.from_numpy(w)
         for s in range(steps):
             yield idx_t[s], w_t[s], torch.from_numpy(active[s])
@@ -148,7 +148,6 @@ class StackTrainer(pl.LightningModule):
         self.wait = np.zeros(self.n_models, dtype=int)
         self.history: list[dict[str, list[float]]] = [{} for _ in tasks]
         self.outcomes: list[Outcome | None] = [None] * self.n_models
-        self.epoch_work = 0
         self._t0 = 0.0
 
     def _rows(self, m: int, name: str) -> np.ndarray:
@@ -212,6 +211,7 @@ class StackTrainer(pl.LightningModule):
         import time
 
         models = self.training_models()
+        worked = len(models)
         if not models:
             self.trainer.should_stop = True
             return
@@ -258,7 +258,10 @@ class StackTrainer(pl.LightningModule):
                     finished=int((self.state != "training").sum()),
                     n_models=self.n_models,
                     seconds=time.perf_counter() - self._t0,
-                    work=self.epoch_work,
+                    work_epochs=worked,
+                    remaining=int(
+                        sum(self.max_epochs[m] - self.epochs[m] for m in self.training_models())
+                    ),
                 )
             )
         if not self.training_models():
