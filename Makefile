@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro test test-fast lint ui params bench clean
+.PHONY: install repro test test-fast lint ui params bench bench-parts clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,10 @@ ui: install  ## MLflow UI over the project's tracking store, on http://127.0.0.1
 params: install  ## regenerate params.yaml from conf/ (ARGS="data=breast_cancer model=cnn")
 	$(BIN)/python -m foldwise.compose $(ARGS)
 
-bench: install  ## speed ratios (see benchmarks/)
+bench: install  ## foldwise's sweep vs one-at-a-time, a plain PyTorch loop and sklearn (~15 min)
+	$(RUN) $(BIN)/python benchmarks/bench_engine.py
+
+bench-parts: install  ## where a sweep's time goes: processes, MLflow batching, Lightning per step
 	$(RUN) $(BIN)/python benchmarks/bench_sweep.py
 
 clean:  ## remove pipeline outputs (not the MLflow store, not the lockbox audit log)

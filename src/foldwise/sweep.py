@@ -241,9 +241,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     ]
     # Finished elsewhere (another experiment, an earlier grid): restored, not trained.
     cached = [
-        (h, f)
-        for h, f in pending
-        if job_cache(layout.root, job_key(h, f, skey, code)).is_file()
+        (h, f) for h, f in pending if job_cache(layout.root, job_key(h, f, skey, code)).is_file()
     ]
     train = [t for t in pending if t not in cached]
     stacks = plan_stacks(cfg, layout, configs, train) if train else []
@@ -405,7 +403,19 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
     progress.pending_epochs = sum(
         len(s) * int(cfg.trainer.max_epochs) for s in session.doc["stacks"][number + 1 :]
     )
+    t0, busy0 = time.perf_counter(), tracking.busy_seconds()
+    runs: dict[str, str] = {}  # task name -> its MLflow fold run, created as the stack starts
+    recorded: set[str] = set()
     with tracking.Background() as background:
+
+        def open_runs() -> None:  # on the tracking thread, while the stack trains
+            for t in todo:
+                conf, fold, key = where[t.key]
+                runs[t.key] = _open_fold_run(c, session, conf, fold, key, started)
+
+        def record(name: str, conf: dict, fold: int, key: str, result: dict) -> None:
+            results.append(_record(c, session, layout, conf, fold, key, result, run=runs.get(name)))
+            recorded.add(name)
 
         def done(task: engine.Task, outcome: engine.Outcome) -> None:
             conf, fold, key = where[task.key]
@@ -416,11 +426,7 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
                 progress.skipped()
                 print(f"[foldwise] FAILED {conf['label']} · fold {fold}: {outcome.error}",
                       flush=True)  # fmt: skip
-            background.submit(
-                lambda: results.append(
-                    _record(c, session, layout, conf, fold, key, result, started=started)
-                )
-            )
+            background.submit(record, task.key, conf, fold, key, result)
 
         def epoch(_stack: int, info: engine.EpochInfo) -> None:
             progress.epoch(
@@ -428,24 +434,63 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
                 info.remaining, info.active,
             )  # fmt: skip
 
-        s = engine_settings(cfg)
-        engine.train(
-            todo,
-            inputs.x,
-            inputs.y,
-            inputs.meta,
-            accelerator=str(cfg.trainer.accelerator),
-            precision=s["precision"],
-            stacks=[list(range(len(todo)))],
-            on_done=done,
-            on_epoch=epoch,
-        )
+        def close_unfinished() -> None:
+            for name, run in runs.items():
+                if name not in recorded:
+                    c.set_terminated(run, "KILLED")
+
+        background.submit(open_runs)
+        try:
+            engine.train(
+                todo,
+                inputs.x,
+                inputs.y,
+                inputs.meta,
+                accelerator=str(cfg.trainer.accelerator),
+                precision=engine_settings(cfg)["precision"],
+                stacks=[list(range(len(todo)))],
+                on_done=done,
+                on_epoch=epoch,
+            )
+        except BaseException:  # Ctrl-C, SIGTERM: finished models are kept, the rest KILLED
+            background.submit(close_unfinished)
+            raise
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    stats = {
+        "stack_models": len(todo),
+        "stack_seconds": time.perf_counter() - t0,
+        "stack_tracking_seconds": tracking.busy_seconds() - busy0,
+        "stack_tracking_wait_seconds": background.waited,
+    }
+    c.log_batch(
+        session.doc["sweep_run_id"],
+        metrics=[Metric(k, float(v), now, number) for k, v in stats.items()],
+    )
     return results
 
 
 def _score(result: dict) -> str:
     m = result.get("metrics", {})
     return f"val_f1 {m['val_f1']:.4f}" if "val_f1" in m else result.get("status", "?")
+
+
+def _open_fold_run(
+    c, session: Session, conf: dict, fold: int, key: str, started: float | None = None
+) -> str:
+    from foldwise import tracking
+
+    tags = {
+        **session.doc["common_tags"],
+        f"{tracking.TAG}config_hash": conf["hash"],
+        f"{tracking.TAG}fold": fold,
+        f"{tracking.TAG}job_key": key,
+    }
+    return tracking.start_run(
+        c, session.doc["experiment_id"], f"fold {fold}", "fold", tags, parent=conf["run_id"],
+        start_time=started,
+    )  # fmt: skip
 
 
 def _record(
@@ -458,36 +503,31 @@ def _record(
     outcome: dict,
     *,
     reused: bool = False,
-    started: float | None = None,
+    run: str | None = None,
 ) -> dict:
-    """Create the fold's MLflow run with everything in it, then write the result file.
+    """Log a finished model to its MLflow fold run (created here unless ``run`` is given),
+    close the run, then write the result file.
 
-    The run is created only once the model is finished, so a killed sweep leaves no
-    fold run RUNNING; the result file is written last, so it exists only for a fold
-    whose tracking is complete.
+    The result file is written last, so it exists only for a fold whose tracking is
+    complete; a fold run left RUNNING by a killed process is marked KILLED when the
+    sweep resumes (:func:`foldwise.tracking.kill_orphans`).
     """
     from foldwise import tracking
 
     cfg_hash = conf["hash"]
-    tags = {
-        **session.doc["common_tags"],
-        f"{tracking.TAG}config_hash": cfg_hash,
-        f"{tracking.TAG}fold": fold,
-        f"{tracking.TAG}job_key": key,
-    }
+    tags = {}
     if reused:
         tags[f"{tracking.TAG}reused_from"] = outcome.get("fold_run_id", "")
     if outcome["status"] != "ok":
         tags[f"{tracking.TAG}error"] = str(outcome.get("error", ""))[:5000]
-    run = tracking.start_run(
-        c, session.doc["experiment_id"], f"fold {fold}", "fold", tags, parent=conf["run_id"],
-        start_time=started,
-    )  # fmt: skip
+    if run is None:
+        run = _open_fold_run(c, session, conf, fold, key)
     ok = outcome["status"] == "ok"
     tracking.log(
         c,
         run,
         params={"fold": fold, **conf["overrides"]},
+        tags=tags,
         metrics={
             **outcome.get("metrics", {}),
             "best_epoch": outcome.get("best_epoch", 0),
@@ -551,6 +591,9 @@ def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
             "jobs_failed": counts["failed"],
             "jobs_missing": counts["missing"],
             "sweep_seconds": time.time() - session.doc["started"],
+            # this process's time in MLflow calls (with the basic launcher: all of it;
+            # joblib workers report theirs per stack as stack_tracking_seconds)
+            "tracking_seconds": tracking.busy_seconds(),
         },
     )
     ok = counts["ok"] == counts["total"]

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
@@ -53,7 +54,40 @@ def client(cfg: DictConfig | None = None) -> MlflowClient:
             f"MLflow tracking URI {uri!r} is a folder store; use sqlite:///path/mlflow.db "
             "or http://host:port."
         )
-    return MlflowClient(tracking_uri=uri)
+    return Timed(MlflowClient(tracking_uri=uri))  # type: ignore[return-value]
+
+
+class Timed:
+    """An ``MlflowClient`` that adds the wall time of every call to :func:`busy_seconds`.
+
+    The sweep reports it (``tracking_seconds``), so a user sees what tracking costs.
+    """
+
+    _lock = threading.Lock()
+    seconds = 0.0
+
+    def __init__(self, inner: MlflowClient) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                with Timed._lock:
+                    Timed.seconds += time.perf_counter() - t
+
+        return timed
+
+
+def busy_seconds() -> float:
+    """Seconds this process has spent in MLflow client calls (all threads)."""
+    return Timed.seconds
 
 
 def experiment_id(c: MlflowClient, name: str) -> str:
@@ -105,6 +139,7 @@ class Background:
 
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foldwise-tracking")
         self._futures: list = []
+        self.waited = 0.0  # seconds the caller waited for the queue at the end
 
     def submit(self, fn, *args) -> None:
         self._futures.append(self._pool.submit(fn, *args))
@@ -113,7 +148,9 @@ class Background:
         return self
 
     def __exit__(self, *exc) -> None:
+        t = time.perf_counter()
         self._pool.shutdown(wait=True)
+        self.waited = time.perf_counter() - t
         for f in self._futures:
             f.result()
 

@@ -51,9 +51,11 @@ class BatchedAdam(torch.optim.Optimizer):
         sel = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
         steps = sel(self.steps) + 1
         lr, wd = sel(self.lr), sel(self.weight_decay)
-        step_size = lr / (1 - b1**steps)
-        bc2_sqrt = (1 - b2**steps).sqrt()
+        dtype = self.param_groups[0]["params"][0].dtype
+        step_size = (lr / (1 - b1**steps)).to(dtype)
+        bc2_sqrt = (1 - b2**steps).sqrt().to(dtype)
         any_wd = bool((wd != 0).any())
+        wd = wd.to(dtype)
         for p in self.param_groups[0]["params"]:
             if p.grad is None:
                 continue
@@ -63,17 +65,17 @@ class BatchedAdam(torch.optim.Optimizer):
                 state["exp_avg_sq"] = torch.zeros_like(p)
             shape = (-1,) + (1,) * (p.dim() - 1)
 
-            def cast(t: Tensor, shape=shape, dtype=p.dtype) -> Tensor:
-                return t.to(dtype).view(shape)
+            def cast(t: Tensor, shape=shape) -> Tensor:
+                return t.view(shape)
 
             param, grad = sel(p), sel(p.grad)
             m, v = sel(state["exp_avg"]), sel(state["exp_avg_sq"])
             if any_wd:
-                grad = grad + cast(wd) * param
+                grad = grad.addcmul(cast(wd), param)
             m.lerp_(grad, 1 - b1)
             v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-            denom = (v.sqrt() / cast(bc2_sqrt)).add_(eps)
-            param.sub_(m / denom * cast(step_size))
+            denom = v.sqrt().div_(cast(bc2_sqrt)).add_(eps)
+            param.addcdiv_(m * cast(step_size), denom, value=-1.0)
             if idx is not None:  # index_select copied: write the moved models back
                 p.index_copy_(0, idx, param)
                 state["exp_avg"].index_copy_(0, idx, m)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
@@ -135,29 +136,48 @@ class Stack(nn.Module):
 
 
 class DropoutMasks:
-    """Per-model dropout masks from per-model generators, drawn only on a model's own steps."""
+    """Per-model dropout masks from per-model generators, drawn only on a model's own steps.
+
+    Uniforms are drawn model by model into one preallocated buffer (no stacking copy);
+    thresholding and the ``1 / (1 - p)`` scale are then one operation over the stack.
+    On the CPU the generators are NumPy's PCG64 (about twice as fast as torch's CPU
+    generator for this); on a GPU, one ``torch.Generator`` per model on the device.
+    """
 
     def __init__(self, stack: Stack, seeds: list[int], batch: int, device, dtype) -> None:
-        self.stack, self.batch, self.device, self.dtype = stack, batch, device, dtype
         self.p = stack.p.tolist()
-        self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         self.enabled = any(p > 0 for p in self.p) and bool(stack.mask_shapes)
+        self.uses = [m for m, p in enumerate(self.p) if p > 0]
+        self.cpu = torch.device(device).type == "cpu"
+        if self.cpu:
+            self.gens = [np.random.Generator(np.random.PCG64(s)) for s in seeds]
+        else:
+            self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        m = len(self.p)
+        p = stack.p.to(device)
+        self.buffers = {
+            name: torch.empty((m, batch, *shape), device=device)
+            for name, shape in stack.mask_shapes.items()
+        }
+        self.arrays = {n: b.numpy() for n, b in self.buffers.items()} if self.cpu else {}
+        view = lambda t, n: t.view(-1, *([1] * (n + 1)))  # noqa: E731
+        shapes = stack.mask_shapes
+        self.p_view = {n: view(p.float(), len(s)) for n, s in shapes.items()}
+        self.scale = {n: view((1 / (1 - p)).to(dtype), len(s)) for n, s in shapes.items()}
+        self.zero = torch.zeros((), device=device, dtype=dtype)
 
     def draw(self, active: list[bool]) -> dict[str, Tensor] | None:
         if not self.enabled:
             return None
         out = {}
-        for name, shape in self.stack.mask_shapes.items():
-            rows = []
-            for m, p in enumerate(self.p):
-                if p > 0 and active[m]:
-                    keep = (
-                        torch.rand((self.batch, *shape), generator=self.gens[m], device=self.device)
-                        >= p
-                    )
-                    rows.append(keep.to(self.dtype) / (1 - p))
+        for name, u in self.buffers.items():
+            for m in self.uses:
+                if not active[m]:
+                    continue
+                if self.cpu:
+                    self.gens[m].random(out=self.arrays[name][m], dtype=np.float32)
                 else:
-                    ones = torch.ones((self.batch, *shape), device=self.device, dtype=self.dtype)
-                    rows.append(ones)
-            out[name] = torch.stack(rows)
+                    torch.rand(u.shape[1:], generator=self.gens[m], device=u.device, out=u[m])
+            # p = 0 keeps everything (u >= 0); a model off this step is ignored anyway.
+            out[name] = torch.where(u >= self.p_view[name], self.scale[name], self.zero)
         return out
