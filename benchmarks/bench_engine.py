@@ -98,9 +98,13 @@ def project(tmp: Path) -> Path:
     return dest
 
 
-def env_for(uri: str) -> dict:
+def env_for(uri: str, repo: Path | None = None) -> dict:
+    # The copy's own src/ first: the benchmark measures the tree as it was when it
+    # started, even if the checkout (the editable install) changes meanwhile.
+    path = {"PYTHONPATH": str(repo / "src")} if repo else {}
     return {
         **os.environ,
+        **path,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "MLFLOW_TRACKING_URI": uri,
         "DVC_NO_ANALYTICS": "1",
@@ -120,7 +124,7 @@ def foldwise_sweep(repo: Path, uri: str, grid: dict, one_at_a_time: bool) -> dic
     for stale in ("results/sweep", ".foldwise", "outputs"):
         shutil.rmtree(repo / stale, ignore_errors=True)
     write_params(repo, grid, one_at_a_time)
-    m, _ = measure([sys.executable, "pipelines/sweep.py"], repo, env_for(uri))
+    m, _ = measure([sys.executable, "pipelines/sweep.py"], repo, env_for(uri, repo))
     from mlflow import MlflowClient
 
     session = json.loads((repo / "results/sweep/session.json").read_text())
@@ -146,7 +150,7 @@ def baseline(kind: str, repo: Path, grid: dict, n_models: int) -> dict:
     grid_file = repo / f"grid-{kind}.json"
     grid_file.write_text(json.dumps(spec))
     cmd = [sys.executable, str(ROOT / "benchmarks/baselines.py"), kind, str(repo), str(grid_file)]
-    m, out = measure(cmd, repo, env_for("sqlite:///unused.db"))
+    m, out = measure(cmd, repo, env_for("sqlite:///unused.db", repo))
     res = json.loads(next(ln for ln in out.splitlines() if ln.startswith("RESULT "))[7:])
     return {**m, **res, "n_models": n_models, "mlflow_s": None}
 
@@ -177,7 +181,7 @@ def workload(name: str, reps: int, runners: list[str], tmp: Path, server: str | 
     grid = WORKLOADS[name]
     n_models = len(grid["lr"]) * len(grid["weight_decay"]) * 5
     repo = project(tmp / name)
-    env = env_for(f"sqlite:///{tmp / name}/setup.db")
+    env = env_for(f"sqlite:///{tmp / name}/setup.db", repo)
     write_params(repo, grid)
     for stage in ("prepare", "split"):
         measure([sys.executable, f"pipelines/{stage}.py"], repo, env)
@@ -203,7 +207,7 @@ def workload(name: str, reps: int, runners: list[str], tmp: Path, server: str | 
 def fixed_costs(tmp: Path) -> None:
     """The default pipeline as a user runs it: `dvc repro`, then stages that train nothing."""
     repo = project(tmp / "default")
-    env = {**env_for(f"sqlite:///{tmp}/default.db"), "GIT_AUTHOR_NAME": "bench",
+    env = {**env_for(f"sqlite:///{tmp}/default.db", repo), "GIT_AUTHOR_NAME": "bench",
            "GIT_AUTHOR_EMAIL": "bench@foldwise.invalid", "GIT_COMMITTER_NAME": "bench",
            "GIT_COMMITTER_EMAIL": "bench@foldwise.invalid"}  # fmt: skip
     git = lambda *a: subprocess.run(["git", *a], cwd=repo, env=env, check=True,  # noqa: E731

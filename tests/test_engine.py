@@ -187,6 +187,9 @@ def test_plan_groups_architectures_and_bounds_stacks_by_memory(digits):
     tight = engine.plan(tasks, meta, memory_mb=2.5 * per_model / 2**20)
     assert all(len(s) <= 2 for s in tight) and sorted(i for s in tight for i in s) == list(range(8))
     assert engine.plan(small, meta, min_stacks=2) == [[0, 1, 2], [3, 4, 5]]
+    mixed = make_tasks(folds, MLP, GRID[:1], dropout=0.0) + make_tasks(folds, MLP, GRID[:1],
+                                                                       dropout=0.5)  # fmt: skip
+    assert engine.plan(mixed, meta) == [[0, 1, 2, 3]]  # dropout rates share a stack
 
 
 def test_refit_state_dict_reproduces_the_reported_metrics(digits):

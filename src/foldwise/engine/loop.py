@@ -32,6 +32,7 @@ from foldwise.engine.stack import DropoutMasks, Stack
 from foldwise.engine.task import Outcome, Prepared, Task
 
 SCORES = ("loss", "acc", "f1")
+COMPACT = 0.75  # below this share of models with rows on a step, compute only those
 
 
 def _pad(rows: list[np.ndarray]) -> tuple[Tensor, Tensor]:
@@ -194,15 +195,25 @@ class StackTrainer(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         idx, w, active = batch
-        masks = self.dropout.draw(active.tolist())
-        logits = self.stack(self._inputs(idx), masks)
+        flags = active.tolist()
+        masks = self.dropout.draw(flags)
+        sub = None
+        if sum(flags) < COMPACT * len(flags):
+            # Most of the stack has stopped (early stopping, failures, shorter folds): run
+            # only the models with rows on this step. Gradients reach the full parameters
+            # through index_select; the others' are zero and BatchedAdam skips them.
+            sub = active.nonzero().flatten()
+            idx, w = idx.index_select(0, sub), w.index_select(0, sub)
+            masks = masks and {k: m.index_select(0, sub) for k, m in masks.items()}
+        params = None if sub is None else self.stack.params(sub)
+        logits = self.stack(self._inputs(idx, sub), masks, params=params)
         y = self.y[idx]
         losses = per_sample_loss(logits, y)
         per_model = (losses * w).sum(1) / w.sum(1).clamp(min=1)
         self.adam.zero_grad()
         self.manual_backward(per_model.sum())
         self.adam.step(active)
-        self.counts.add(losses, logits, y, w)
+        self.counts.add(losses, logits, y, w, models=sub)
 
     def train_dataloader(self):
         return _Batches(self)

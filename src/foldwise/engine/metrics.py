@@ -38,20 +38,31 @@ class Counts:
         z = lambda *s: torch.zeros(*s, dtype=torch.float64, device=device)  # noqa: E731
         return cls(z(n_models), z(n_models), z(n_models), *(z(n_models, n_classes) for _ in "abc"))
 
-    def add(self, losses: Tensor, logits: Tensor, y: Tensor, w: Tensor) -> None:
-        """Add a batch: per-sample ``losses`` [M, B], ``logits`` [M, B, C], labels, weights."""
+    def add(
+        self, losses: Tensor, logits: Tensor, y: Tensor, w: Tensor, models: Tensor | None = None
+    ) -> None:
+        """Add a batch: per-sample ``losses`` [m, B], ``logits`` [m, B, C], labels, weights;
+        ``models`` names the m models of the batch when it is not the whole stack."""
         c = logits.shape[-1]
         w = w.to(torch.float64)
-        self.loss += (losses.detach().to(torch.float64) * w).sum(1)
-        self.n += w.sum(1)
         hit = logits.detach().argmax(-1)
-        self.correct += ((hit == y) * w).sum(1)
         # One-hot sums instead of scatter_add: deterministic on GPUs as well.
         oh_pred = F.one_hot(hit, c).to(torch.float64) * w.unsqueeze(-1)
         oh_true = F.one_hot(y, c).to(torch.float64) * w.unsqueeze(-1)
-        self.pred += oh_pred.sum(1)
-        self.true += oh_true.sum(1)
-        self.tp += (oh_pred * oh_true).sum(1)
+        parts = {
+            "loss": (losses.detach().to(torch.float64) * w).sum(1),
+            "n": w.sum(1),
+            "correct": ((hit == y) * w).sum(1),
+            "pred": oh_pred.sum(1),
+            "true": oh_true.sum(1),
+            "tp": (oh_pred * oh_true).sum(1),
+        }
+        for name, value in parts.items():
+            total = getattr(self, name)
+            if models is None:
+                total += value
+            else:
+                total.index_add_(0, models, value)
 
     def compute(self) -> dict[str, np.ndarray]:
         """``{"loss", "acc", "f1"}``, each an array of one value per model (NaN with no rows)."""

@@ -50,8 +50,9 @@ class Task:
     label: str = ""
 
     def arch(self) -> tuple:
-        """Tasks with equal ``arch()`` can train in one stack."""
-        return (tuple(sorted(self.model.items())), self.batch_size)
+        """Tasks with equal ``arch()`` can train in one stack (dropout is per model)."""
+        shape = {k: v for k, v in self.model.items() if k != "dropout"}
+        return (tuple(sorted(shape.items())), self.batch_size)
 
 
 @dataclass
