@@ -208,3 +208,15 @@ def test_refit_state_dict_reproduces_the_reported_metrics(digits):
     pred = net(torch.tensor(xs)).argmax(1).numpy()
     assert out.metrics["val_acc"] == pytest.approx(accuracy_score(y[va], pred), abs=1e-12)
     assert math.isfinite(out.metrics["val_loss"])
+
+
+def test_a_task_that_raises_fails_alone_and_its_stack_mates_are_retried(digits):
+    x, y, meta, folds = digits
+    tasks = make_tasks(folds, MLP, GRID[:2], epochs=2, early=False)  # 4 tasks, one stack
+    bad = tasks[2]
+    bad.train = np.append(bad.train, len(y) + 5)  # a row that does not exist
+    outs = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64)
+    assert [o.status for o in outs] == ["ok", "ok", "failed", "ok"]
+    assert "IndexError" in outs[2].error
+    alone = engine.train([tasks[0]], x, y, meta, accelerator="cpu", precision=64)[0]
+    assert_same(outs[0], alone)

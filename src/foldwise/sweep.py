@@ -594,6 +594,8 @@ def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
             # this process's time in MLflow calls (with the basic launcher: all of it;
             # joblib workers report theirs per stack as stack_tracking_seconds)
             "tracking_seconds": tracking.busy_seconds(),
+            # ...and the part of it the sweep waited for (the rest overlapped training)
+            "tracking_blocking_seconds": tracking.blocking_seconds(),
         },
     )
     ok = counts["ok"] == counts["total"]

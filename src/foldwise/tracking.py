@@ -65,7 +65,8 @@ class Timed:
     """
 
     _lock = threading.Lock()
-    seconds = 0.0
+    seconds = 0.0  # all threads
+    main_seconds = 0.0  # the main thread only: time the stage itself waited for MLflow
 
     def __init__(self, inner: MlflowClient) -> None:
         self._inner = inner
@@ -80,8 +81,11 @@ class Timed:
             try:
                 return attr(*args, **kwargs)
             finally:
+                spent = time.perf_counter() - t
                 with Timed._lock:
-                    Timed.seconds += time.perf_counter() - t
+                    Timed.seconds += spent
+                    if threading.current_thread() is threading.main_thread():
+                        Timed.main_seconds += spent
 
         return timed
 
@@ -89,6 +93,11 @@ class Timed:
 def busy_seconds() -> float:
     """Seconds this process has spent in MLflow client calls (all threads)."""
     return Timed.seconds
+
+
+def blocking_seconds() -> float:
+    """Seconds the main thread spent in MLflow calls or waiting for the tracking thread."""
+    return Timed.main_seconds + Background.waited_total
 
 
 def experiment_id(c: MlflowClient, name: str) -> str:
@@ -135,6 +144,8 @@ class Background:
     still run before the interrupt propagates: finished models keep their records.
     """
 
+    waited_total = 0.0  # over every Background of this process
+
     def __init__(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -152,6 +163,7 @@ class Background:
         t = time.perf_counter()
         self._pool.shutdown(wait=True)
         self.waited = time.perf_counter() - t
+        Background.waited_total += self.waited
         for f in self._futures:
             f.result()
 
