@@ -55,7 +55,10 @@ def client(cfg: DictConfig | None = None) -> MlflowClient:
             f"MLflow tracking URI {uri!r} is a folder store; use sqlite:///path/mlflow.db "
             "or http://host:port."
         )
-    return Timed(MlflowClient(tracking_uri=uri))  # type: ignore[return-value]
+    t = time.perf_counter()
+    inner = MlflowClient(tracking_uri=uri)  # opens the store: creates/upgrades a SQLite schema
+    Timed.add(time.perf_counter() - t)
+    return Timed(inner)  # type: ignore[return-value]
 
 
 class Timed:
@@ -81,13 +84,16 @@ class Timed:
             try:
                 return attr(*args, **kwargs)
             finally:
-                spent = time.perf_counter() - t
-                with Timed._lock:
-                    Timed.seconds += spent
-                    if threading.current_thread() is threading.main_thread():
-                        Timed.main_seconds += spent
+                Timed.add(time.perf_counter() - t)
 
         return timed
+
+    @staticmethod
+    def add(spent: float) -> None:
+        with Timed._lock:
+            Timed.seconds += spent
+            if threading.current_thread() is threading.main_thread():
+                Timed.main_seconds += spent
 
 
 def busy_seconds() -> float:
