@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from sklearn.metrics import accuracy_score, f1_score
 
 from foldwise import audit as audit_log
 from foldwise.errors import FoldwiseError
@@ -91,6 +89,10 @@ def bootstrap_scores(
     which captures the uncertainty due to the finite test set — not the
     uncertainty of training.
     """
+    # Imported here: a re-run that only reports the recorded opening needs neither.
+    from scipy import stats
+    from sklearn.metrics import accuracy_score, f1_score
+
     rng = np.random.default_rng(seed)
 
     def acc(t, p, axis=-1):
@@ -169,7 +171,6 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     import pandas as pd
     import torch
 
-    from foldwise import tracking
     from foldwise.artifact import LoadedModel
     from foldwise.files import git_commit, read_json, sha256_table, write_json
 
@@ -238,6 +239,8 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         "scores": scores,
         "confidence": confidence,
     }
+    from foldwise import tracking  # MLflow: only for a new opening, not a repeat
+
     c = tracking.client(cfg)
     run_id = tracking.start_run(
         c,
