@@ -183,3 +183,26 @@ def test_going_back_to_an_earlier_grid_reuses_cached_jobs(tmp_path, sqlite_uri):
         if "foldwise.reused_from" in r.data.tags
     ]
     assert len(reused) == 2 and all(r.data.metrics["val_f1"] > 0 for r in reused)
+
+
+@pytest.mark.slow
+def test_stacked_and_one_at_a_time_sweeps_give_the_same_results(tmp_path, sqlite_uri):
+    """The sweep stage end to end: the engine setting changes speed, not results (float64)."""
+    extra = ["trainer.precision=64", "sweep.grid.optim.lr=[0.01,0.03]", "model.dropout=0.2"]
+    results = {}
+    for engine in ("stacked", "one_at_a_time"):
+        p = make_project(tmp_path / engine, sqlite_uri, tiny_params([*extra, f"engine={engine}"]))
+        p.stage("prepare")
+        p.stage("split")
+        out = p.stage("sweep").stdout
+        stacks = "2 stack(s) of 4" if engine == "stacked" else "8 stack(s) of 1"
+        assert f"8 to train in {stacks}" in out
+        results[engine] = {
+            f.name: json.loads(f.read_text()) for f in (p.path / "results/sweep/jobs").glob("*")
+        }
+    assert results["stacked"].keys() == results["one_at_a_time"].keys()
+    for name, a in results["stacked"].items():
+        b = results["one_at_a_time"][name]
+        assert a["best_epoch"] == b["best_epoch"] and a["epochs_trained"] == b["epochs_trained"]
+        for k, v in a["metrics"].items():
+            assert v == pytest.approx(b["metrics"][k], abs=1e-6), (name, k)

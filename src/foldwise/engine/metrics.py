@@ -1,9 +1,11 @@
 """Loss, accuracy and macro-F1 for many models at once, from padded, masked batches.
 
-Every tensor has a leading model axis M. Counts are accumulated as sums (float64) so a
-whole epoch's batches, or an evaluation set read in chunks, add up before the ratio is
-taken. Macro-F1 averages over the classes present in the labels or the predictions,
-as scikit-learn's ``f1_score(average="macro")`` does (checked against it in the tests).
+Every tensor has a leading model axis M. Per-class counts come from torchmetrics'
+``multiclass_stat_scores`` (samplewise over the model axis); they are accumulated as
+sums (float64) so a whole epoch's batches, or an evaluation set read in chunks, add up
+before the ratio is taken. Macro-F1 averages over the classes present in the labels or
+the predictions, as scikit-learn's ``f1_score(average="macro")`` does (checked against
+it in the tests).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+from torchmetrics.functional.classification import multiclass_stat_scores
 
 
 def per_sample_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -44,18 +47,22 @@ class Counts:
         """Add a batch: per-sample ``losses`` [m, B], ``logits`` [m, B, C], labels, weights;
         ``models`` names the m models of the batch when it is not the whole stack."""
         c = logits.shape[-1]
-        w = w.to(torch.float64)
         hit = logits.detach().argmax(-1)
-        # One-hot sums instead of scatter_add: deterministic on GPUs as well.
-        oh_pred = F.one_hot(hit, c).to(torch.float64) * w.unsqueeze(-1)
-        oh_true = F.one_hot(y, c).to(torch.float64) * w.unsqueeze(-1)
+        # Per model ("samplewise" over the model axis) true/false positives and support per
+        # class from torchmetrics; padded slots carry the ignored label -1.
+        stat = multiclass_stat_scores(
+            hit, torch.where(w > 0, y, -1), c, average=None,
+            multidim_average="samplewise", ignore_index=-1, validate_args=False,
+        ).to(torch.float64)  # fmt: skip
+        tp, fp, support = stat[..., 0], stat[..., 1], stat[..., 4]
+        w = w.to(torch.float64)
         parts = {
             "loss": (losses.detach().to(torch.float64) * w).sum(1),
             "n": w.sum(1),
-            "correct": ((hit == y) * w).sum(1),
-            "pred": oh_pred.sum(1),
-            "true": oh_true.sum(1),
-            "tp": (oh_pred * oh_true).sum(1),
+            "correct": tp.sum(-1),
+            "pred": tp + fp,
+            "true": support,
+            "tp": tp,
         }
         for name, value in parts.items():
             total = getattr(self, name)
