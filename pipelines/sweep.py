@@ -69,7 +69,11 @@ def main() -> int:
             f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
             *extra,
         ]
-        job()
+        try:
+            job()
+        except KeyboardInterrupt:
+            sweep.abort(cfg, LAYOUT)
+            raise
     counts = sweep.finish(cfg, LAYOUT)
     print(
         f"[foldwise] sweep done: {counts['ok']} ok, {counts['failed']} failed, "

@@ -206,3 +206,57 @@ def test_stacked_and_one_at_a_time_sweeps_give_the_same_results(tmp_path, sqlite
         assert a["best_epoch"] == b["best_epoch"] and a["epochs_trained"] == b["epochs_trained"]
         for k, v in a["metrics"].items():
             assert v == pytest.approx(b["metrics"][k], abs=1e-6), (name, k)
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_models_closes_the_rest_and_resume_trains_only_those(
+    tmp_path, sqlite_uri
+):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow import MlflowClient
+
+    # One stack: the max_epochs=1 models finish (and are recorded) long before the others.
+    params = tiny_params(["sweep.grid.model.hidden=[8]", "+sweep.grid.trainer.max_epochs=[1,400]",
+                          "trainer.early_stopping.enabled=false"])  # fmt: skip
+    p = make_project(tmp_path, sqlite_uri, params)
+    p.stage("prepare")
+    p.stage("split")
+    jobs = p.path / "results/sweep/jobs"
+    proc = subprocess.Popen(
+        [sys.executable, "pipelines/sweep.py"], cwd=p.path, env=p.env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while len(list(jobs.glob("*.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "interrupted; finished work is kept" in out
+    done = {f.name: f.read_text() for f in jobs.glob("*.json")}
+    assert len(done) == 2  # the two 1-epoch models
+    assert all(json.loads(t)["epochs_trained"] == 1 for t in done.values())
+    c = MlflowClient(sqlite_uri)
+    session = json.loads((p.path / "results/sweep/session.json").read_text())
+    folds = c.search_runs([session["experiment_id"]], "tags.`foldwise.run_type` = 'fold'")
+    assert sorted(r.info.status for r in folds) == ["FINISHED", "FINISHED", "KILLED", "KILLED"]
+    everything = c.search_runs([session["experiment_id"]])
+    assert "RUNNING" not in {r.info.status for r in everything}  # configs and sweep too
+
+    p.set_params(tiny_params(["sweep.grid.model.hidden=[8]", "+sweep.grid.trainer.max_epochs=[1,3]",
+                              "trainer.early_stopping.enabled=false"]))  # fmt: skip
+    # (a shorter second configuration, so the resumed sweep is quick; the first is unchanged)
+    again = p.stage("sweep").stdout
+    assert "2 to train in 1 stack(s) of 2, 2 already done" in again
+    assert {n: t for n, t in done.items()} == {
+        n: (jobs / n).read_text() for n in done
+    }  # finished results untouched
+    runs = c.search_runs([session["experiment_id"]], "tags.`foldwise.run_type` = 'fold'")
+    assert "RUNNING" not in {r.info.status for r in runs}
+    sweeps = c.search_runs([session["experiment_id"]], "tags.`foldwise.run_type` = 'sweep'")
+    assert [r.info.status for r in sweeps] == ["FINISHED"]  # the same sweep run, reopened

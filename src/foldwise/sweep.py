@@ -566,6 +566,22 @@ def _record(
 
 
 # ------------------------------------------------------------------------- finish
+def abort(cfg: DictConfig, layout: P.Layout) -> None:
+    """After Ctrl-C: close the sweep's configuration runs and the sweep run as KILLED.
+
+    (Fold runs of unfinished models are closed by :func:`run_stack`.) A re-run reopens
+    the same runs and trains only what is missing.
+    """
+    from foldwise import tracking
+
+    session = Session(read_json(layout.sweep_dir / "session.json"))
+    c = tracking.client(cfg)
+    for conf in session.configs:
+        c.set_terminated(conf["run_id"], "KILLED")
+    c.set_terminated(session.doc["sweep_run_id"], "KILLED")
+
+
+
 def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
     """Close the MLflow runs, drop result files not in this plan, count outcomes."""
     from foldwise import tracking

@@ -391,7 +391,14 @@ def fit_stack(
         limit_val_batches=0,
         deterministic=True if accelerator == "cpu" else "warn",
     )
-    trainer.fit(module)
+    try:
+        trainer.fit(module)
+    except SystemExit:
+        # Lightning turns Ctrl-C into a "graceful shutdown" and exit(1); give the caller
+        # the interrupt back, so it can close what is open and say how to resume.
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     for m in module.training_models():  # the loop ended (max_epochs) with models still open
         module._finish([m])
     return [o for o in module.outcomes if o is not None]
