@@ -45,27 +45,13 @@ def main() -> int:
         )
     cfg = params.load(LAYOUT.root / "params.yaml")
     session = sweep.begin(cfg, LAYOUT)
-    launcher = [f"hydra/launcher={cfg.sweep.launcher}"]
-    if cfg.sweep.launcher == "joblib":
-        launcher.append(f"hydra.launcher.n_jobs={int(cfg.sweep.n_jobs)}")
-    stacks, cached = session.doc["stacks"], len(session.doc["cached"])
-    todo = sum(len(s) for s in stacks)
-    done = session.n_jobs - len(session.doc["pending"])
-    sizes = "/".join(map(str, sorted({len(s) for s in stacks}, reverse=True))) or "0"
-    print(
-        f"[foldwise] sweep: {len(session.configs)} configurations × {session.doc['n_folds']} "
-        f"folds = {session.n_jobs} models: {todo} to train in {len(stacks)} stack(s) of "
-        f"{sizes}, {done} already done, {cached} restored from cache · MLflow run "
-        f"{session.doc['sweep_run_id']} at {session.doc['tracking_uri']}",
-        flush=True,
-    )
+    print(sweep.describe(session), flush=True)
     sweep.restore_cached(cfg, LAYOUT)
-    if stacks:
+    if session.doc["stacks"]:
         sys.argv = [
             sys.argv[0],
             "--multirun",
-            "+stack=" + ",".join(str(i) for i in range(len(stacks))),
-            *launcher,
+            *sweep.launch_overrides(cfg, len(session.doc["stacks"])),
             f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
             *extra,
         ]

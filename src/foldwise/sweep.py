@@ -265,6 +265,29 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     return Session(doc)
 
 
+def describe(session: Session) -> str:
+    """The line the sweep starts with: what will be trained, in how many stacks, where logged."""
+    stacks, cached = session.doc["stacks"], len(session.doc["cached"])
+    todo = sum(len(s) for s in stacks)
+    done = session.n_jobs - len(session.doc["pending"])
+    sizes = "/".join(map(str, sorted({len(s) for s in stacks}, reverse=True))) or "0"
+    return (
+        f"[foldwise] sweep: {len(session.configs)} configurations × {session.doc['n_folds']} "
+        f"folds = {session.n_jobs} models: {todo} to train in {len(stacks)} stack(s) of "
+        f"{sizes}, {done} already done, {cached} restored from cache · MLflow run "
+        f"{session.doc['sweep_run_id']} at {session.doc['tracking_uri']}"
+    )
+
+
+def launch_overrides(cfg: DictConfig, n_stacks: int) -> list[str]:
+    """Hydra multirun overrides: one job per stack, on the configured launcher."""
+    out = ["+stack=" + ",".join(str(i) for i in range(n_stacks))]
+    out.append(f"hydra/launcher={cfg.sweep.launcher}")
+    if cfg.sweep.launcher == "joblib":
+        out.append(f"hydra.launcher.n_jobs={int(cfg.sweep.n_jobs)}")
+    return out
+
+
 # ---------------------------------------------------------------------------- job
 def task_name(cfg_hash: str, fold: int) -> str:
     return f"{cfg_hash}-fold{fold}"
@@ -579,7 +602,6 @@ def abort(cfg: DictConfig, layout: P.Layout) -> None:
     for conf in session.configs:
         c.set_terminated(conf["run_id"], "KILLED")
     c.set_terminated(session.doc["sweep_run_id"], "KILLED")
-
 
 
 def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
