@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from foldwise.engine.loop import EpochInfo, fit_stack
+from foldwise.engine.loop import EpochInfo, StackTrainer, fit_stack
 from foldwise.engine.plan import Footprint, footprint, plan_stacks
 from foldwise.engine.stack import Stack
 from foldwise.engine.task import Hyper, Outcome, Task, prepare
@@ -147,19 +147,19 @@ def train(
             prepared = [prepare(t, x, y) for t in group_tasks]
             modules = [_build(t, meta).to(dtype) for t in group_tasks]
             stack = Stack(modules, [t.hyper.dropout for t in group_tasks], _sample_shape(meta))
-            fit_stack(
+            module = StackTrainer(
                 group_tasks,
                 prepared,
                 stack.to(device),
                 xt,
                 yt,
                 meta.n_classes,
-                accelerator=accelerator,
                 keep_state=keep_state,
                 on_done=lambda m, out: deliver(group[m], out),
                 on_epoch=None if on_epoch is None else (lambda info: on_epoch(number, info)),
                 act_width=sizes[group_tasks[0].arch()].activations,
             )
+            fit_stack(module, accelerator)
         except Exception as err:  # isolate: retry the unfinished tasks in halves
             left = [i for i in group if results[i] is None]
             if len(left) == 1:

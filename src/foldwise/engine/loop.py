@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -366,19 +365,8 @@ class StackTrainer(pl.LightningModule):
             self.on_done(m, outcome)
 
 
-def fit_stack(
-    tasks: list[Task],
-    prepared: list[Prepared],
-    stack: Stack,
-    x: Tensor,
-    y: Tensor,
-    n_classes: int,
-    *,
-    accelerator: str = "cpu",
-    **kwargs: Any,
-) -> list[Outcome]:
+def fit_stack(module: StackTrainer, accelerator: str = "cpu") -> list[Outcome]:
     """Train one stack to the end; returns one :class:`Outcome` per task, in task order."""
-    module = StackTrainer(tasks, prepared, stack, x, y, n_classes, **kwargs)
     trainer = pl.Trainer(
         max_epochs=int(module.max_epochs.max()),
         accelerator=accelerator,
