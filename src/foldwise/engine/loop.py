@@ -17,6 +17,7 @@ handed to ``on_done`` at once, while the rest of the stack trains on.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -181,8 +182,6 @@ class StackTrainer(pl.LightningModule):
         self.best = [w.detach().clone() for w in self.stack.weights] if self.es.any() else None
 
     def on_train_epoch_start(self) -> None:
-        import time
-
         self._t0 = time.perf_counter()
         self.counts = Counts.zeros(self.n_models, self.n_classes, self.x.device)
         self.stack.train()
@@ -218,8 +217,6 @@ class StackTrainer(pl.LightningModule):
         return _Batches(self)
 
     def on_train_epoch_end(self) -> None:
-        import time
-
         models = self.training_models()
         worked = len(models)
         if not models:
