@@ -114,7 +114,6 @@ def train(
     keep_state: bool = False,
     on_done: Callable[[Task, Outcome], None] | None = None,
     on_epoch: Callable[[int, EpochInfo], None] | None = None,
-    on_stack: Callable[[int, list[Task]], None] | None = None,
 ) -> list[Outcome]:
     """Train every task; returns one :class:`Outcome` per task, in task order.
 
@@ -130,10 +129,12 @@ def train(
     for t in tasks:
         if len(t.train) == 0:
             raise ValueError(f"task {t.key} has no training rows")
+    sizes = footprints(tasks, meta)  # one dry run per architecture, for planning and scoring
     if stacks is None:
-        stacks = plan(tasks, meta, precision=precision, max_models=max_models, memory_mb=memory_mb)
+        stacks = plan_stacks(
+            tasks, sizes, itemsize=dtype.itemsize, max_models=max_models, memory_mb=memory_mb
+        )
     xt, yt = _on_device(x, y, device, dtype)
-    sizes = footprints(tasks, meta)
     results: list[Outcome | None] = [None] * len(tasks)
 
     def deliver(i: int, outcome: Outcome) -> None:
@@ -176,7 +177,5 @@ def train(
                 run(left[half:], number)
 
     for number, group in enumerate(stacks):
-        if on_stack is not None:
-            on_stack(number, [tasks[i] for i in group])
         run(group, number)
     return [r if r is not None else Outcome(status="failed", error="not trained") for r in results]
