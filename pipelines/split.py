@@ -1,4 +1,4 @@
-"""DVC stage `split`: table → lockbox test rows + dev rows + CV folds + manifest.
+"""DVC stage `split`: table → lockbox test rows + dev rows + resamples + manifest.
 
 data/lockbox/test.parquet is written here and read only by the `test` stage.
 """
@@ -10,22 +10,28 @@ from foldwise.errors import run_stage
 from foldwise.files import read_json, repo_root, write_json, write_table
 from foldwise.split import split
 
+MARK = {"pass": "ok  ", "warn": "WARN", "skip": "-   ", "fail": "FAIL"}
+
 
 def main() -> None:
     cfg = params.load()
     layout = params.Layout(repo_root())
     meta = read_json(layout.meta)
-    # Validates before anything is written.
+    # Validates (and runs the leakage guards) before anything is written.
     result = split(pd.read_parquet(layout.table), cfg, class_names=meta["classes"])
     write_table(layout.test, result.test)
     write_table(layout.dev, result.dev)
     write_json(layout.folds, result.folds_doc)
     write_json(layout.manifest, result.manifest)
     m = result.manifest
+    options = ", ".join(f"{k}={v}" for k, v in m["options"].items())
     print(
-        f"[split] test (lockbox): {m['n_test']} rows · dev: {m['n_dev']} rows · "
-        f"{m['scheme']} k={m['n_splits']} · test sha256 {m['test_sha256'][:12]}"
+        f"[split] test (lockbox, by {m['lockbox_by']}): {m['n_test']} rows · dev: {m['n_dev']} "
+        f"rows · {m['scheme']} ({options}): {m['n_splits']} resamples · test sha256 "
+        f"{m['test_sha256'][:12]}"
     )
+    for c in result.checks:
+        print(f"[split] {MARK[c.outcome]} {c.name}: {c.detail}")
 
 
 if __name__ == "__main__":

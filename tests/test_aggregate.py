@@ -280,7 +280,8 @@ def test_metrics_document_structure():
     selected = select([a, b, inc], "val_f1")
     doc = metrics_document([a, b, inc], selected, "val_f1")
 
-    assert set(doc) == {"selected", "configs"}
+    assert set(doc) == {"selected", "method", "configs"}
+    assert doc["method"].startswith("mean over 2 folds")
     assert list(doc["configs"]) == ["cfg a", "cfg b", "cfg i"]  # keyed by readable label
     sel = doc["selected"]
     assert sel["config"] == "h-b"

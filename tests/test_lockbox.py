@@ -10,7 +10,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from foldwise.audit import append_audit, read_audit
 from foldwise.errors import FoldwiseError
-from foldwise.lockbox import bootstrap_scores, decide
+from foldwise.lockbox import decide
+from foldwise.methods.resampling import bootstrap_scores
 
 TEST_A = "a" * 64
 TEST_B = "b" * 64

@@ -344,6 +344,6 @@ def test_validate_accepts_two_folds_and_kfold(committed_params):
     cfg.split.n_splits = 2
     cfg.split.scheme = "kfold"
     params.validate(cfg)
-    cfg.split.scheme = "group_kfold"
-    with pytest.raises(FoldwiseError, match=r"unknown split\.scheme 'group_kfold'"):
+    cfg.split.scheme = "jackknife"
+    with pytest.raises(FoldwiseError, match=r"unknown split\.scheme 'jackknife'"):
         params.validate(cfg)

@@ -92,6 +92,10 @@ def test_stage_code_deps_cover_every_module_a_stage_runs():
             if module in seen:
                 continue
             seen.add(module)
+            if module in PLUMBING:
+                # params validates with the scheme registry, but a stage whose output
+                # depends on a scheme imports foldwise.split itself
+                continue
             for path in module_files(module):
                 todo |= foldwise_imports(path)
         deps = set(paths(s["deps"]))
@@ -142,9 +146,8 @@ def test_dvc_hydra_integration_points_at_conf():
 
 def test_validation_lists_match_the_registries():
     """params.py lists names without importing torch; they must match what is registered."""
-    from foldwise import aggregate, data, models, params, split
+    from foldwise import aggregate, data, models, params
 
     assert set(params.DATASETS) == set(data.LOADERS)
-    assert set(params.CV_SCHEMES) == set(split.SCHEMES)
     assert set(params.MODELS) == set(models.BACKBONES)
     assert set(params.SELECTION_RULES) == set(aggregate.RULES)

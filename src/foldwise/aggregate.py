@@ -1,10 +1,12 @@
-"""Fold results → per-configuration statistics → the selected configuration.
+"""Resample results → per-configuration statistics → the selected configuration.
 
-For every validation metric a configuration gets the mean over folds, the sample
-standard deviation (ddof=1), the standard error ``std / sqrt(k)`` and a Student-t
-interval ``mean ± t_{(1+c)/2, k-1} · se``. Fold scores share training rows, so this
-interval is optimistic (folds are not independent); it is a yardstick for comparing
-configurations, not a promise about the test set — that is the lockbox's job.
+What a configuration's statistics are depends on the kind of scheme that made its
+resamples (:mod:`foldwise.methods.resampling`): for k-fold CV, the mean over folds, the
+sample standard deviation (ddof=1), the standard error ``std / sqrt(k)`` and a Student-t
+interval ``mean ± t_{(1+c)/2, k-1} · se``; a corrected interval for repeated resampling;
+pooled predictions for leave-one-out; the .632+ estimate for the bootstrap. Resamples
+share training rows, so these intervals are yardsticks for comparing configurations,
+not promises about the test set — that is the lockbox's job.
 
 A configuration with a missing or failed fold is *incomplete*: it is reported but
 can never be selected, since a mean over the folds that happened to succeed is biased.
@@ -17,46 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-from scipy.special import stdtrit  # Student t quantile; scipy.stats costs ~0.5 s to import
-
 from foldwise.errors import FoldwiseError
+from foldwise.methods import resampling
+from foldwise.methods.resampling import SCORES
+from foldwise.methods.resampling import t_summary as summarize
 
-SCORES = ("loss", "acc", "f1")
-
-
-def summarize(
-    values: Sequence[float],
-    confidence: float = 0.95,
-    bounds: tuple[float, float] = (-math.inf, math.inf),
-) -> dict[str, float]:
-    """Mean, sample std, standard error and a t interval of fold values.
-
-    The interval is clipped to ``bounds`` (accuracy and F1 live in [0, 1]; a symmetric
-    t interval around 0.98 with few folds can otherwise reach past 1).
-    """
-    x = np.asarray(values, dtype=float)
-    n = len(x)
-    if n > 1 and np.all(x == x[0]):
-        # Identical fold values: exact zeros, not the ~1e-16 rounding noise of x.std().
-        return {
-            "mean": float(x[0]),
-            "std": 0.0,
-            "se": 0.0,
-            "ci_low": float(x[0]),
-            "ci_high": float(x[0]),
-            "n": n,
-        }
-    mean = float(x.mean())
-    std = float(x.std(ddof=1)) if n > 1 else math.nan
-    se = std / math.sqrt(n) if n > 1 else math.nan
-    if n > 1:
-        half = float(stdtrit(n - 1, (1 + confidence) / 2)) * se
-        lo, hi = mean - half, mean + half
-        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
-    else:
-        lo = hi = math.nan
-    return {"mean": mean, "std": std, "se": se, "ci_low": float(lo), "ci_high": float(hi), "n": n}
+__all__ = ["SCORES", "ConfigSummary", "select", "summarize", "summarize_config"]
 
 
 def higher_is_better(metric: str) -> bool:
@@ -74,22 +42,33 @@ class ConfigSummary:
     problems: list[str] = field(default_factory=list)
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     best_epochs: list[int] = field(default_factory=list)
+    method: str = ""  # what the statistics are (depends on the resampling scheme)
 
     def score(self, metric: str) -> float:
         return self.stats[metric]["mean"] if metric in self.stats else math.nan
 
 
 def summarize_config(
-    conf: dict, order: int, rows: Sequence[dict | None], confidence: float = 0.95
+    conf: dict,
+    order: int,
+    rows: Sequence[dict | None],
+    confidence: float = 0.95,
+    *,
+    kind: str = "folds",
+    n_dev: int | None = None,
+    apparent: int | None = None,
+    seed: int = 0,
 ) -> ConfigSummary:
-    """Statistics over a configuration's folds; ``rows[i]`` is fold i's result or None."""
-    problems = [f"fold {i}: missing" for i, r in enumerate(rows) if r is None]
+    """Statistics over a configuration's resamples; ``rows[i]`` is resample i's result
+    or None. ``apparent`` is the index of the bootstrap's all-rows fit, if any."""
+    word = "fold" if kind == "folds" else "resample"
+    problems = [f"{word} {i}: missing" for i, r in enumerate(rows) if r is None]
     problems += [
-        f"fold {i}: failed ({r.get('error', '?')})"
+        f"{word} {i}: failed ({r.get('error', '?')})"
         for i, r in enumerate(rows)
         if r is not None and r.get("status") != "ok"
     ]
-    ok = [r for r in rows if r is not None and r.get("status") == "ok"]
+    ok = [r for i, r in enumerate(rows) if i != apparent and r is not None and r["status"] == "ok"]
     summary = ConfigSummary(
         conf["hash"],
         conf["label"],
@@ -99,18 +78,16 @@ def summarize_config(
         complete=not problems and bool(ok),
         problems=problems,
     )
-    if not ok:
+    if not ok or (apparent is not None and not summary.complete):
         return summary
-    m = {k: np.array([r["metrics"][k] for r in ok]) for k in ok[0]["metrics"]}
-    for s in SCORES:
-        bounds = (0.0, math.inf) if s == "loss" else (0.0, 1.0)
-        summary.stats[f"val_{s}"] = summarize(m[f"val_{s}"], confidence, bounds)
-        summary.stats[f"train_{s}"] = summarize(m[f"train_{s}"], confidence, bounds)
-    # Generalization gap per fold: train - validation for scores; for the loss,
-    # validation - train, so that for every metric a larger gap means more overfitting.
-    summary.stats["gap_acc"] = summarize(m["train_acc"] - m["val_acc"], confidence)
-    summary.stats["gap_f1"] = summarize(m["train_f1"] - m["val_f1"], confidence)
-    summary.stats["gap_loss"] = summarize(m["val_loss"] - m["train_loss"], confidence)
+    summary.stats, summary.method = resampling.summarize(
+        kind,
+        ok,
+        confidence=confidence,
+        n_dev=n_dev,
+        apparent=rows[apparent] if apparent is not None else None,
+        seed=seed,
+    )
     summary.best_epochs = [int(r["best_epoch"]) for r in ok]
     return summary
 
@@ -130,7 +107,12 @@ def _rank_key(metric: str) -> Callable[[ConfigSummary], tuple[float, float, int]
     Means are compared rounded to 12 decimals: float noise is a tie, not a win.
     """
     sign = -1.0 if higher_is_better(metric) else 1.0
-    return lambda s: (round(sign * s.score(metric), 12), s.stats[metric]["se"], s.order)
+
+    def key(s: ConfigSummary) -> tuple[float, float, int]:
+        se = s.stats[metric]["se"]
+        return (round(sign * s.score(metric), 12), se if se == se else 0.0, s.order)
+
+    return key
 
 
 RULES: dict[str, Callable[[Sequence[ConfigSummary], str], ConfigSummary]] = {
@@ -166,17 +148,23 @@ def metrics_document(
     keeps ``dvc metrics show`` / ``dvc exp show`` readable.
     """
 
+    def num(v: float) -> float | None:
+        return None if v != v else v  # NaN (no such statistic for this scheme) → null
+
     def entry(s: ConfigSummary) -> dict[str, Any]:
         out: dict[str, Any] = {"config": s.hash, "complete": s.complete}
         for key, st in s.stats.items():
             if key.startswith("val_"):
-                out[key] = {k: st[k] for k in ("mean", "std", "se", "ci_low", "ci_high")}
-            else:
-                out[f"{key}_mean"] = st["mean"]
+                out[key] = {k: num(st[k]) for k in ("mean", "std", "se", "ci_low", "ci_high")}
+            elif key.startswith(("train_", "gap_")):
+                out[f"{key}_mean"] = num(st["mean"])
+            else:  # a scheme's own estimates (the bootstrap's err_632plus, ...)
+                out[key] = num(st["mean"])
         return out
 
     return {
         "selected": {"label": selected.label, "metric": metric, **entry(selected)},
+        "method": selected.method,
         "configs": {s.label: entry(s) for s in summaries},
     }
 
@@ -206,7 +194,10 @@ def print_table(
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"Cross-validation: mean over folds (± standard error), ranked by {metric}")
+    t = Table(
+        title=f"Resampling estimates, ranked by {metric} (± standard error where one exists)",
+        caption=selected.method,
+    )
     for col in (
         "#",
         "configuration",
@@ -218,7 +209,16 @@ def print_table(
         "gap_f1",
     ):
         t.add_column(col, justify="left" if col == "configuration" else "right")
-    fmt = lambda st: f"{st['mean']:.4f} ± {st['se']:.4f}"  # noqa: E731
+
+    def fmt(st: dict | None, sign: str = "") -> str:
+        if st is None or st["mean"] != st["mean"]:
+            return "–"
+        se = f" ± {st['se']:.4f}" if st["se"] == st["se"] and not sign else ""
+        return f"{st['mean']:{sign}.4f}{se}"
+
+    def ci(st: dict) -> str:
+        return "–" if st["ci_low"] != st["ci_low"] else f"[{st['ci_low']:.4f}, {st['ci_high']:.4f}]"
+
     for rank, s in enumerate(ranked(summaries, metric), start=1):
         if not s.complete:
             t.add_row("–", f"{s.label} [incomplete: {'; '.join(s.problems)}]", *[""] * 6)
@@ -228,12 +228,12 @@ def print_table(
         t.add_row(
             str(rank),
             s.label + mark,
-            fmt(st["val_f1"]),
-            fmt(st["val_acc"]),
-            fmt(st["val_loss"]),
-            f"[{st[metric]['ci_low']:.4f}, {st[metric]['ci_high']:.4f}]",
-            f"{st['train_f1']['mean']:.4f}",
-            f"{st['gap_f1']['mean']:+.4f}",
+            fmt(st.get("val_f1")),
+            fmt(st.get("val_acc")),
+            fmt(st.get("val_loss")),
+            ci(st[metric]),
+            fmt(st.get("train_f1")),
+            fmt(st.get("gap_f1"), "+"),
         )
     Console(width=140).print(t)
 
@@ -253,10 +253,14 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     results = collect(session, layout.sweep_dir)
     confidence = 0.95
     metric, rule = str(cfg.selection.metric), str(cfg.selection.rule)
+    apparent = session.doc.get("apparent")
     summaries = [
-        summarize_config(c, i, results[c["hash"]], confidence)
+        summarize_config(
+            c, i, results[c["hash"]], confidence, kind=session.doc.get("kind", "folds"),
+            n_dev=session.doc.get("n_dev"), apparent=apparent, seed=int(cfg.seed),
+        )
         for i, c in enumerate(session.configs)
-    ]
+    ]  # fmt: skip
     selected = select(summaries, metric, rule)
 
     write_json(layout.cv_metrics, metrics_document(summaries, selected, metric))
@@ -269,6 +273,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         "rule": rule,
         "metric": metric,
         "score": selected.stats[metric],
+        "method": selected.method,
         "fold_best_epochs": selected.best_epochs,
         "config_run_id": selected.run_id,
         "sweep_run_id": session.doc["sweep_run_id"],
@@ -298,9 +303,13 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         c,
         session.doc["sweep_run_id"],
         metrics={
-            f"selected_{metric}_mean": selected.stats[metric]["mean"],
-            f"selected_{metric}_se": selected.stats[metric]["se"],
-            "configs_incomplete": sum(not s.complete for s in summaries),
+            k: v
+            for k, v in {
+                f"selected_{metric}_mean": selected.stats[metric]["mean"],
+                f"selected_{metric}_se": selected.stats[metric]["se"],
+                "configs_incomplete": sum(not s.complete for s in summaries),
+            }.items()
+            if v == v  # no NaN: a scheme without a standard error logs none
         },
         tags={
             f"{tracking.TAG}selected_config": selected.hash,
@@ -310,8 +319,9 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     print_table(summaries, selected, metric, confidence)
     if selection["incomplete"]:
         print(f"[aggregate] incomplete (not selectable): {', '.join(selection['incomplete'])}")
+    st = selected.stats[metric]
+    se = f" ± {st['se']:.4f} (se)" if st["se"] == st["se"] else ""
     print(
-        f"[aggregate] selected {selected.label} ({selected.hash}): {metric} = "
-        f"{selected.stats[metric]['mean']:.4f} ± {selected.stats[metric]['se']:.4f} (se)"
+        f"[aggregate] selected {selected.label} ({selected.hash}): {metric} = {st['mean']:.4f}{se}"
     )
     return selected

@@ -1,5 +1,11 @@
 """Datasets → one canonical table: ``row_id``, feature columns ``x0..x{d-1}``, ``target``.
 
+Optional structure columns follow: ``group`` (from ``data.group_column``: rows of one
+group — a patient, a subject, a site — are never split across train and validation by
+a grouped scheme, nor across dev and test) and ``time`` (from ``data.time_column``:
+temporal schemes validate on later rows and lock away the latest period). They are
+never features.
+
 The row id is stable (the sample's position in the source, or a user id column),
 so split files can name rows by id and hashes can be compared across runs.
 Class labels are encoded as ``0..C-1`` in sorted order of the original labels,
@@ -31,6 +37,8 @@ class Meta:
     classes: list[str]  # original label of each encoded class 0..C-1
     feature_names: list[str]  # original column names, in x0..x{d-1} order
     image_shape: list[int] | None
+    group_column: str | None = None
+    time_column: str | None = None
 
     @property
     def n_classes(self) -> int:
@@ -45,17 +53,57 @@ class Meta:
 
 
 def feature_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in ("row_id", "target")]
+    return [c for c in df.columns if c not in STRUCTURE]
 
 
-def _from_sklearn(loader: Callable) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+# Canonical columns that are not features.
+STRUCTURE = ("row_id", "target", "group", "time")
+
+
+Loaded = tuple[pd.DataFrame, pd.Series, pd.Series, dict[str, pd.Series]]
+
+
+def _from_sklearn(loader: Callable) -> Loaded:
     bunch = loader(as_frame=True)
     features = bunch.frame.drop(columns=["target"])
     labels = pd.Series(np.asarray(bunch.target_names)[bunch.target.to_numpy()])
-    return features, labels, pd.Series(np.arange(len(features)))
+    return features, labels, pd.Series(np.arange(len(features))), {}
 
 
-def _from_file(cfg: DictConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+def _structure(df: pd.DataFrame, cfg: DictConfig, name: str) -> dict[str, pd.Series]:
+    """The group and time columns named in the data config, checked."""
+    out = {}
+    for kind in ("group", "time"):
+        col = cfg.get(f"{kind}_column")
+        if col is None:
+            continue
+        if col not in df.columns:
+            raise FoldwiseError(
+                f"data.{kind}_column: column {col!r} is not in {name} "
+                f"(columns: {', '.join(map(str, df.columns[:20]))}).",
+                f"set data.{kind}_column to an existing column, or null.",
+            )
+        values = df[col]
+        if values.isna().any():
+            raise FoldwiseError(
+                f"data.{kind}_column: {int(values.isna().sum())} rows have no value in {col!r}.",
+                "every row needs a value there; fill or drop those rows.",
+            )
+        if kind == "group":
+            values = values.astype(str)
+        elif not pd.api.types.is_numeric_dtype(values):
+            try:
+                values = pd.to_datetime(values)
+            except (ValueError, TypeError) as e:
+                raise FoldwiseError(
+                    f"data.time_column: {col!r} is neither numeric nor a date/time ({e}).",
+                    "use numbers (e.g. a day index) or ISO timestamps.",
+                ) from None
+        out[kind] = values.reset_index(drop=True)
+    return out
+
+
+def _from_file(cfg: DictConfig) -> Loaded:
     path = Path(str(cfg.path)).expanduser()
     if not path.is_absolute():
         path = repo_root() / path
@@ -109,15 +157,21 @@ def _from_file(cfg: DictConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
             f"data.target: {int(labels.isna().sum())} rows have no label in {target!r}.",
             "drop or label those rows before training.",
         )
-    features = df.drop(columns=[target, *drop])
-    return features, labels.astype(str), ids
+    extra = _structure(df, cfg, path.name)
+    for kind in extra:
+        col = str(cfg.get(f"{kind}_column"))
+        if col == target or col in drop:
+            raise FoldwiseError(f"data.{kind}_column {col!r} is also the target or dropped.")
+        drop.append(col)
+    features = df.drop(columns=[target, *dict.fromkeys(drop)])
+    return features, labels.astype(str), ids, extra
 
 
-LOADERS: dict[str, Callable[[DictConfig], tuple[pd.DataFrame, pd.Series, pd.Series]]] = {}
+LOADERS: dict[str, Callable[[DictConfig], Loaded]] = {}
 
 
-def _sk(name: str) -> Callable[[DictConfig], tuple[pd.DataFrame, pd.Series, pd.Series]]:
-    def load(_: DictConfig) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+def _sk(name: str) -> Callable[[DictConfig], Loaded]:
+    def load(_: DictConfig) -> Loaded:
         import sklearn.datasets
 
         return _from_sklearn(getattr(sklearn.datasets, f"load_{name}"))
@@ -168,7 +222,7 @@ def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
     name = str(cfg.data.name)
     if name not in LOADERS:
         raise FoldwiseError(f"unknown dataset {name!r}.", f"use one of: {', '.join(LOADERS)}.")
-    features, labels, ids = LOADERS[name](cfg.data)
+    features, labels, ids, extra = LOADERS[name](cfg.data)
     check_features(features)
     if labels.nunique() < 2:
         raise FoldwiseError(
@@ -182,6 +236,8 @@ def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
     )
     table.insert(0, "row_id", ids.to_numpy(dtype=np.int64))
     table["target"] = labels.map(code).to_numpy(dtype=np.int64)
+    for kind, values in extra.items():
+        table[kind] = values.to_numpy()
     image_shape = cfg.data.get("image_shape")
     if image_shape is not None:
         image_shape = [int(v) for v in image_shape]
@@ -197,6 +253,8 @@ def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
         classes=[str(c) for c in classes],
         feature_names=[str(c) for c in features.columns],
         image_shape=image_shape,
+        group_column=None if "group" not in extra else str(cfg.data.group_column),
+        time_column=None if "time" not in extra else str(cfg.data.time_column),
     )
     return table, meta
 

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from foldwise import audit as audit_log
 from foldwise.errors import FoldwiseError
 
@@ -72,56 +70,6 @@ def decide(
             "write the reason for this opening.",
         )
     return Decision("override", previous, None)
-
-
-def bootstrap_scores(
-    y: np.ndarray,
-    pred: np.ndarray,
-    losses: np.ndarray,
-    *,
-    resamples: int,
-    confidence: float,
-    seed: int,
-) -> dict[str, dict[str, float]]:
-    """Point estimate and percentile-bootstrap interval of accuracy, macro-F1 and loss.
-
-    Test rows are resampled with replacement (``scipy.stats.bootstrap``, paired),
-    which captures the uncertainty due to the finite test set — not the
-    uncertainty of training.
-    """
-    # Imported here: a re-run that only reports the recorded opening needs neither.
-    from scipy import stats
-    from sklearn.metrics import accuracy_score, f1_score
-
-    rng = np.random.default_rng(seed)
-
-    def acc(t, p, axis=-1):
-        return (t == p).mean(axis=axis)
-
-    def f1(t, p):
-        # sklearn's default label set (classes in t or p): a resample that happens to
-        # miss a rare class is scored on the classes it has, not given F1 = 0 for it.
-        return f1_score(t, p, average="macro", zero_division=0)
-
-    def mean(v, axis=-1):
-        return v.mean(axis=axis)
-
-    common = dict(
-        n_resamples=resamples, confidence_level=confidence, method="percentile", random_state=rng
-    )
-    out = {}
-    for name, data, fn, point, kw in (
-        ("acc", (y, pred), acc, accuracy_score(y, pred), dict(paired=True, vectorized=True)),
-        ("f1", (y, pred), f1, f1(y, pred), dict(paired=True, vectorized=False)),
-        ("loss", (losses,), mean, losses.mean(), dict(vectorized=True)),
-    ):
-        if len(y) < 2:
-            lo = hi = float("nan")
-        else:
-            ci = stats.bootstrap(data, fn, **kw, **common).confidence_interval
-            lo, hi = ci.low, ci.high
-        out[name] = {"value": float(point), "ci_low": float(lo), "ci_high": float(hi)}
-    return out
 
 
 def now() -> str:
@@ -216,6 +164,8 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         losses = torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
     pred = logits.argmax(1).numpy()
     confidence = float(cfg.lockbox.confidence)
+    from foldwise.methods.resampling import bootstrap_scores
+
     scores = bootstrap_scores(
         y.numpy(),
         pred,

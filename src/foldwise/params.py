@@ -16,9 +16,9 @@ from omegaconf.errors import MissingMandatoryValue
 
 from foldwise.errors import FoldwiseError
 from foldwise.files import flatten, repo_root
+from foldwise.split import schemes
 
 DATASETS = ("digits", "breast_cancer", "csv")
-CV_SCHEMES = ("stratified_kfold", "kfold")
 MODELS = ("mlp", "cnn")
 SELECTION_RULES = ("best_mean",)
 SELECTION_METRICS = ("val_f1", "val_acc", "val_loss")
@@ -137,12 +137,30 @@ def validate(cfg: DictConfig) -> None:
             f"params: split.test_fraction must be strictly between 0 and 1, got {frac!r}.",
             "use a fraction such as 0.2 (20 % of rows locked away as the test set).",
         )
-    _one_of(_need(cfg, "split.scheme", "e.g. split=stratified_kfold"), CV_SCHEMES, "split.scheme")
-    k = _need(cfg, "split.n_splits", "e.g. split.n_splits=5")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+    _need(cfg, "split.scheme", "e.g. split=stratified_kfold")
+    scheme = schemes.validate(cfg.split)
+    for kind in ("group", "time"):
+        if cfg.data.get(f"{kind}_column") is not None and name != "csv":
+            raise FoldwiseError(
+                f"params: data.{kind}_column is set, but data={name} has no such column.",
+                f"group and time columns come with your own table: -S data=csv ... "
+                f"-S data.{kind}_column=<column>.",
+            )
+    if scheme.grouped and cfg.data.get("group_column") is None:
         raise FoldwiseError(
-            f"params: split.n_splits must be an integer >= 2, got {k!r}.",
-            "cross-validation needs at least 2 folds; 5 or 10 are usual.",
+            f"params: split={scheme.name} needs groups, but data.group_column is not set.",
+            "name the column holding each row's group: -S data.group_column=<column>.",
+        )
+    if scheme.temporal and cfg.data.get("time_column") is None:
+        raise FoldwiseError(
+            f"params: split={scheme.name} needs times, but data.time_column is not set.",
+            "name the column holding each row's timestamp: -S data.time_column=<column>.",
+        )
+    if scheme.kind == "bootstrap" and cfg.selection.metric != "val_acc":
+        raise FoldwiseError(
+            f"params: split=bootstrap estimates the error rate (.632+), so it selects on "
+            f"val_acc, not {cfg.selection.metric}.",
+            "add -S selection.metric=val_acc (macro-F1 has no per-row loss for the .632+ rule).",
         )
 
     _one_of(_need(cfg, "model.name", "e.g. model=mlp"), MODELS, "model.name")

@@ -20,7 +20,10 @@ def job_key(cfg_hash: str, fold: int, split_key: str, code: str) -> str:
 
 
 # What a finished job produced, as opposed to where it was tracked.
-OUTCOME = ("status", "metrics", "history", "best_epoch", "epochs_trained", "n_train", "n_val")
+OUTCOME = (
+    "status", "metrics", "history", "best_epoch", "epochs_trained", "n_train", "n_val",
+    "predictions",
+)  # fmt: skip
 
 
 def job_cache(root: Path, key: str) -> Path:

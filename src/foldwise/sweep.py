@@ -154,6 +154,8 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     manifest = read_json(layout.manifest)
     _warn_if_lockbox_open(layout, manifest["test_sha256"])
     n_folds = int(manifest["n_splits"])
+    kind = manifest.get("kind", "folds")
+    fold_runs = n_folds <= int(cfg.tracking.get("max_fold_runs", 25))
     skey, code = split_key(manifest), code_version()
     configs, hyper = [], {}
     for overrides in expand_grid(cfg):
@@ -254,6 +256,18 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         "experiment_id": exp_id,
         "sweep_run_id": sweep_run,
         "n_folds": n_folds,
+        "scheme": manifest["scheme"],
+        "kind": kind,
+        "n_dev": int(manifest["n_dev"]),
+        "apparent": next(
+            (
+                int(f["fold"])
+                for f in read_json(layout.folds)["folds"]
+                if f.get("role") == "apparent"
+            ),
+            None,
+        ),
+        "fold_runs": fold_runs,
         "configs": configs,
         "common_tags": common,
         "started": time.time(),
@@ -271,11 +285,17 @@ def describe(session: Session) -> str:
     todo = sum(len(s) for s in stacks)
     done = session.n_jobs - len(session.doc["pending"])
     sizes = "/".join(map(str, sorted({len(s) for s in stacks}, reverse=True))) or "0"
+    tracked = (
+        "one MLflow run per resample"
+        if session.doc.get("fold_runs", True)
+        else "resamples as a table artifact per configuration"
+    )
     return (
         f"[foldwise] sweep: {len(session.configs)} configurations × {session.doc['n_folds']} "
-        f"folds = {session.n_jobs} models: {todo} to train in {len(stacks)} stack(s) of "
-        f"{sizes}, {done} already done, {cached} restored from cache · MLflow run "
-        f"{session.doc['sweep_run_id']} at {session.doc['tracking_uri']}"
+        f"resamples ({session.doc.get('scheme', 'folds')}) = {session.n_jobs} models: {todo} "
+        f"to train in {len(stacks)} stack(s) of {sizes}, {done} already done, {cached} "
+        f"restored from cache · MLflow run {session.doc['sweep_run_id']} at "
+        f"{session.doc['tracking_uri']} ({tracked})"
     )
 
 
@@ -306,6 +326,7 @@ class Inputs:
     y: np.ndarray
     folds: dict[int, tuple[np.ndarray, np.ndarray]]
     meta: Meta
+    row_ids: np.ndarray  # dev row id at each position
 
 
 @functools.lru_cache(maxsize=2)
@@ -318,7 +339,16 @@ def _inputs(root: str) -> Inputs:
     pos = lambda ids: dev.index.get_indexer(ids)  # noqa: E731
     folds = {f.index: (pos(f.train), pos(f.val)) for f in load_folds(read_json(layout.folds))}
     x, y = arrays(dev)
-    return Inputs(x, y, folds, Meta.from_dict(read_json(layout.meta)))
+    return Inputs(x, y, folds, Meta.from_dict(read_json(layout.meta)),
+                  dev["row_id"].to_numpy())  # fmt: skip
+
+
+# Kinds of resampling whose summary needs each validation row's prediction.
+PREDICTING_KINDS = ("exhaustive", "holdout", "bootstrap")
+
+
+def _predict(session: Session) -> tuple[str, ...]:
+    return ("val",) if session.doc.get("kind") in PREDICTING_KINDS else ()
 
 
 def engine_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -422,7 +452,9 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
             progress.skipped()
             continue
         tr, va = inputs.folds[fold]
-        todo.append(make_task(full, name, tr, {"val": va}, label=conf["label"]))
+        todo.append(
+            make_task(full, name, tr, {"val": va}, label=conf["label"], predict=_predict(session))
+        )
         where[name] = (conf, fold, key)
     if not todo:
         return results
@@ -438,6 +470,8 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
     with tracking.Background() as background:
 
         def open_runs() -> None:  # on the tracking thread, while the stack trains
+            if not session.doc.get("fold_runs", True):
+                return  # many resamples: one table artifact per configuration at the end
             for t in todo:
                 conf, fold, key = where[t.key]
                 runs[t.key] = _open_fold_run(c, session, conf, fold, key, started)
@@ -449,6 +483,10 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
         def done(task: engine.Task, outcome: engine.Outcome) -> None:
             conf, fold, key = where[task.key]
             result = outcome.result()
+            for name, pred in result.get("predictions", {}).items():
+                rows = task.evals[name]  # positions → the row ids and labels they score
+                pred["row"] = inputs.row_ids[rows].tolist()
+                pred["true"] = inputs.y[rows].tolist()
             if outcome.status == "ok":
                 progress.finished(conf["label"], fold, _score(result))
             else:
@@ -543,7 +581,8 @@ def _record(
     """
     from foldwise import tracking
 
-    cfg_hash = conf["hash"]
+    if not session.doc.get("fold_runs", True):
+        return _write_result(session, layout, conf, fold, key, outcome, None, reused)
     tags = {}
     if reused:
         tags[f"{tracking.TAG}reused_from"] = outcome.get("fold_run_id", "")
@@ -568,6 +607,21 @@ def _record(
         history_prefix="epoch/",
     )
     c.set_terminated(run, "FINISHED" if ok else "FAILED")
+    return _write_result(session, layout, conf, fold, key, outcome, run, reused)
+
+
+def _write_result(
+    session: Session,
+    layout: P.Layout,
+    conf: dict,
+    fold: int,
+    key: str,
+    outcome: dict,
+    run: str | None,
+    reused: bool,
+) -> dict:
+    """The result file (and the job cache): written last, once tracking is complete."""
+    cfg_hash, ok = conf["hash"], outcome["status"] == "ok"
     result = {
         "job_key": key,
         "config_hash": cfg_hash,
@@ -589,6 +643,30 @@ def _record(
 
 
 # ------------------------------------------------------------------------- finish
+def resample_table(rows: list[dict | None]) -> pd.DataFrame:
+    """One row per resample: status, final metrics, epochs (what a fold run would hold)."""
+    out = []
+    for i, r in enumerate(rows):
+        row: dict[str, Any] = {"resample": i, "status": "missing" if r is None else r["status"]}
+        if r is not None:
+            row.update(r.get("metrics", {}))
+            for k in ("best_epoch", "epochs_trained", "n_train", "n_val", "error"):
+                if k in r:
+                    row[k] = r[k]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _log_resample_table(c, conf: dict, rows: list[dict | None]) -> None:
+    """Many resamples: one CSV artifact on the configuration run instead of many runs."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{conf['hash']}.csv"
+        resample_table(rows).to_csv(path, index=False)
+        c.log_artifact(conf["run_id"], str(path), artifact_path="resamples")
+
+
 def abort(cfg: DictConfig, layout: P.Layout) -> None:
     """After Ctrl-C: close the sweep's configuration runs and the sweep run as KILLED.
 
@@ -625,6 +703,8 @@ def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
         states = ["missing" if r is None else r["status"] for r in rows]
         for s in states:
             counts[s] += 1
+        if not session.doc.get("fold_runs", True):
+            _log_resample_table(c, conf, rows)
         c.set_terminated(conf["run_id"], "FINISHED" if set(states) == {"ok"} else "FAILED")
     counts["total"] = session.n_jobs
     tracking.log(

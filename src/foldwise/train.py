@@ -29,6 +29,7 @@ def make_task(
     *,
     epochs: int | None = None,
     label: str = "",
+    predict: tuple[str, ...] = (),
 ) -> engine.Task:
     """An engine task for ``cfg``; ``epochs`` forces a fixed count without early stopping."""
     tr, es = cfg.trainer, cfg.trainer.early_stopping
@@ -49,6 +50,7 @@ def make_task(
         train=np.asarray(train, dtype=np.int64),
         evals={k: np.asarray(v, dtype=np.int64) for k, v in (evals or {}).items()},
         label=label,
+        predict=predict,
     )
 
 

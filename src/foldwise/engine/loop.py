@@ -294,6 +294,26 @@ class StackTrainer(pl.LightningModule):
         self.stack.train(was_training)
         return counts.compute()
 
+    @torch.no_grad()
+    def predict_rows(
+        self, name: str, models: Tensor, params: dict[str, Tensor]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row predicted class and loss of ``models`` on row set ``name`` ([m, L],
+        padded like the set; callers cut each model's row count)."""
+        was_training = self.stack.training
+        self.stack.eval()
+        idx_all, _ = self.sets[name]
+        idx = idx_all.index_select(0, models)
+        chunk = max(64, self.eval_budget // max(1, len(models) * self.act_width))
+        preds, losses = [], []
+        for a in range(0, idx.shape[1], chunk):
+            i = idx[:, a : a + chunk]
+            logits = self.stack(self._inputs(i, models), params=params)
+            preds.append(logits.argmax(-1))
+            losses.append(per_sample_loss(logits, self.y[i]))
+        self.stack.train(was_training)
+        return torch.cat(preds, 1).cpu().numpy(), torch.cat(losses, 1).double().cpu().numpy()
+
     def _remember(self, m: int) -> None:
         if self.best is not None:
             for b, w in zip(self.best, self.stack.weights, strict=True):
@@ -318,6 +338,9 @@ class StackTrainer(pl.LightningModule):
         for name in self.set_names:
             if name != "inner" and name in self.sets:
                 final[name] = self.score(name, sel, params)
+        wanted = [n for n in dict.fromkeys(p for m in models for p in self.tasks[m].predict)
+                  if n in self.sets]  # fmt: skip
+        predicted = {n: self.predict_rows(n, sel, params) for n in wanted}
         for k, m in enumerate(models):
             self.state[m] = "done"
             metrics = {
@@ -337,6 +360,14 @@ class StackTrainer(pl.LightningModule):
                 n_val=len(p.evals.get("val", ())),
                 scaler={"mean": p.mean.tolist(), "scale": p.scale.tolist()},
             )
+            for n, (pred, loss) in predicted.items():
+                if n in self.tasks[m].predict:
+                    r = len(self._rows(m, n))
+                    out.predictions[n] = {
+                        "pred": pred[k, :r].tolist(),
+                        # 7 significant digits: float32's precision, half the JSON
+                        "loss": [float(f"{v:.7g}") for v in loss[k, :r]],
+                    }
             if self.keep_state:
                 out.state_dict = {n: t[k].detach().cpu().clone() for n, t in params.items()}
             self._deliver(m, out)

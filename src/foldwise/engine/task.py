@@ -48,6 +48,7 @@ class Task:
     train: np.ndarray
     evals: dict[str, np.ndarray] = field(default_factory=dict)
     label: str = ""
+    predict: tuple[str, ...] = ()  # eval sets whose per-row predictions the outcome keeps
 
     def arch(self) -> tuple:
         """Tasks with equal ``arch()`` can train in one stack (dropout is per model)."""
@@ -69,6 +70,9 @@ class Outcome:
     scaler: dict[str, list[float]] = field(default_factory=dict)
     error: str | None = None
     state_dict: dict | None = None  # only when asked for (the refit)
+    # per eval set named in Task.predict: {"pred": class per row, "loss": per-row loss},
+    # rows in the order of Task.evals[name]
+    predictions: dict[str, dict[str, list]] = field(default_factory=dict)
 
     def result(self) -> dict[str, Any]:
         """The JSON-able part: what a result file records."""
@@ -83,6 +87,8 @@ class Outcome:
         }
         if self.error:
             out["error"] = self.error
+        if self.predictions:
+            out["predictions"] = self.predictions
         return out
 
 

@@ -1,0 +1,260 @@
+"""Summaries of a configuration's resample scores, chosen by the scheme's *kind*.
+
+Resamples of one dev set share training rows, so no summary here is a confidence
+interval for the score of a future model in the strict sense (there is no unbiased
+estimator of cross-validation's variance: Bengio & Grandvalet 2004). Each kind gets the
+statistic that is honest for it:
+
+``folds`` (k-fold family, leave-one-group-out, time series)
+    mean, sample std, standard error ``std/√k`` and a Student-t interval over the k
+    folds — optimistic, since folds are not independent; a yardstick for comparing
+    configurations.
+``repeated`` (repeated k-fold, shuffle-split)
+    the mean over the J resamples with Nadeau & Bengio's (2003) corrected variance
+    ``(1/J + n_val/n_train)·s²`` and a t interval with J − 1 degrees of freedom. The plain
+    ``s²/J`` would shrink towards zero as J grows although the resamples overlap.
+``exhaustive`` (leave-one-out, leave-p-out, leave-p-groups-out)
+    every held-out prediction pooled: accuracy and loss over all of them, macro-F1 of
+    the pooled predictions. A per-split mean of one-row F1 scores means nothing and a
+    t interval over n near-identical models is false precision, so none is reported.
+``holdout`` (one split)
+    the validation score with a percentile-bootstrap interval over the validation rows:
+    the uncertainty of a finite validation set, not of training.
+``bootstrap``
+    see :mod:`foldwise.methods.bootstrap632`; ``val_acc`` is ``1 − Err.632+``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.special import stdtrit  # Student t quantile; scipy.stats costs ~0.5 s to import
+
+SCORES = ("loss", "acc", "f1")
+BOUNDS = {"loss": (0.0, math.inf), "acc": (0.0, 1.0), "f1": (0.0, 1.0)}
+NAN = float("nan")
+
+
+def _point(value: float, n: int) -> dict[str, float]:
+    """A number without an interval."""
+    return {"mean": float(value), "std": NAN, "se": NAN, "ci_low": NAN, "ci_high": NAN, "n": n}
+
+
+def _interval(mean: float, se: float, df: int, confidence: float, bounds) -> tuple[float, float]:
+    half = float(stdtrit(df, (1 + confidence) / 2)) * se
+    return max(mean - half, bounds[0]), min(mean + half, bounds[1])
+
+
+def t_summary(
+    values: Sequence[float],
+    confidence: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> dict[str, float]:
+    """Mean, sample std, standard error and a t interval of fold values.
+
+    The interval is clipped to ``bounds`` (accuracy and F1 live in [0, 1]; a symmetric
+    t interval around 0.98 with few folds can otherwise reach past 1).
+    """
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n > 1 and np.all(x == x[0]):
+        # Identical fold values: exact zeros, not the ~1e-16 rounding noise of x.std().
+        v = float(x[0])
+        return {"mean": v, "std": 0.0, "se": 0.0, "ci_low": v, "ci_high": v, "n": n}
+    if n < 2:
+        return _point(x.mean() if n else NAN, n)
+    mean, std = float(x.mean()), float(x.std(ddof=1))
+    se = std / math.sqrt(n)
+    lo, hi = _interval(mean, se, n - 1, confidence, bounds)
+    return {"mean": mean, "std": std, "se": se, "ci_low": lo, "ci_high": hi, "n": n}
+
+
+def corrected_t_summary(
+    values: Sequence[float],
+    n_train: float,
+    n_val: float,
+    confidence: float = 0.95,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+) -> dict[str, float]:
+    """Nadeau–Bengio corrected resampled t: ``se = s·√(1/J + n_val/n_train)``."""
+    out = t_summary(values, confidence, bounds)
+    j = len(values)
+    if j < 2 or out["std"] == 0:
+        return out
+    se = out["std"] * math.sqrt(1 / j + n_val / n_train)
+    lo, hi = _interval(out["mean"], se, j - 1, confidence, bounds)
+    return {**out, "se": se, "ci_low": lo, "ci_high": hi}
+
+
+def _metric_arrays(results: Sequence[dict]) -> dict[str, np.ndarray]:
+    return {k: np.array([r["metrics"][k] for r in results]) for k in results[0]["metrics"]}
+
+
+def _gaps(stats: dict[str, dict[str, float]], per_resample: dict[str, np.ndarray] | None,
+          summary) -> None:  # fmt: skip
+    """Generalization gap: train − validation for scores, validation − train for the loss,
+    so that for every metric a larger gap means more overfitting."""
+    for s in SCORES:
+        if f"val_{s}" not in stats or f"train_{s}" not in stats:
+            continue
+        if per_resample is not None:
+            d = per_resample[f"train_{s}"] - per_resample[f"val_{s}"]
+            stats[f"gap_{s}"] = summary(-d if s == "loss" else d)
+        else:
+            d = stats[f"train_{s}"]["mean"] - stats[f"val_{s}"]["mean"]
+            stats[f"gap_{s}"] = _point(-d if s == "loss" else d, stats[f"val_{s}"]["n"])
+
+
+def pooled_predictions(results: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, predicted classes, per-row losses) of every held-out row of every resample."""
+    y, pred, loss = [], [], []
+    for r in results:
+        p = r["predictions"]["val"]
+        y += p["true"]
+        pred += p["pred"]
+        loss += p["loss"]
+    return np.asarray(y), np.asarray(pred), np.asarray(loss, dtype=float)
+
+
+def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, pred, average="macro", zero_division=0))
+
+
+def bootstrap_scores(
+    y: np.ndarray,
+    pred: np.ndarray,
+    losses: np.ndarray,
+    *,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, dict[str, float]]:
+    """Point estimate and percentile-bootstrap interval of accuracy, macro-F1 and loss.
+
+    Rows are resampled with replacement (``scipy.stats.bootstrap``, paired), which
+    captures the uncertainty due to the finite set of scored rows — not the uncertainty
+    of training.
+    """
+    from scipy import stats
+    from sklearn.metrics import accuracy_score
+
+    rng = np.random.default_rng(seed)
+
+    def acc(t, p, axis=-1):
+        return (t == p).mean(axis=axis)
+
+    def mean(v, axis=-1):
+        return v.mean(axis=axis)
+
+    # macro_f1 uses sklearn's default label set (classes in t or p): a resample that
+    # misses a rare class is scored on the classes it has, not given F1 = 0 for it.
+    common = dict(
+        n_resamples=resamples, confidence_level=confidence, method="percentile", random_state=rng
+    )
+    out = {}
+    for name, data, fn, point, kw in (
+        ("acc", (y, pred), acc, accuracy_score(y, pred), dict(paired=True, vectorized=True)),
+        ("f1", (y, pred), macro_f1, macro_f1(y, pred), dict(paired=True, vectorized=False)),
+        ("loss", (losses,), mean, losses.mean(), dict(vectorized=True)),
+    ):
+        if len(y) < 2:
+            lo = hi = NAN
+        else:
+            ci = stats.bootstrap(data, fn, **kw, **common).confidence_interval
+            lo, hi = ci.low, ci.high
+        out[name] = {"value": float(point), "ci_low": float(lo), "ci_high": float(hi)}
+    return out
+
+
+def summarize(
+    kind: str,
+    results: Sequence[dict],
+    *,
+    confidence: float = 0.95,
+    n_dev: int | None = None,
+    apparent: dict | None = None,
+    row_resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[dict[str, dict[str, float]], str]:
+    """Statistics of one configuration's finished resamples and a sentence saying what
+    they are. ``results`` excludes the bootstrap's ``apparent`` fit, passed separately."""
+    m = _metric_arrays(results)
+    train = {f"train_{s}": t_summary(m[f"train_{s}"], confidence, BOUNDS[s]) for s in SCORES}
+    j = len(results)
+    if kind == "folds":
+        stats = {f"val_{s}": t_summary(m[f"val_{s}"], confidence, BOUNDS[s]) for s in SCORES}
+        stats.update(train)
+        _gaps(stats, m, lambda d: t_summary(d, confidence))
+        return stats, f"mean over {j} folds ± Student-t interval (folds overlap: optimistic)"
+    if kind == "repeated":
+        n_val = float(np.mean([r["n_val"] for r in results]))
+        n_train = float(n_dev) - n_val if n_dev else n_val  # the resample's training rows
+        stats = {
+            f"val_{s}": corrected_t_summary(m[f"val_{s}"], n_train, n_val, confidence, BOUNDS[s])
+            for s in SCORES
+        }
+        stats.update(train)
+        _gaps(stats, m, lambda d: corrected_t_summary(d, n_train, n_val, confidence))
+        return stats, (
+            f"mean over {j} resamples ± Nadeau–Bengio corrected t interval "
+            f"(1/J + n_val/n_train = 1/{j} + {n_val:.0f}/{n_train:.0f})"
+        )
+    if kind == "exhaustive":
+        y, pred, loss = pooled_predictions(results)
+        n = len(y)
+        stats = {
+            "val_acc": _point((y == pred).mean(), n),
+            "val_f1": _point(macro_f1(y, pred), n),
+            "val_loss": _point(loss.mean(), n),
+            **train,
+        }
+        _gaps(stats, None, None)
+        return stats, (
+            f"pooled over {n} held-out predictions of {j} models; no interval (no unbiased "
+            "variance estimator exists for leave-out CV)"
+        )
+    if kind == "holdout":
+        y, pred, loss = pooled_predictions(results)
+        rows = bootstrap_scores(
+            y, pred, loss, resamples=row_resamples, confidence=confidence, seed=seed
+        )
+        stats = {
+            f"val_{s}": {
+                "mean": rows[s]["value"], "std": NAN, "se": NAN,
+                "ci_low": rows[s]["ci_low"], "ci_high": rows[s]["ci_high"], "n": len(y),
+            }
+            for s in SCORES
+        }  # fmt: skip
+        stats.update(train)
+        _gaps(stats, None, None)
+        return stats, (
+            f"one split; interval: percentile bootstrap over its {len(y)} validation rows "
+            "(validation-set noise only)"
+        )
+    if kind == "bootstrap":
+        from foldwise.methods import bootstrap632
+
+        if apparent is None:
+            raise ValueError("the bootstrap summary needs the apparent (all-rows) fit")
+        e = bootstrap632.from_results(results, apparent)
+        n = e.rows_scored
+        stats = {
+            "val_acc": _point(1 - e.err_632plus, n),
+            "err_632plus": _point(e.err_632plus, n),
+            "err_632": _point(e.err_632, n),
+            "err_loo_bootstrap": _point(e.loo_bootstrap, n),
+            "err_apparent": _point(e.apparent, n),
+            "no_information_error": _point(e.gamma, n),
+            "relative_overfitting": _point(e.r, n),
+            **train,
+        }
+        _gaps(stats, None, None)
+        return stats, (
+            f".632+ bootstrap over {j} draws (Efron & Tibshirani 1997): val_acc = 1 − Err.632+; "
+            "no interval"
+        )
+    raise ValueError(f"unknown kind of resampling {kind!r}")

@@ -1,0 +1,219 @@
+"""The lockbox split and the resamples of the dev rows.
+
+Order matters: the test set is carved out first (seeded), and a resampling scheme
+(:mod:`foldwise.split.schemes`) only ever sees the remaining *dev* rows. The test set
+respects the data's structure: with a group column no group is on both sides; with a
+temporal scheme the test set is the latest period. Leakage guards
+(:mod:`foldwise.split.guards`) check the result before anything is written.
+
+Resamples are stored as row ids, not positions, so they stay meaningful whatever order
+a table is read in. ``folds.json`` omits a resample's training ids when they are
+simply the other dev rows (k-fold, leave-one-out, ...), which keeps exhaustive schemes
+small on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from foldwise.errors import FoldwiseError
+from foldwise.files import sha256_json, sha256_table
+from foldwise.split import guards
+from foldwise.split.schemes import SCHEMES, Resample, Scheme, make_scheme
+
+__all__ = ["SCHEMES", "Resample", "Scheme", "SplitResult", "holdout", "load_folds", "split"]
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    dev: pd.DataFrame
+    test: pd.DataFrame
+    folds: list[Resample]
+    folds_doc: dict  # what folds.json holds
+    manifest: dict
+    checks: list[guards.Check]
+
+
+def _name(code: int, class_names: list[str] | None) -> str | int:
+    return class_names[int(code)] if class_names else int(code)
+
+
+def holdout(
+    table: pd.DataFrame,
+    test_fraction: float,
+    seed: int,
+    class_names: list[str] | None = None,
+    *,
+    by: str = "class",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The lockbox: ``(dev, test)``, both in row-id order.
+
+    ``by="class"``: stratified, seeded (``train_test_split``). ``by="group"``: whole
+    groups go to test (``GroupShuffleSplit``; ``test_fraction`` is a share of groups).
+    ``by="time"``: the latest ``test_fraction`` of rows by time; rows sharing the
+    cut-off timestamp all go to test, so every test row is later than every dev row.
+    """
+    y = table["target"].to_numpy()
+    if by == "group":
+        dev, test = _by_group(table, test_fraction, seed)
+    elif by == "time":
+        dev, test = _by_time(table, test_fraction)
+    else:
+        classes, counts = np.unique(y, return_counts=True)
+        if (counts < 2).any():
+            lonely = [_name(c, class_names) for c, n in zip(classes, counts, strict=True) if n < 2]
+            raise FoldwiseError(
+                f"classes {lonely} have a single row; a stratified test set needs 2+ per class.",
+                "drop those classes or collect more rows.",
+            )
+        n_test = int(np.ceil(test_fraction * len(y)))
+        if n_test < len(classes) or len(y) - n_test < len(classes):
+            raise FoldwiseError(
+                f"split.test_fraction={test_fraction} gives {n_test} test rows out of {len(y)}; "
+                f"a stratified split of {len(classes)} classes needs at least {len(classes)} "
+                "rows on each side.",
+                "choose a test_fraction that leaves at least one row per class in test and dev.",
+            )
+        from sklearn.model_selection import train_test_split
+
+        dev, test = train_test_split(table, test_size=test_fraction, stratify=y, random_state=seed)
+    missing = sorted(set(np.unique(y)) - set(np.unique(dev["target"])))
+    if missing:
+        raise FoldwiseError(
+            f"the {by} holdout leaves no dev rows of classes "
+            f"{[_name(c, class_names) for c in missing]}; no model could learn them.",
+            "lower split.test_fraction or change the seed.",
+        )
+    tidy = lambda df: df.sort_values("row_id").reset_index(drop=True)  # noqa: E731
+    return tidy(dev), tidy(test)
+
+
+def _by_group(table: pd.DataFrame, test_fraction: float, seed: int):
+    from sklearn.model_selection import GroupShuffleSplit
+
+    n_groups = table["group"].nunique()
+    if n_groups < 2:
+        raise FoldwiseError(
+            f"data.group_column has {n_groups} group; a grouped test set needs 2 or more."
+        )
+    gss = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+    dev_pos, test_pos = next(gss.split(np.zeros(len(table)), groups=table["group"].to_numpy()))
+    return table.iloc[dev_pos], table.iloc[test_pos]
+
+
+def _by_time(table: pd.DataFrame, test_fraction: float):
+    times = np.sort(table["time"].to_numpy())
+    n_test = int(np.ceil(test_fraction * len(times)))
+    cutoff = times[len(times) - n_test]
+    test = table[table["time"] >= cutoff]
+    dev = table[table["time"] < cutoff]
+    if dev.empty:
+        raise FoldwiseError(
+            f"every row shares the latest timestamp {cutoff}; a temporal test set needs "
+            "earlier rows for dev.",
+        )
+    return dev, test
+
+
+def lockbox_mode(scheme: Scheme, table: pd.DataFrame) -> str:
+    """How the test set is carved: by time for temporal schemes, else by group when
+    the data has groups (rows of one group are not independent), else by class."""
+    if scheme.temporal:
+        if "time" not in table.columns:
+            raise FoldwiseError(
+                f"split={scheme.name} needs times, but the data has no time column.",
+                "set data.time_column to the column holding each row's timestamp.",
+            )
+        return "time"
+    return "group" if "group" in table.columns else "class"
+
+
+def dev_order(dev: pd.DataFrame, scheme: Scheme) -> pd.DataFrame:
+    """The row order the scheme's splitter sees: time order for temporal schemes
+    (ties by row id), else row-id order."""
+    if scheme.temporal:
+        return dev.sort_values(["time", "row_id"], kind="stable").reset_index(drop=True)
+    return dev
+
+
+def split(
+    table: pd.DataFrame, cfg: DictConfig, class_names: list[str] | None = None
+) -> SplitResult:
+    """Holdout, resamples, guards; everything is checked before anything is returned.
+
+    ``class_names`` (the original labels, see :class:`foldwise.data.Meta`) only make
+    error messages speak the user's labels instead of codes.
+    """
+    scheme = make_scheme(cfg.split, int(cfg.seed))
+    mode = lockbox_mode(scheme, table)
+    frac = float(cfg.split.test_fraction)
+    dev, test = holdout(table, frac, int(cfg.seed), class_names, by=mode)
+    order = dev_order(dev, scheme)
+    groups = order["group"].to_numpy() if "group" in order.columns else None
+    resamples = scheme.split(
+        order["row_id"].to_numpy(), order["target"].to_numpy(), groups, class_names
+    )
+    checks = guards.run_all(dev, test, resamples, scheme, str(cfg.split.get("duplicates", "warn")))
+    folds_doc = folds_document(scheme, dev, resamples)
+    manifest = {
+        "scheme": scheme.name,
+        "kind": scheme.kind,
+        "options": scheme.opts,
+        "n_splits": len(resamples),
+        "shuffle": bool(scheme.opts.get("shuffle", scheme.randomized)),
+        "seed": int(cfg.seed),
+        "test_fraction": frac,
+        "lockbox_by": mode,
+        "n_dev": len(dev),
+        "n_test": len(test),
+        "dev_sha256": sha256_table(dev),
+        "test_sha256": sha256_table(test),
+        "folds_sha256": sha256_json(folds_doc),
+        "checks": [c.to_dict() for c in checks],
+    }
+    if "group" in dev.columns:
+        manifest["n_groups"] = {"dev": int(dev["group"].nunique()),
+                                "test": int(test["group"].nunique())}  # fmt: skip
+    return SplitResult(dev, test, resamples, folds_doc, manifest, checks)
+
+
+def folds_document(scheme: Scheme, dev: pd.DataFrame, resamples: list[Resample]) -> dict:
+    """``folds.json``: a resample's ``train`` is omitted when it is the other dev rows."""
+    dev_ids = sorted(dev["row_id"].tolist())
+    entries, complement = [], False
+    for r in resamples:
+        e: dict = {"fold": r.index, "val": r.val}
+        if (
+            len(r.train) + len(r.val) == len(dev_ids)
+            and r.role == "resample"
+            and not (set(r.train) & set(r.val))
+        ):
+            complement = True
+        else:
+            e["train"] = r.train
+        if r.role != "resample":
+            e["role"] = r.role
+        entries.append(e)
+    doc = {"scheme": scheme.name, "kind": scheme.kind, "n_splits": len(resamples)}
+    if complement:
+        doc["dev"] = dev_ids
+    doc["folds"] = entries
+    return doc
+
+
+def load_folds(doc: dict) -> list[Resample]:
+    dev = doc.get("dev")
+    out = []
+    for f in doc["folds"]:
+        val = list(f["val"])
+        if "train" in f:
+            train = list(f["train"])
+        else:
+            held = set(val)
+            train = [i for i in dev if i not in held]
+        out.append(Resample(int(f["fold"]), train, val, f.get("role", "resample")))
+    return out
