@@ -34,6 +34,20 @@ def tiny_params(extra: list[str] | None = None) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(cfg))  # as the stages load params.yaml
 
 
+def iris_csv():
+    """scikit-learn's iris as a user table: 150 rows, 3 classes, a `site` group column
+    (8 groups) and a `day` time column (3 rows a day, so cut-offs fall on ties)."""
+    import numpy as np
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris(as_frame=True)
+    df = bunch.frame.rename(columns={"target": "species"})
+    rng = np.random.default_rng(0)
+    df["site"] = [f"site{i % 8}" for i in range(len(df))]
+    df["day"] = rng.permutation(len(df)) // 3  # 3 rows per day: ties at cut-offs
+    return df
+
+
 def git_env() -> dict[str, str]:
     return {
         "GIT_AUTHOR_NAME": "foldwise tests",

@@ -73,6 +73,10 @@ class Layout:
         return self.root / "results/selection.json"
 
     @property
+    def nested_metrics(self) -> Path:
+        return self.root / "results/nested.json"
+
+    @property
     def model_dir(self) -> Path:
         return self.root / "models/final"
 
@@ -217,6 +221,20 @@ def validate(cfg: DictConfig) -> None:
 
     _one_of(cfg.selection.rule, SELECTION_RULES, "selection.rule")
     _one_of(cfg.selection.metric, SELECTION_METRICS, "selection.metric")
+
+    nested = cfg.get("nested") or {}
+    if not isinstance(nested.get("enabled", False), bool):
+        raise FoldwiseError(
+            f"params: nested.enabled must be true or false, got {nested.enabled!r}."
+        )
+    if nested.get("enabled"):
+        inner = schemes.validate(nested.inner)
+        if inner.kind not in ("folds", "repeated", "holdout") or inner.grouped or inner.temporal:
+            raise FoldwiseError(
+                f"params: nested.inner.scheme={inner.name} is not supported as the inner loop.",
+                "use stratified_kfold, kfold, repeated_(stratified_)kfold, "
+                "(stratified_)shuffle_split or holdout.",
+            )
 
     conf = cfg.lockbox.confidence
     if not 0 < conf < 1:

@@ -45,9 +45,11 @@ class Progress:
     def rate(self) -> float:
         return self._work / self._seconds if self._seconds > 0 else float("nan")
 
-    def finished(self, label: str, fold: int, score: str) -> None:
+    def finished(self, label: str, fold: int | str, score: str) -> None:
+        """``fold``: a fold number, or a text saying where the model belongs."""
         self.done += 1
-        self.last = f"{label} · fold {fold} · {score}"
+        where = f"fold {fold}" if isinstance(fold, int) else fold
+        self.last = f"{label} · {where} · {score}"
 
     def skipped(self, n: int = 1) -> None:
         self.done += n

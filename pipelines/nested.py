@@ -1,0 +1,17 @@
+"""DVC stage `nested`: nested cross-validation of sweep + selection (opt-in).
+
+Writes results/nested.json (DVC metrics): the nested estimate, the plain CV score of
+the selection, the optimism between them, and each outer fold's winner.
+"""
+
+from foldwise import nested, params
+from foldwise.errors import run_stage
+from foldwise.files import repo_root
+
+
+def main() -> None:
+    nested.run(params.load(), params.Layout(repo_root()))
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,118 @@
+"""Every resampling scheme end to end: `dvc repro` of the real pipeline on a tiny table.
+
+The table is scikit-learn's iris (150 rows, 3 classes) written as a CSV with a group
+column (8 groups) and a time column, so grouped and temporal schemes run too. Each
+scheme trains a 2-configuration grid for 3 epochs and selects; a few also refit and
+open the lockbox.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from conftest import ROOT, TINY, iris_csv, make_project
+from foldwise.compose import compose_params
+from foldwise.split import SCHEMES
+
+pytestmark = pytest.mark.slow
+
+BASE = [t for t in TINY if not t.startswith("split.")] + [
+    "data=csv",
+    "data.path=data/raw/iris.csv",
+    "data.target=species",
+    "data.group_column=site",
+    "data.time_column=day",
+]
+
+# Small options per scheme (every scheme's other options keep their defaults).
+OPTIONS = {
+    "kfold": ["split.n_splits=2"],
+    "stratified_kfold": ["split.n_splits=2"],
+    "group_kfold": ["split.n_splits=3"],
+    "stratified_group_kfold": ["split.n_splits=3"],
+    "leave_one_group_out": [],
+    "leave_p_groups_out": ["split.p=2"],
+    "repeated_kfold": ["split.n_splits=2", "split.n_repeats=2"],
+    "repeated_stratified_kfold": ["split.n_splits=2", "split.n_repeats=2"],
+    "shuffle_split": ["split.n_splits=3"],
+    "stratified_shuffle_split": ["split.n_splits=3"],
+    "holdout": [],
+    "time_series": ["split.n_splits=3", "split.gap=2"],
+    "leave_one_out": [],
+    "leave_p_out": ["split.sample=30"],
+    "bootstrap": ["split.n_resamples=8", "selection.metric=val_acc"],
+}
+
+
+# These go through refit and the lockbox too; the others stop at aggregate (the
+# stages after it do not depend on the scheme), which keeps the suite's time down.
+FULL = {"group_kfold", "time_series", "holdout", "leave_one_out", "bootstrap"}
+
+
+def test_every_scheme_has_a_case():
+    assert set(OPTIONS) == set(SCHEMES)
+
+
+@pytest.mark.parametrize("scheme", list(OPTIONS))
+def test_scheme_end_to_end(tmp_path, scheme):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = compose_params([*BASE, f"split={scheme}", *OPTIONS[scheme]], root=ROOT)
+    project = make_project(tmp_path, uri, cfg)
+    iris_csv().to_csv(project.path / "data/raw/iris.csv", index=False)
+    project.commit("iris")
+    out = project.dvc("repro", *([] if scheme in FULL else ["aggregate"]))
+    assert "[split]" in out.stdout
+
+    manifest = json.loads((project.path / "data/split/manifest.json").read_text())
+    cls = SCHEMES[scheme]
+    assert manifest["scheme"] == scheme and manifest["kind"] == cls.kind
+    checks = {c["name"]: c["outcome"] for c in manifest["checks"]}
+    assert checks["test_rows_in_no_resample"] == "pass"
+    test = pd.read_parquet(project.path / "data/lockbox/test.parquet")
+    dev = pd.read_parquet(project.path / "data/split/dev.parquet")
+    if cls.temporal:  # the lockbox is the latest period
+        assert test["time"].min() > dev["time"].max()
+    else:  # the data has groups: no group on both sides of the lockbox
+        assert set(test["group"]).isdisjoint(dev["group"])
+        assert checks["groups_test_dev_disjoint"] == "pass"
+    if cls.grouped:
+        assert checks["groups_train_val_disjoint"] == "pass"
+
+    metrics = json.loads((project.path / "results/cv_metrics.json").read_text())
+    metric = "val_acc" if scheme == "bootstrap" else "val_f1"
+    selected = metrics["selected"]
+    assert 0 <= selected[metric]["mean"] <= 1
+    assert metrics["method"]
+    if cls.kind in ("exhaustive", "bootstrap"):  # no interval pretending folds
+        assert selected[metric]["ci_low"] is None
+    if cls.kind == "bootstrap":
+        assert 0 <= selected["err_632plus"] <= 1
+        assert selected["err_632"] <= selected["err_loo_bootstrap"] + 1e-12 or (
+            selected["err_apparent"] > selected["err_loo_bootstrap"]
+        )
+    if scheme in FULL:
+        test_metrics = json.loads((project.path / "results/test_metrics.json").read_text())
+        assert 0 <= test_metrics["test"]["acc"]["value"] <= 1
+
+    # tracking: one run per resample, or one table artifact per configuration
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name("foldwise")
+    runs = c.search_runs([exp.experiment_id], max_results=5000)
+    by_type: dict[str, list] = {}
+    for r in runs:
+        by_type.setdefault(r.data.tags.get("foldwise.run_type"), []).append(r)
+    n = manifest["n_splits"]
+    if n <= 25:
+        assert len(by_type.get("fold", [])) == 2 * n
+    else:
+        assert "fold" not in by_type
+        for conf in by_type["config"]:
+            names = [a.path for a in c.list_artifacts(conf.info.run_id, "resamples")]
+            assert names == [f"resamples/{conf.data.tags['foldwise.config_hash']}.csv"]
+            path = c.download_artifacts(conf.info.run_id, names[0], str(tmp_path))
+            table = pd.read_csv(path)
+            assert len(table) == n and set(table["status"]) == {"ok"}
