@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro test test-fast lint ui params bench bench-parts clean
+.PHONY: install repro test test-fast lint ui params bench bench-parts bench-schemes clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ params: install  ## regenerate params.yaml from conf/ (ARGS="data=breast_cancer 
 
 bench: install  ## foldwise's sweep vs one-at-a-time, a plain PyTorch loop and sklearn (~15 min)
 	$(RUN) $(BIN)/python benchmarks/bench_engine.py
+
+bench-schemes: install  ## plain vs nested CV, bootstrap .632+, leave-one-out cost and estimate (~20 min)
+	$(RUN) $(BIN)/python benchmarks/bench_schemes.py
 
 bench-parts: install  ## where a sweep's time goes: processes, MLflow batching, Lightning per step
 	$(RUN) $(BIN)/python benchmarks/bench_sweep.py

@@ -10,6 +10,7 @@ run one job per stack (``+stack=0,1,...``), then closes the sweep.
 
 import os
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 
 from foldwise import params, sweep
 from foldwise.errors import FoldwiseError, run_stage
+from foldwise.progress import clock
 
 LAYOUT = params.Layout(Path(__file__).resolve().parents[1])
 
@@ -47,6 +49,7 @@ def main() -> int:
     session = sweep.begin(cfg, LAYOUT)
     print(sweep.describe(session), flush=True)
     sweep.restore_cached(cfg, LAYOUT)
+    started = time.perf_counter()
     if session.doc["stacks"]:
         sys.argv = [
             sys.argv[0],
@@ -60,10 +63,12 @@ def main() -> int:
         except KeyboardInterrupt:
             sweep.abort(cfg, LAYOUT)
             raise
-    counts = sweep.finish(cfg, LAYOUT)
+    trained = time.perf_counter() - started
+    counts = sweep.finish(cfg, LAYOUT, trained)
     print(
         f"[foldwise] sweep done: {counts['ok']} ok, {counts['failed']} failed, "
-        f"{counts['missing']} missing of {counts['total']} models",
+        f"{counts['missing']} missing of {counts['total']} models · training "
+        f"{clock(trained)}{sweep.estimate_note(session)}",
         flush=True,
     )
     bad_jobs = counts["failed"] + counts["missing"]

@@ -246,7 +246,8 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         (h, f) for h, f in pending if job_cache(layout.root, job_key(h, f, skey, code)).is_file()
     ]
     train = [t for t in pending if t not in cached]
-    stacks = plan_stacks(cfg, layout, configs, train) if train else []
+    stacks, tasks = plan_stacks(cfg, layout, configs, train) if train else ([], {})
+    estimate = estimate_seconds(cfg, layout, stacks, tasks) if len(train) >= ESTIMATE_FROM else None
     doc = {
         "sweep_key": sweep_key,
         "split_key": skey,
@@ -274,6 +275,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         "pending": [task_name(h, f) for h, f in pending],
         "cached": [task_name(h, f) for h, f in cached],
         "stacks": stacks,
+        "estimate": estimate,
     }
     write_json(sweep_dir / "session.json", doc)
     return Session(doc)
@@ -285,6 +287,18 @@ def describe(session: Session) -> str:
     todo = sum(len(s) for s in stacks)
     done = session.n_jobs - len(session.doc["pending"])
     sizes = "/".join(map(str, sorted({len(s) for s in stacks}, reverse=True))) or "0"
+    est = session.doc.get("estimate")
+    when = ""
+    if est:
+        from foldwise.progress import clock
+
+        basis = (
+            f"epochs from {est['epochs_from_history']} earlier fits"
+            if est["epochs_from_history"] == est["models"]
+            else "max_epochs, an upper bound" if not est["epochs_from_history"]
+            else f"epochs from earlier fits for {est['epochs_from_history']} of {est['models']}"
+        )  # fmt: skip
+        when = f" · estimated training time {clock(est['seconds'])} (probed throughput; {basis})"
     tracked = (
         "one MLflow run per resample"
         if session.doc.get("fold_runs", True)
@@ -295,7 +309,7 @@ def describe(session: Session) -> str:
         f"resamples ({session.doc.get('scheme', 'folds')}) = {session.n_jobs} models: {todo} "
         f"to train in {len(stacks)} stack(s) of {sizes}, {done} already done, {cached} "
         f"restored from cache · MLflow run {session.doc['sweep_run_id']} at "
-        f"{session.doc['tracking_uri']} ({tracked})"
+        f"{session.doc['tracking_uri']} ({tracked}){when}"
     )
 
 
@@ -362,8 +376,9 @@ def engine_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def plan_stacks(
     cfg: DictConfig, layout: P.Layout, configs: list[dict], pending: list[tuple[str, int]]
-) -> list[list[str]]:
-    """Group the pending tasks into stacks (see :func:`foldwise.engine.plan`)."""
+) -> tuple[list[list[str]], dict[str, Any]]:
+    """Group the pending tasks into stacks (see :func:`foldwise.engine.plan`); returns
+    the stacks (task names) and the tasks by name."""
     from foldwise import engine
     from foldwise.train import make_task
 
@@ -381,7 +396,73 @@ def plan_stacks(
     stacks = engine.plan(
         tasks, inputs.meta, min_stacks=min(workers, len(tasks)), **engine_settings(cfg)
     )
-    return [[tasks[i].key for i in s] for s in stacks]
+    return [[tasks[i].key for i in s] for s in stacks], {t.key: t for t in tasks}
+
+
+# Plans with at least this many models to train get a time estimate before training.
+ESTIMATE_FROM = 100
+PROBE_MODELS = 256
+
+
+def epochs_index(root: Path) -> Path:
+    """Mean epochs trained per configuration hash, from earlier sweeps on this checkout."""
+    from foldwise.files import shared_root
+
+    return shared_root(root) / ".foldwise" / "epochs.json"
+
+
+def estimate_seconds(
+    cfg: DictConfig, layout: P.Layout, stacks: list[list[str]], tasks: dict[str, Any]
+) -> dict[str, Any]:
+    """Training time of the plan from a probe of each architecture on this machine.
+
+    See :mod:`foldwise.engine.estimate`. Epochs per model: the mean of earlier fits of
+    the same configuration (early stopping), else ``max_epochs`` (an upper bound).
+    """
+    from foldwise.engine.estimate import probe, steps_per_epoch
+
+    inputs = _inputs(str(layout.root))
+    known = read_json(epochs_index(layout.root)) if epochs_index(layout.root).is_file() else {}
+    probes, total, measured, models = {}, 0.0, 0, 0
+    for names in stacks:
+        ts = [tasks[n] for n in names]
+        arch = ts[0].arch()
+        if arch not in probes:
+            probes[arch] = probe(
+                ts[:PROBE_MODELS], inputs.x, inputs.y, inputs.meta,
+                accelerator=str(cfg.trainer.accelerator), precision=int(cfg.trainer.precision),
+            )  # fmt: skip
+        epochs = []
+        for t in ts:
+            h = parse_task_name(t.key)[0]
+            if h in known and t.hyper.early_stopping:
+                epochs.append(known[h]["mean"])
+                measured += 1
+            else:
+                epochs.append(t.hyper.max_epochs)
+        steps = float(np.mean([steps_per_epoch(t) for t in ts]))
+        total += probes[arch].stack_seconds(len(ts), steps, float(np.mean(epochs)))
+        models += len(ts)
+    return {
+        "seconds": total,
+        "models": models,
+        "epochs_from_history": measured,
+        "probes": [
+            {"models": p.models, "step_seconds": p.step_seconds, "eval_seconds": p.eval_seconds}
+            for p in probes.values()
+        ],
+    }
+
+
+def record_epochs(layout: P.Layout, results: dict[str, list[dict | None]]) -> None:
+    """Remember each configuration's mean epochs trained, for the next plan's estimate."""
+    path = epochs_index(layout.root)
+    known = read_json(path) if path.is_file() else {}
+    for h, rows in results.items():
+        e = [r["epochs_trained"] for r in rows if r and r.get("status") == "ok"]
+        if e:
+            known[h] = {"mean": float(np.mean(e)), "n": len(e)}
+    write_json(path, known)
 
 
 _progress: Progress | None = None
@@ -682,7 +763,16 @@ def abort(cfg: DictConfig, layout: P.Layout) -> None:
     c.set_terminated(session.doc["sweep_run_id"], "KILLED")
 
 
-def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
+def estimate_note(session: Session) -> str:
+    est = session.doc.get("estimate")
+    if not est:
+        return ""
+    from foldwise.progress import clock
+
+    return f" (estimated {clock(est['seconds'])} before training)"
+
+
+def finish(cfg: DictConfig, layout: P.Layout, trained: float | None = None) -> dict[str, int]:
     """Close the MLflow runs, drop result files not in this plan, count outcomes."""
     from foldwise import tracking
 
@@ -696,6 +786,7 @@ def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
     for stale in (layout.sweep_dir / "jobs").glob("*.json"):
         if stale.name not in keep:
             stale.unlink()
+    record_epochs(layout, results)
     counts = {"ok": 0, "failed": 0, "missing": 0}
     c = tracking.client(cfg)
     for conf in session.configs:
@@ -720,6 +811,12 @@ def finish(cfg: DictConfig, layout: P.Layout) -> dict[str, int]:
             "tracking_seconds": tracking.busy_seconds(),
             # ...and the part of it the sweep waited for (the rest overlapped training)
             "tracking_blocking_seconds": tracking.blocking_seconds(),
+            **({"training_seconds": trained} if trained is not None else {}),
+            **(
+                {"estimated_training_seconds": session.doc["estimate"]["seconds"]}
+                if session.doc.get("estimate")
+                else {}
+            ),
         },
     )
     ok = counts["ok"] == counts["total"]
