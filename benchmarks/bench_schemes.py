@@ -35,7 +35,7 @@ from foldwise.compose import compose_params  # noqa: E402
 
 def timed(project, *args: str) -> tuple[float, str]:
     t = time.perf_counter()
-    out = project.dvc(*args).stdout
+    out = project.run(str(Path(sys.executable).parent / "dvc"), *args, timeout=7200).stdout
     return time.perf_counter() - t, out
 
 

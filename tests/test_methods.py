@@ -71,6 +71,7 @@ def _pred(rows, true, pred) -> dict:
 def test_from_results_matches_the_pieces():
     draws = [_pred([1, 2], [1, 0], [0, 0]), _pred([2, 3], [0, 1], [1, 0])]
     apparent = _pred([0, 1, 2, 3], [0, 1, 0, 1], [0, 1, 1, 1])
+    apparent["metrics"] = {"train_acc": 0.75}  # its error on the rows it trained on
     e = bootstrap632.from_results(draws, apparent)
     assert e.apparent == pytest.approx(0.25)
     assert e.loo_bootstrap == pytest.approx((1 + 0.5 + 1) / 3)

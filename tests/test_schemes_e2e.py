@@ -66,6 +66,9 @@ def test_scheme_end_to_end(tmp_path, scheme):
     project.commit("iris")
     out = project.dvc("repro", *([] if scheme in FULL else ["aggregate"]))
     assert "[split]" in out.stdout
+    if scheme == "leave_one_out":  # 2 configurations × ~120 dev rows: priced before training
+        assert "estimated training time" in out.stdout
+        assert "(estimated " in out.stdout.split("sweep done")[-1]
 
     manifest = json.loads((project.path / "data/split/manifest.json").read_text())
     cls = SCHEMES[scheme]

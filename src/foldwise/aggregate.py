@@ -243,7 +243,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     import pandas as pd
 
     from foldwise import tracking
-    from foldwise.files import read_json, write_json
+    from foldwise.files import no_nan, read_json, write_json
     from foldwise.results import Session, collect
 
     session_file = layout.sweep_dir / "session.json"
@@ -282,7 +282,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         "split_key": session.doc["split_key"],
         "incomplete": [s.label for s in summaries if not s.complete],
     }
-    write_json(layout.selection, selection)
+    write_json(layout.selection, no_nan(selection))
 
     c = tracking.client(cfg)
     for rank, s in enumerate(ranked(summaries, metric), start=1):

@@ -60,6 +60,18 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def no_nan(obj: Any) -> Any:
+    """``obj`` with every NaN float replaced by None: strict JSON, and DVC metrics
+    show "-" rather than a bogus number where a scheme has no such statistic."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [no_nan(v) for v in obj]
+    return obj
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 

@@ -26,7 +26,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from foldwise.errors import FoldwiseError
-from foldwise.files import code_version, read_json, sha256_json, write_json
+from foldwise.files import code_version, no_nan, read_json, sha256_json, write_json
 from foldwise.methods import nested as method
 from foldwise.params import Layout
 
@@ -164,10 +164,9 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     report["enabled"] = True
     report["selected"] = selection["label"]
     report["higher_is_better"] = higher_is_better(metric)
-    report["seconds"] = time.perf_counter() - t0
     report["mlflow_run_id"] = _track(cfg, selection, outer_results, results, session, report)
-    write_json(layout.nested_metrics, report)
-    _print(report, metric)
+    write_json(layout.nested_metrics, no_nan(report))
+    _print(report, metric, time.perf_counter() - t0)
     return report
 
 
@@ -253,7 +252,7 @@ def _track(cfg, selection, outer_results, inner, session, report) -> str:
     return run
 
 
-def _print(report: dict[str, Any], metric: str) -> None:
+def _print(report: dict[str, Any], metric: str, seconds: float) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -273,4 +272,4 @@ def _print(report: dict[str, Any], metric: str) -> None:
     print(f"[nested] {line(plain, report['plain'])}")
     print(f"[nested] {line('optimism of plain CV (plain − nested)', report['optimism'])}")
     wins = ", ".join(f"{k} ×{v}" for k, v in report["winners"].items())
-    print(f"[nested] inner winners: {wins} · {report['seconds']:.1f} s")
+    print(f"[nested] inner winners: {wins} · {seconds:.1f} s")

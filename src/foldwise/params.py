@@ -190,6 +190,14 @@ def validate(cfg: DictConfig) -> None:
         raise FoldwiseError(
             f"params: engine.max_models must be a positive integer or null, got {cap!r}."
         )
+    cpu_params = engine.get("cpu_stack_params")
+    if cpu_params is not None and (
+        not isinstance(cpu_params, int) or isinstance(cpu_params, bool) or cpu_params < 1
+    ):
+        raise FoldwiseError(
+            f"params: engine.cpu_stack_params must be a positive integer or null, got "
+            f"{cpu_params!r}."
+        )
     mem = engine.get("memory_mb", 2048)
     if not isinstance(mem, int | float) or mem <= 0:
         raise FoldwiseError(f"params: engine.memory_mb must be a positive number, got {mem!r}.")
@@ -228,6 +236,21 @@ def validate(cfg: DictConfig) -> None:
             f"params: nested.enabled must be true or false, got {nested.enabled!r}."
         )
     if nested.get("enabled"):
+        if scheme.kind not in ("folds", "repeated", "holdout") or scheme.grouped or scheme.temporal:
+            raise FoldwiseError(
+                f"params: nested CV uses the split's resamples as outer folds, and "
+                f"split={scheme.name} is not supported there (exhaustive, bootstrap, grouped "
+                "and temporal outer loops are not: the inner folds would ignore groups/time).",
+                "use split=stratified_kfold, kfold, repeated_(stratified_)kfold, "
+                "(stratified_)shuffle_split or holdout with nested.enabled=true.",
+            )
+        extra = {"test_fraction", "duplicates"} & set(nested.inner)
+        if extra:
+            raise FoldwiseError(
+                f"params: nested.inner has {', '.join(sorted(extra))}, which only the lockbox "
+                "split uses.",
+                "remove it from nested.inner.",
+            )
         inner = schemes.validate(nested.inner)
         if inner.kind not in ("folds", "repeated", "holdout") or inner.grouped or inner.temporal:
             raise FoldwiseError(
@@ -235,6 +258,12 @@ def validate(cfg: DictConfig) -> None:
                 "use stratified_kfold, kfold, repeated_(stratified_)kfold, "
                 "(stratified_)shuffle_split or holdout.",
             )
+
+    runs = (cfg.get("tracking") or {}).get("max_fold_runs", 25)
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 0:
+        raise FoldwiseError(
+            f"params: tracking.max_fold_runs must be an integer >= 0, got {runs!r}."
+        )
 
     conf = cfg.lockbox.confidence
     if not 0 < conf < 1:

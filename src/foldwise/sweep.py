@@ -366,10 +366,15 @@ def _predict(session: Session) -> tuple[str, ...]:
 
 
 def engine_settings(cfg: DictConfig) -> dict[str, Any]:
+    from foldwise.engine import device_for
+
     e = cfg.engine
+    cpu_params = e.get("cpu_stack_params")
+    on_cpu = device_for(str(cfg.trainer.accelerator)) == "cpu"
     return {
         "max_models": 1 if not e.stack else (int(e.max_models) if e.max_models else None),
         "memory_mb": float(e.memory_mb),
+        "max_params": int(cpu_params) if cpu_params and on_cpu else None,
         "precision": int(cfg.trainer.precision),
     }
 
@@ -401,7 +406,7 @@ def plan_stacks(
 
 # Plans with at least this many models to train get a time estimate before training.
 ESTIMATE_FROM = 100
-PROBE_MODELS = 256
+PROBE_MODELS = 1024
 
 
 def epochs_index(root: Path) -> Path:
@@ -448,7 +453,12 @@ def estimate_seconds(
         "models": models,
         "epochs_from_history": measured,
         "probes": [
-            {"models": p.models, "step_seconds": p.step_seconds, "eval_seconds": p.eval_seconds}
+            {
+                "models": p.models,
+                "step_seconds": p.step_seconds,
+                "epoch_end_seconds": p.epoch_end_seconds,
+                "setup_seconds": p.setup_seconds,
+            }
             for p in probes.values()
         ],
     }

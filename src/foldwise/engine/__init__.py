@@ -72,6 +72,7 @@ def plan(
     max_models: int | None = None,
     memory_mb: float = 2048,
     min_stacks: int = 1,
+    max_params: int | None = None,
 ) -> list[list[int]]:
     """Stacks (lists of task indices) that :func:`train` would run."""
     return plan_stacks(
@@ -81,6 +82,7 @@ def plan(
         max_models=max_models,
         memory_mb=memory_mb,
         min_stacks=min_stacks,
+        max_params=max_params,
     )
 
 
@@ -111,6 +113,7 @@ def train(
     stacks: list[list[int]] | None = None,
     max_models: int | None = None,
     memory_mb: float = 2048,
+    max_params: int | None = None,
     keep_state: bool = False,
     on_done: Callable[[Task, Outcome], None] | None = None,
     on_epoch: Callable[[int, EpochInfo], None] | None = None,
@@ -132,8 +135,9 @@ def train(
     sizes = footprints(tasks, meta)  # one dry run per architecture, for planning and scoring
     if stacks is None:
         stacks = plan_stacks(
-            tasks, sizes, itemsize=dtype.itemsize, max_models=max_models, memory_mb=memory_mb
-        )
+            tasks, sizes, itemsize=dtype.itemsize, max_models=max_models, memory_mb=memory_mb,
+            max_params=max_params,
+        )  # fmt: skip
     xt, yt = _on_device(x, y, device, dtype)
     results: list[Outcome | None] = [None] * len(tasks)
 

@@ -1,12 +1,13 @@
 """How long a plan will take, from throughput measured on this machine before training.
 
-A *probe* builds a real stack (the first ``probe_models`` tasks of a planned stack) and
-times a few training steps through the same Lightning loop the engine uses, then one
-scoring pass of each per-epoch evaluation set. Stacked training on a CPU or GPU is
-throughput-bound, so a stack of M models costs about M/m times a probe of m models per
-step; models that stop early leave the stack (compaction), so a stack's time is
-``mean epochs × (steps per epoch × step time + evaluation time)``. The mean epoch count
-comes from earlier fits of the same configurations (early stopping), else it is
+A *probe* builds a real stack of planned tasks (the whole stack, up to ``PROBE_MODELS``)
+and times its set-up, a few training steps through the same Lightning loop the engine
+uses, and one end-of-epoch pass (scoring, early stopping, curves). Per-model cost
+depends on the stack size (a stack that outgrows the CPU caches is slower per model),
+which is why the probe uses the planned size; beyond ``PROBE_MODELS`` (GPU stacks) the
+time is scaled linearly. Models that stop early leave the stack (compaction), so a
+stack's time is ``set-up + mean epochs × (steps per epoch × step time + epoch end)``.
+The mean epoch count comes from earlier fits of the same configurations (early stopping), else it is
 ``max_epochs`` (an upper bound).
 """
 
@@ -27,19 +28,25 @@ from foldwise.engine.task import Task
 class Probe:
     models: int  # stack size probed
     step_seconds: float  # one training step of the whole probe stack
-    eval_seconds: float  # one epoch-end scoring of its per-epoch evaluation sets
+    epoch_end_seconds: float  # its end-of-epoch work: scoring, early stopping, curves
+    setup_seconds: float  # per model: rows, scaler, network (before the stack trains)
 
-    def stack_seconds(self, n_models: int, steps: int, epochs: float) -> float:
+    def stack_seconds(self, n_models: int, steps: float, epochs: float) -> float:
         scale = n_models / self.models
-        return epochs * scale * (steps * self.step_seconds + self.eval_seconds)
+        per_epoch = steps * self.step_seconds + self.epoch_end_seconds
+        return n_models * self.setup_seconds + epochs * scale * per_epoch
 
 
 class _StepClock(pl.Callback):
     def __init__(self) -> None:
-        self.starts: list[float] = []
+        self.spans: list[float] = []
+        self._t = 0.0
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
-        self.starts.append(time.perf_counter())
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.spans.append(time.perf_counter() - self._t)
 
 
 def probe(
@@ -52,7 +59,8 @@ def probe(
     precision: int = 32,
     steps: int = 6,
 ) -> Probe:
-    """Time ``steps`` training steps and one evaluation of a stack of ``tasks``."""
+    """Time the set-up, ``steps`` training steps (after 2 warm-up steps) and one
+    end-of-epoch pass of a stack of ``tasks``."""
     from foldwise import engine
     from foldwise.engine.loop import StackTrainer
     from foldwise.engine.stack import Stack
@@ -61,27 +69,27 @@ def probe(
     device = torch.device("cuda" if accelerator == "gpu" else accelerator)
     dtype = engine.DTYPES[precision]
     xt, yt = engine._on_device(x, y, device, dtype)
+    t = time.perf_counter()
     prepared = [engine.prepare(t, x, y) for t in tasks]
     modules = [engine._build(t, meta).to(dtype) for t in tasks]
     stack = Stack(modules, [t.hyper.dropout for t in tasks], engine._sample_shape(meta))
     module = StackTrainer(tasks, prepared, stack.to(device), xt, yt, meta.n_classes)
+    setup = (time.perf_counter() - t) / len(tasks)
     clock = _StepClock()
+    per_epoch = min(steps_per_epoch(t) for t in tasks)
     trainer = pl.Trainer(
-        max_epochs=1, limit_train_batches=steps + 2, accelerator=accelerator, devices=1,
-        logger=False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=[clock],
+        max_epochs=math.ceil((steps + 2) / per_epoch), limit_train_batches=steps + 2,
+        accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0,
+        limit_val_batches=0, callbacks=[clock],
     )  # fmt: skip
-    module.on_train_epoch_end = lambda: None  # time the scoring separately, below
+    epoch_end = module.on_train_epoch_end
+    module.on_train_epoch_end = lambda: None  # timed once, below
     trainer.fit(module)
-    gaps = np.diff(clock.starts)[1:]  # the first step pays warm-up
-    step = float(np.median(gaps)) if len(gaps) else math.nan
-    sel = torch.arange(len(tasks), device=device)
+    step = float(np.median(clock.spans[2:] or clock.spans))
     t = time.perf_counter()
-    for name in module.set_names:
-        if name in module.sets:
-            module.score(name, sel)
-    return Probe(len(tasks), step, time.perf_counter() - t)
+    epoch_end()
+    return Probe(len(tasks), step, time.perf_counter() - t, setup)
 
 
 def steps_per_epoch(task: Task) -> int:

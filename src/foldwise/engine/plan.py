@@ -56,8 +56,11 @@ def plan_stacks(
     max_models: int | None = None,
     memory_mb: float = 2048,
     min_stacks: int = 1,
+    max_params: int | None = None,
 ) -> list[list[int]]:
     """Task indices grouped into stacks (order kept within an architecture).
+
+    ``max_params`` bounds the parameters of a whole stack (see ``engine.cpu_stack_params``).
 
     ``min_stacks`` splits the work so that that many parallel workers each get a stack.
     """
@@ -70,6 +73,8 @@ def plan_stacks(
         cap = max(1, int(memory_mb * 2**20 // per_model))
         if max_models:
             cap = min(cap, int(max_models))
+        if max_params:
+            cap = min(cap, max(1, int(max_params) // sizes[arch].params))
         per_group[arch] = cap
     n_stacks = sum(math.ceil(len(m) / per_group[a]) for a, m in groups.items())
     if n_stacks < min_stacks:  # spread over workers: shrink caps evenly

@@ -79,7 +79,12 @@ def estimates(apparent: float, loo_bootstrap: float, gamma: float, rows_scored: 
 def from_results(resamples: Sequence[dict], apparent: dict) -> Efron:
     """Estimates of 0-1 error from the result dicts of the out-of-bag models and of the
     all-rows (apparent) model; each holds ``predictions["val"]`` with ``row``, ``true``
-    and ``pred``."""
+    and ``pred``.
+
+    ``err`` is the apparent model's error on the rows it trained on (``train_acc``): with
+    early stopping, its inner rows decide the epoch but are not trained on, so they are
+    not part of the apparent error. ``γ`` uses its predictions on every dev row.
+    """
     draws = []
     for r in resamples:
         p = r["predictions"]["val"]
@@ -87,4 +92,5 @@ def from_results(resamples: Sequence[dict], apparent: dict) -> Efron:
     err1, scored = loo_bootstrap_error(draws)
     a = apparent["predictions"]["val"]
     y, pred = np.asarray(a["true"]), np.asarray(a["pred"])
-    return estimates(float((y != pred).mean()), err1, no_information_error(y, pred), scored)
+    err = 1.0 - float(apparent["metrics"]["train_acc"])
+    return estimates(err, err1, no_information_error(y, pred), scored)

@@ -100,6 +100,13 @@ def _by_group(table: pd.DataFrame, test_fraction: float, seed: int):
         raise FoldwiseError(
             f"data.group_column has {n_groups} group; a grouped test set needs 2 or more."
         )
+    n_test = int(np.ceil(test_fraction * n_groups))
+    if n_test >= n_groups:
+        raise FoldwiseError(
+            f"split.test_fraction={test_fraction} of {n_groups} groups puts every group in the "
+            "test set (with a group column the test fraction is a share of groups).",
+            "lower split.test_fraction, or collect more groups.",
+        )
     gss = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
     dev_pos, test_pos = next(gss.split(np.zeros(len(table)), groups=table["group"].to_numpy()))
     return table.iloc[dev_pos], table.iloc[test_pos]
