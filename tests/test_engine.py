@@ -190,6 +190,9 @@ def test_plan_groups_architectures_and_bounds_stacks_by_memory(digits):
     mixed = make_tasks(folds, MLP, GRID[:1], dropout=0.0) + make_tasks(folds, MLP, GRID[:1],
                                                                        dropout=0.5)  # fmt: skip
     assert engine.plan(mixed, meta) == [[0, 1, 2, 3]]  # dropout rates share a stack
+    # a bound on the parameters of a whole stack (engine.cpu_stack_params)
+    params = engine.footprints(tasks[:1], meta)[tasks[0].arch()].params
+    assert engine.plan(small, meta, max_params=3 * params) == [[0, 1, 2], [3, 4, 5]]
 
 
 def test_refit_state_dict_reproduces_the_reported_metrics(digits):

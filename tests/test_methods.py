@@ -191,3 +191,50 @@ def test_inner_resamples_split_only_the_outer_training_rows():
     for r in inner:
         assert set(r.train) | set(r.val) == set(outer.train)
         assert not set(r.train) & set(outer.val)
+
+
+# ------------------------------------------------------------------- params checks
+
+
+def test_nested_refuses_outer_schemes_it_cannot_honour():
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT, TINY, tiny_params
+    from foldwise import params
+    from foldwise.compose import compose_params
+    from foldwise.errors import FoldwiseError
+
+    csv = ["data=csv", "data.path=/tmp/t.csv", "data.target=y", "data.group_column=g"]
+    base = [t for t in TINY if not t.startswith("split.")]
+    for extra in (["split=leave_one_out"], ["split=group_kfold", *csv]):
+        cfg = compose_params([*base, "nested.enabled=true", *extra], root=ROOT)
+        with pytest.raises(FoldwiseError, match="nested CV uses the split's resamples"):
+            params.validate(OmegaConf.create(OmegaConf.to_container(cfg)))
+    cfg = tiny_params(["nested.enabled=true", "+nested.inner.test_fraction=0.2"])
+    with pytest.raises(FoldwiseError, match=r"nested\.inner has test_fraction"):
+        params.validate(cfg)
+    params.validate(tiny_params(["nested.enabled=true", "split=repeated_kfold"]))
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("tracking.max_fold_runs", -1), ("engine.cpu_stack_params", 0)]
+)
+def test_engine_and_tracking_bounds_are_checked(key, value):
+    from conftest import tiny_params
+    from foldwise import params
+    from foldwise.errors import FoldwiseError
+
+    with pytest.raises(FoldwiseError, match=key.replace(".", r"\.")):
+        params.validate(tiny_params([f"{key}={value}"]))
+
+
+def test_a_group_lockbox_that_would_take_every_group_is_refused():
+    import pandas as pd
+
+    from foldwise.errors import FoldwiseError
+    from foldwise.split import holdout
+
+    table = pd.DataFrame({"row_id": range(6), "x0": range(6), "target": [0, 1] * 3,
+                          "group": ["a", "a", "a", "b", "b", "b"]})  # fmt: skip
+    with pytest.raises(FoldwiseError, match="every group in the test set"):
+        holdout(table, 0.6, 0, by="group")
