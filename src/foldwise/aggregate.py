@@ -21,6 +21,7 @@ from typing import Any
 
 from foldwise.errors import FoldwiseError
 from foldwise.methods import resampling
+from foldwise.methods.compare import Comparison, compare, indistinguishable
 from foldwise.methods.resampling import SCORES
 from foldwise.methods.resampling import t_summary as summarize
 
@@ -43,6 +44,10 @@ class ConfigSummary:
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     best_epochs: list[int] = field(default_factory=list)
     method: str = ""  # what the statistics are (depends on the resampling scheme)
+    complexity: float = 0.0  # simplicity order for selection=one_se (lower: simpler)
+    values: dict[str, list[float]] = field(default_factory=dict)  # per resample, in order
+    versus: Comparison | None = None  # against the selected configuration
+    n_val: float = 0.0  # mean validation rows per resample
 
     def score(self, metric: str) -> float:
         return self.stats[metric]["mean"] if metric in self.stats else math.nan
@@ -89,7 +94,14 @@ def summarize_config(
         seed=seed,
     )
     summary.best_epochs = [int(r["best_epoch"]) for r in ok]
+    summary.n_val = float(sum(r.get("n_val", 0) for r in ok) / len(ok))
+    if kind in COMPARABLE:
+        summary.values = {f"val_{s}": [float(r["metrics"][f"val_{s}"]) for r in ok] for s in SCORES}
     return summary
+
+
+# Kinds whose resamples give paired per-resample scores worth a corrected comparison.
+COMPARABLE = ("folds", "repeated")
 
 
 def best_mean(summaries: Sequence[ConfigSummary], metric: str) -> ConfigSummary:
@@ -115,9 +127,83 @@ def _rank_key(metric: str) -> Callable[[ConfigSummary], tuple[float, float, int]
     return key
 
 
+def one_se(summaries: Sequence[ConfigSummary], metric: str) -> ConfigSummary:
+    """The one-standard-error rule: the simplest configuration whose mean is within one
+    standard error (the best configuration's) of the best mean; simplicity ties go to
+    the better mean."""
+    best = best_mean(summaries, metric)
+    se = best.stats[metric]["se"]
+    if se != se:
+        raise FoldwiseError(
+            "selection.rule=one_se needs a standard error, and this scheme reports none "
+            f"({best.method}).",
+            "use selection=best_mean, or a k-fold / repeated scheme.",
+        )
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    near = [
+        s for s in summaries
+        if s.complete and sign * (best.score(metric) - s.score(metric)) <= se + 1e-12
+    ]  # fmt: skip
+    rank = _rank_key(metric)
+    return min(near, key=lambda s: (s.complexity, rank(s)))
+
+
 RULES: dict[str, Callable[[Sequence[ConfigSummary], str], ConfigSummary]] = {
     "best_mean": best_mean,
+    "one_se": one_se,
 }
+
+
+def compare_to_selected(
+    summaries: Sequence[ConfigSummary],
+    selected: ConfigSummary,
+    metric: str,
+    *,
+    kind: str,
+    n_dev: int | None,
+    rope: float,
+    confidence: float = 0.95,
+) -> None:
+    """Set ``versus`` on every complete configuration: the selected one against it.
+
+    ``n_val/n_train`` for the Nadeau–Bengio correction comes from the resamples' mean
+    validation size and the dev rows (k-fold: exactly 1/(k − 1)).
+    """
+    if kind not in COMPARABLE or not n_dev:
+        return
+    for s in summaries:
+        if s is selected or not s.complete or len(s.values.get(metric, [])) < 2:
+            continue
+        if len(s.values[metric]) != len(selected.values[metric]):
+            continue
+        n_val = selected.n_val or n_dev / len(s.values[metric])
+        s.versus = compare(
+            selected.values[metric], s.values[metric], ratio=n_val / (n_dev - n_val),
+            rope=rope, confidence=confidence, higher_is_better=higher_is_better(metric),
+        )  # fmt: skip
+
+
+def verdict(summaries: Sequence[ConfigSummary], selected: ConfigSummary, metric: str) -> str:
+    """One plain sentence on the selected configuration against its closest rival."""
+    rivals = [s for s in ranked(summaries, metric) if s.versus is not None]
+    if not rivals:
+        return ""
+    r = min(rivals, key=lambda s: s.versus.mean)  # the closest (or a better) rival
+    c = r.versus
+    odds = (
+        f"P(selected better by > {c.rope:g}) = {c.p_better:.2f}, P(within ±{c.rope:g}) = "
+        f"{c.p_equivalent:.2f}; corrected t-test p = {c.p_value:.3f}"
+    )
+    if indistinguishable(c):
+        return (
+            f"The selected configuration and {r.label} are statistically indistinguishable "
+            f"on {metric} (difference {c.mean:+.4f}, 95% CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]; "
+            f"{odds}): prefer the simpler or cheaper one if that matters."
+        )
+    return (
+        f"The selected configuration beats the closest rival, {r.label}, on {metric} by "
+        f"{c.mean:+.4f} (95% CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]; {odds})."
+    )
 
 
 def select(
@@ -153,6 +239,8 @@ def metrics_document(
 
     def entry(s: ConfigSummary) -> dict[str, Any]:
         out: dict[str, Any] = {"config": s.hash, "complete": s.complete}
+        if s.versus is not None:
+            out["vs_selected"] = {k: num(v) for k, v in s.versus.to_dict().items()}
         for key, st in s.stats.items():
             if key.startswith("val_"):
                 out[key] = {k: num(st[k]) for k in ("mean", "std", "se", "ci_low", "ci_high")}
@@ -179,6 +267,8 @@ def table_rows(summaries: Sequence[ConfigSummary], metric: str) -> list[dict[str
             "complete": s.complete,
             "problems": "; ".join(s.problems),
         }
+        if s.versus is not None:
+            row.update({f"vs_selected_{k}": v for k, v in s.versus.to_dict().items()})
         for key, st in s.stats.items():
             row[f"{key}_mean"] = st["mean"]
             if key.startswith("val_"):
@@ -207,21 +297,26 @@ def print_table(
         f"{metric} {confidence:.0%} CI",
         "train_f1",
         "gap_f1",
+        "★ ahead by · p · P(★ better)",
     ):
         t.add_column(col, justify="left" if col == "configuration" else "right")
+
+    def vs(s: ConfigSummary) -> str:
+        c = s.versus
+        return "–" if c is None else f"{c.mean:+.4f} · {c.p_value:.3f} · {c.p_better:.2f}"
 
     def fmt(st: dict | None, sign: str = "") -> str:
         if st is None or st["mean"] != st["mean"]:
             return "–"
         se = f" ± {st['se']:.4f}" if st["se"] == st["se"] and not sign else ""
-        return f"{st['mean']:{sign}.4f}{se}"
+        return f"{st['mean']:{'+' if sign == '+' else ''}.4f}{se}"
 
     def ci(st: dict) -> str:
         return "–" if st["ci_low"] != st["ci_low"] else f"[{st['ci_low']:.4f}, {st['ci_high']:.4f}]"
 
     for rank, s in enumerate(ranked(summaries, metric), start=1):
         if not s.complete:
-            t.add_row("–", f"{s.label} [incomplete: {'; '.join(s.problems)}]", *[""] * 6)
+            t.add_row("–", f"{s.label} [incomplete: {'; '.join(s.problems)}]", *[""] * 7)
             continue
         st = s.stats
         mark = " ★" if s is selected else ""
@@ -232,10 +327,11 @@ def print_table(
             fmt(st.get("val_acc")),
             fmt(st.get("val_loss")),
             ci(st[metric]),
-            fmt(st.get("train_f1")),
+            fmt(st.get("train_f1"), "plain"),
             fmt(st.get("gap_f1"), "+"),
+            vs(s),
         )
-    Console(width=140).print(t)
+    Console(width=160).print(t)
 
 
 def run(cfg: Any, layout: Any) -> ConfigSummary:
@@ -261,9 +357,26 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         )
         for i, c in enumerate(session.configs)
     ]  # fmt: skip
+    by_params = cfg.selection.get("complexity", "params") == "params"
+    for s, c in zip(summaries, session.configs, strict=True):
+        s.complexity = float(c.get("n_params", s.order)) if by_params else float(s.order)
     selected = select(summaries, metric, rule)
+    compare_to_selected(
+        summaries, selected, metric, kind=session.doc.get("kind", "folds"),
+        n_dev=session.doc.get("n_dev"), rope=float(cfg.selection.get("rope", 0.01)),
+    )  # fmt: skip
 
-    write_json(layout.cv_metrics, metrics_document(summaries, selected, metric))
+    sentence = verdict(summaries, selected, metric)
+    doc = metrics_document(summaries, selected, metric)
+    doc["verdict"] = sentence
+    if rule != "best_mean":
+        best = best_mean(summaries, metric)
+        doc["rule"] = (
+            f"{rule}: chose {selected.label} over the best mean ({best.label})"
+            if best is not selected
+            else f"{rule}: the best mean is also the simplest within one standard error"
+        )
+    write_json(layout.cv_metrics, doc)
     layout.cv_table.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table_rows(summaries, metric)).to_csv(layout.cv_table, index=False)
     selection = {
@@ -274,6 +387,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         "metric": metric,
         "score": selected.stats[metric],
         "method": selected.method,
+        "verdict": sentence,
         "fold_best_epochs": selected.best_epochs,
         "config_run_id": selected.run_id,
         "sweep_run_id": session.doc["sweep_run_id"],
@@ -295,6 +409,9 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             if stat != "n" and v == v
         }
         values["cv_complete"] = float(s.complete)
+        if s.versus is not None:
+            values.update({f"cv_vs_selected_{k}": v for k, v in s.versus.to_dict().items()
+                           if k != "rope" and abs(v) != float("inf")})  # fmt: skip
         tags = {f"{tracking.TAG}complete": s.complete, f"{tracking.TAG}selected": s is selected}
         if s.complete:
             values["cv_rank"] = rank
@@ -317,6 +434,10 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         },
     )
     print_table(summaries, selected, metric, confidence)
+    if rule != "best_mean":
+        print(f"[aggregate] {doc['rule']}")
+    if sentence:
+        print(f"[aggregate] {sentence}")
     if selection["incomplete"]:
         print(f"[aggregate] incomplete (not selectable): {', '.join(selection['incomplete'])}")
     st = selected.stats[metric]

@@ -20,7 +20,7 @@ from foldwise.split import schemes
 
 DATASETS = ("digits", "breast_cancer", "csv")
 MODELS = ("mlp", "cnn")
-SELECTION_RULES = ("best_mean",)
+SELECTION_RULES = ("best_mean", "one_se")
 SELECTION_METRICS = ("val_f1", "val_acc", "val_loss")
 LAUNCHERS = ("basic", "joblib")
 
@@ -229,6 +229,14 @@ def validate(cfg: DictConfig) -> None:
 
     _one_of(cfg.selection.rule, SELECTION_RULES, "selection.rule")
     _one_of(cfg.selection.metric, SELECTION_METRICS, "selection.metric")
+    rope = cfg.selection.get("rope", 0.01)
+    if isinstance(rope, bool) or not isinstance(rope, int | float) or rope < 0:
+        raise FoldwiseError(f"params: selection.rope must be a number >= 0, got {rope!r}.")
+    if cfg.selection.get("complexity", "params") not in ("params", "grid"):
+        raise FoldwiseError(
+            f"params: selection.complexity must be params or grid, got "
+            f"{cfg.selection.complexity!r}."
+        )
 
     nested = cfg.get("nested") or {}
     if not isinstance(nested.get("enabled", False), bool):

@@ -105,6 +105,15 @@ def config_hash(cfg: DictConfig) -> str:
     return sha256_json(hyperparameters(cfg))[:12]
 
 
+def n_params(cfg: DictConfig, layout: P.Layout) -> int:
+    """The network's parameter count: the complexity order of ``selection=one_se``."""
+    from foldwise.data import Meta
+    from foldwise.models import build_backbone
+
+    meta = Meta.from_dict(read_json(layout.meta))
+    return int(sum(p.numel() for p in build_backbone(cfg.model, meta).parameters()))
+
+
 def config_label(cfg: DictConfig, overrides: dict[str, Any]) -> str:
     """``mlp hidden=32 lr=0.001``: the model, then the swept values (last key part)."""
     parts = [] if "model.name" in overrides else [str(cfg.model.name)]
@@ -163,7 +172,8 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         P.validate(full)
         h = config_hash(full)
         hyper[h] = hyperparameters(full)
-        configs.append({"hash": h, "label": config_label(full, overrides), "overrides": overrides})
+        configs.append({"hash": h, "label": config_label(full, overrides), "overrides": overrides,
+                        "n_params": n_params(full, layout)})  # fmt: skip
     if len({c["hash"] for c in configs}) != len(configs):
         raise FoldwiseError(
             "sweep.grid lists the same configuration twice.",
