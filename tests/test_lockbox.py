@@ -273,3 +273,21 @@ def test_bootstrap_perfect_predictions_with_a_rare_class():
     assert s["acc"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}
     assert s["f1"]["value"] == 1.0
     assert s["f1"]["ci_low"] == 1.0
+
+
+def test_cv_vs_test_gap_by_hand():
+    from foldwise.lockbox import cv_vs_test
+
+    entry = {
+        "cv": {"metric": "val_f1", "mean": 0.97, "ci_low": 0.96, "ci_high": 0.98, "method": "m"},
+        "scores": {
+            "f1": {"value": 0.95, "ci_low": 0.93, "ci_high": 0.97},
+            "loss": {"value": 0.20, "ci_low": 0.15, "ci_high": 0.25},
+        },
+    }
+    g = cv_vs_test(entry)
+    assert g["gap"] == pytest.approx(0.02) and g["cv"]["ci_low"] == 0.96
+    assert g["test"] == entry["scores"]["f1"]
+    # for a loss, CV looked better when its loss was lower than the test loss
+    entry["cv"] = {"metric": "val_loss", "mean": 0.12}
+    assert cv_vs_test(entry)["gap"] == pytest.approx(0.08)

@@ -92,6 +92,16 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
         <= test["test"]["acc"]["value"]
         <= test["test"]["acc"]["ci_high"]
     )
+    # the CV estimate of the selection beside the test result, with the gap between them
+    gap = test["cv_vs_test"]
+    assert gap["metric"] == "val_f1" and gap["cv"]["mean"] == selection["score"]["mean"]
+    assert gap["gap"] == gap["cv"]["mean"] - test["test"]["f1"]["value"]
+    # the fit diagnosis and the comparison with the selection are in the metrics file
+    for label, entry in cv["configs"].items():
+        assert entry["fit"]["verdict"] in ("overfitting", "underfitting", "good fit")
+        if label != cv["selected"]["label"]:
+            assert 0 <= entry["vs_selected"]["p_value"] <= 1
+    assert cv["verdict"]
     audit = (root / "lockbox/audit.jsonl").read_text().splitlines()
     assert len(audit) == 1
     tree = check_tree(sqlite_uri)

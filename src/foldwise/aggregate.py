@@ -22,6 +22,7 @@ from typing import Any
 from foldwise.errors import FoldwiseError
 from foldwise.methods import resampling
 from foldwise.methods.compare import Comparison, compare, indistinguishable
+from foldwise.methods.diagnosis import Diagnosis, diagnose
 from foldwise.methods.resampling import SCORES
 from foldwise.methods.resampling import t_summary as summarize
 
@@ -48,6 +49,7 @@ class ConfigSummary:
     values: dict[str, list[float]] = field(default_factory=dict)  # per resample, in order
     versus: Comparison | None = None  # against the selected configuration
     n_val: float = 0.0  # mean validation rows per resample
+    fit: Diagnosis | None = None  # under/over-fitting verdict from the curves
 
     def score(self, metric: str) -> float:
         return self.stats[metric]["mean"] if metric in self.stats else math.nan
@@ -63,6 +65,7 @@ def summarize_config(
     n_dev: int | None = None,
     apparent: int | None = None,
     seed: int = 0,
+    diagnosis: dict | None = None,
 ) -> ConfigSummary:
     """Statistics over a configuration's resamples; ``rows[i]`` is resample i's result
     or None. ``apparent`` is the index of the bootstrap's all-rows fit, if any."""
@@ -95,6 +98,14 @@ def summarize_config(
     )
     summary.best_epochs = [int(r["best_epoch"]) for r in ok]
     summary.n_val = float(sum(r.get("n_val", 0) for r in ok) / len(ok))
+    curves = all(len(r.get("history", {}).get("val_loss", [])) >= 2 for r in ok)
+    if kind in DIAGNOSABLE and curves and diagnosis is not None:
+        rules = {k: v for k, v in diagnosis.items() if k != "metric"}
+        summary.fit = diagnose(
+            ok, metric=str(diagnosis.get("metric", "f1")),
+            max_epochs=int(conf.get("max_epochs") or max(r["epochs_trained"] for r in ok)),
+            rules=rules,
+        )  # fmt: skip
     if kind in COMPARABLE:
         summary.values = {f"val_{s}": [float(r["metrics"][f"val_{s}"]) for r in ok] for s in SCORES}
     return summary
@@ -102,6 +113,8 @@ def summarize_config(
 
 # Kinds whose resamples give paired per-resample scores worth a corrected comparison.
 COMPARABLE = ("folds", "repeated")
+# Kinds whose validation curves are informative (not one-row leave-out sets).
+DIAGNOSABLE = ("folds", "repeated", "holdout")
 
 
 def best_mean(summaries: Sequence[ConfigSummary], metric: str) -> ConfigSummary:
@@ -241,6 +254,9 @@ def metrics_document(
         out: dict[str, Any] = {"config": s.hash, "complete": s.complete}
         if s.versus is not None:
             out["vs_selected"] = {k: num(v) for k, v in s.versus.to_dict().items()}
+        if s.fit is not None:
+            out["fit"] = {k: num(v) if isinstance(v, float) else v
+                          for k, v in s.fit.to_dict().items()}  # fmt: skip
         for key, st in s.stats.items():
             if key.startswith("val_"):
                 out[key] = {k: num(st[k]) for k in ("mean", "std", "se", "ci_low", "ci_high")}
@@ -297,6 +313,7 @@ def print_table(
         f"{metric} {confidence:.0%} CI",
         "train_f1",
         "gap_f1",
+        "fit",
         "★ ahead by · p · P(★ better)",
     ):
         t.add_column(col, justify="left" if col == "configuration" else "right")
@@ -316,7 +333,7 @@ def print_table(
 
     for rank, s in enumerate(ranked(summaries, metric), start=1):
         if not s.complete:
-            t.add_row("–", f"{s.label} [incomplete: {'; '.join(s.problems)}]", *[""] * 7)
+            t.add_row("–", f"{s.label} [incomplete: {'; '.join(s.problems)}]", *[""] * 8)
             continue
         st = s.stats
         mark = " ★" if s is selected else ""
@@ -329,6 +346,7 @@ def print_table(
             ci(st[metric]),
             fmt(st.get("train_f1"), "plain"),
             fmt(st.get("gap_f1"), "+"),
+            s.fit.verdict if s.fit else "–",
             vs(s),
         )
     Console(width=160).print(t)
@@ -337,6 +355,7 @@ def print_table(
 def run(cfg: Any, layout: Any) -> ConfigSummary:
     """The aggregate stage: read the sweep's results, select, write, log to MLflow."""
     import pandas as pd
+    from omegaconf import OmegaConf
 
     from foldwise import tracking
     from foldwise.files import no_nan, read_json, write_json
@@ -354,6 +373,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         summarize_config(
             c, i, results[c["hash"]], confidence, kind=session.doc.get("kind", "folds"),
             n_dev=session.doc.get("n_dev"), apparent=apparent, seed=int(cfg.seed),
+            diagnosis=OmegaConf.to_container(cfg.diagnosis) if "diagnosis" in cfg else {},
         )
         for i, c in enumerate(session.configs)
     ]  # fmt: skip
@@ -413,6 +433,11 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             values.update({f"cv_vs_selected_{k}": v for k, v in s.versus.to_dict().items()
                            if k != "rope" and abs(v) != float("inf")})  # fmt: skip
         tags = {f"{tracking.TAG}complete": s.complete, f"{tracking.TAG}selected": s is selected}
+        if s.fit is not None:
+            tags[f"{tracking.TAG}fit"] = s.fit.verdict
+            tags[f"{tracking.TAG}fit_reason"] = s.fit.reason
+            values.update({f"fit_{k}": v for k, v in s.fit.to_dict().items()
+                           if isinstance(v, float)})  # fmt: skip
         if s.complete:
             values["cv_rank"] = rank
         tracking.log(c, s.run_id, metrics=values, tags=tags)
@@ -436,6 +461,9 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     print_table(summaries, selected, metric, confidence)
     if rule != "best_mean":
         print(f"[aggregate] {doc['rule']}")
+    for s in ranked(summaries, metric):
+        if s.fit is not None:
+            print(f"[aggregate] fit · {s.label}: {s.fit.verdict} — {s.fit.reason}")
     if sentence:
         print(f"[aggregate] {sentence}")
     if selection["incomplete"]:

@@ -91,6 +91,27 @@ def metrics_document(entry: dict[str, Any]) -> dict[str, Any]:
         "test_sha256": entry["test_sha256"],
         "opened_at": entry["opened_at"],
         "confidence": entry["confidence"],
+        **({"cv_vs_test": cv_vs_test(entry)} if entry.get("cv") else {}),
+    }
+
+
+def cv_vs_test(entry: dict[str, Any]) -> dict[str, Any]:
+    """The selected configuration's CV estimate beside its test result.
+
+    ``gap`` is how much better cross-validation made the model look than the test set
+    did (CV − test for scores, test − CV for the loss): near zero within the intervals
+    means the CV estimate generalized; clearly positive means selection or the CV
+    scheme was optimistic (or the test set differs from dev).
+    """
+    cv = entry["cv"]
+    name = cv["metric"].removeprefix("val_")
+    test = entry["scores"][name]
+    gap = cv["mean"] - test["value"]
+    return {
+        "metric": cv["metric"],
+        "cv": {k: cv.get(k) for k in ("mean", "ci_low", "ci_high", "method")},
+        "test": test,
+        "gap": -gap if name == "loss" else gap,
     }
 
 
@@ -188,6 +209,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         "override_reason": reason if reused else None,
         "scores": scores,
         "confidence": confidence,
+        "cv": info.get("cv"),
     }
     from foldwise import tracking  # MLflow: only for a new opening, not a repeat
 
@@ -238,4 +260,15 @@ def _report(entry: dict[str, Any]) -> None:
         print(
             f"[test] {entry['label']}: test_{name} = {s['value']:.4f}  "
             f"({c:.0%} bootstrap CI {s['ci_low']:.4f} – {s['ci_high']:.4f}, n={entry['n_test']})"
+        )
+    if entry.get("cv"):
+        g = cv_vs_test(entry)
+        cv, t = g["cv"], g["test"]
+        interval = (
+            f" [{cv['ci_low']:.4f}, {cv['ci_high']:.4f}]" if cv.get("ci_low") is not None else ""
+        )
+        print(
+            f"[test] CV estimate {g['metric']} {cv['mean']:.4f}{interval} vs test "
+            f"{t['value']:.4f} [{t['ci_low']:.4f}, {t['ci_high']:.4f}]: CV looked better by "
+            f"{g['gap']:+.4f}"
         )

@@ -229,6 +229,16 @@ def validate(cfg: DictConfig) -> None:
 
     _one_of(cfg.selection.rule, SELECTION_RULES, "selection.rule")
     _one_of(cfg.selection.metric, SELECTION_METRICS, "selection.metric")
+    diag = cfg.get("diagnosis") or {}
+    if diag.get("metric", "f1") not in ("f1", "acc"):
+        raise FoldwiseError(f"params: diagnosis.metric must be f1 or acc, got {diag.metric!r}.")
+    for key, value in diag.items():
+        if key != "metric" and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+        ):
+            raise FoldwiseError(f"params: diagnosis.{key} must be a number >= 0, got {value!r}.")
+    if int(diag.get("window", 5)) < 2:
+        raise FoldwiseError("params: diagnosis.window must be at least 2 epochs.")
     rope = cfg.selection.get("rope", 0.01)
     if isinstance(rope, bool) or not isinstance(rope, int | float) or rope < 0:
         raise FoldwiseError(f"params: selection.rope must be a number >= 0, got {rope!r}.")

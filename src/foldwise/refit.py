@@ -86,7 +86,9 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
             pip_requirements=[f"torch=={torch.__version__}"],
         )
         mlflow.log_artifacts(str(layout.model_dir), artifact_path="bundle")
+    cv = {"metric": selection["metric"], **selection["score"], "method": selection.get("method")}
     info = {
+        "cv": cv,  # the CV estimate the test stage sets beside the test result
         "model_sha256": fp,
         "config_hash": selection["config_hash"],
         "label": selection["label"],

@@ -173,7 +173,8 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         h = config_hash(full)
         hyper[h] = hyperparameters(full)
         configs.append({"hash": h, "label": config_label(full, overrides), "overrides": overrides,
-                        "n_params": n_params(full, layout)})  # fmt: skip
+                        "n_params": n_params(full, layout),
+                        "max_epochs": int(full.trainer.max_epochs)})  # fmt: skip
     if len({c["hash"] for c in configs}) != len(configs):
         raise FoldwiseError(
             "sweep.grid lists the same configuration twice.",
