@@ -3,6 +3,7 @@ independent computations (scipy, scikit-learn), and the nested-CV report."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -238,3 +239,35 @@ def test_a_group_lockbox_that_would_take_every_group_is_refused():
                           "group": ["a", "a", "a", "b", "b", "b"]})  # fmt: skip
     with pytest.raises(FoldwiseError, match="every group in the test set"):
         holdout(table, 0.6, 0, by="group")
+
+
+# -------------------------------------------------------------------------- curves
+
+
+def test_learning_curve_subsets_are_nested_and_seeded():
+    from foldwise.methods.curves import nested_subsets
+
+    train = np.arange(100, 200)
+    subsets = nested_subsets(train, [0.1, 0.25, 0.5, 1.0], seed=3)
+    assert [len(s) for s in subsets] == [10, 25, 50, 100]
+    for small, big in itertools.pairwise(subsets):
+        assert set(small) <= set(big)  # each size adds rows, never swaps them
+    assert set(subsets[-1]) == set(train)
+    again = nested_subsets(train, [0.1, 0.25, 0.5, 1.0], seed=3)
+    assert all((a == b).all() for a, b in zip(subsets, again, strict=True))
+    assert set(nested_subsets(train, [0.1], seed=4)[0]) != set(subsets[0])
+
+
+def test_curve_summary_is_a_t_band_per_x():
+    import pandas as pd
+
+    from foldwise.methods.curves import summarize_curve
+
+    rows = pd.DataFrame({"x": [1, 1, 1, 2, 2, 2], "val_f1": [0.5, 0.6, 0.7, 0.8, 0.8, 0.8]})
+    out = summarize_curve(rows, "x", ["val_f1"])
+    ref = resampling.t_summary([0.5, 0.6, 0.7])
+    first = out.iloc[0]
+    assert first["val_f1_mean"] == pytest.approx(0.6)
+    assert first["val_f1_low"] == pytest.approx(ref["ci_low"])
+    assert first["val_f1_high"] == pytest.approx(ref["ci_high"])
+    assert out.iloc[1]["val_f1_std"] == 0.0 and list(out["folds"]) == [3, 3]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -102,10 +103,22 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
         if label != cv["selected"]["label"]:
             assert 0 <= entry["vs_selected"]["p_value"] <= 1
     assert cv["verdict"]
+    # learning and validation curves: DVC plots, figures, an MLflow run with them
+    learning = pd.read_csv(root / "results/curves/learning.csv")
+    assert list(learning["x"]) == [0.1, 0.25, 0.5, 0.75, 1.0]
+    assert (learning["n_train_mean"].diff().dropna() > 0).all()  # more rows each step
+    validation = pd.read_csv(root / "results/curves/validation.csv")
+    assert list(validation["x"]) == [8, 32, 128, 512] and (validation["folds"] == N_FOLDS).all()
+    assert (root / "results/curves/learning.png").stat().st_size > 10_000
+    plots = json.loads(p.dvc("plots", "show", "--json").stdout)
+    assert len(plots["data"]) == 2
     audit = (root / "lockbox/audit.jsonl").read_text().splitlines()
     assert len(audit) == 1
     tree = check_tree(sqlite_uri)
     assert len(tree["refit"]) == 1 and len(tree["lockbox"]) == 1
+    (curves,) = tree["curves"]
+    names = {a.path for a in MlflowClient(sqlite_uri).list_artifacts(curves.info.run_id, "curves")}
+    assert {"curves/learning.png", "curves/validation.png", "curves/learning.csv"} <= names
     assert tree["lockbox"][0].data.tags["foldwise.reused_test_set"] == "False"
 
     # A second repro does nothing; DVC reads the metrics files.

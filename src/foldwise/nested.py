@@ -43,7 +43,6 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         return disabled(layout)
     import pandas as pd
 
-    from foldwise import engine
     from foldwise.aggregate import higher_is_better, select, summarize_config
     from foldwise.data import Meta
     from foldwise.progress import Progress, default_every
@@ -52,7 +51,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     from foldwise.split import load_folds
     from foldwise.split.schemes import make_scheme
     from foldwise.sweep import apply, config_hash, split_key
-    from foldwise.train import arrays, make_task
+    from foldwise.train import arrays, make_task, train_cached
 
     t0 = time.perf_counter()
     manifest = read_json(layout.manifest)
@@ -114,7 +113,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         flush=True,
     )
     progress = Progress(total=n_inner, done=n_inner - len(tasks), every=default_every())
-    _train(engine, tasks, x, y, meta, cfg, layout, done, progress, "inner")
+    train_cached(tasks, x, y, meta, cfg, layout, done, progress, "inner")
 
     # ---- select per outer fold, refit the winner on the outer-training rows
     results: dict[int, dict[str, list]] = {}
@@ -144,7 +143,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
                                     epochs=epochs, label=label))  # fmt: skip
         refit_keys.append((o.index, k))
     progress = Progress(total=len(outer), done=len(outer) - len(refits), every=default_every())
-    _train(engine, refits, x, y, meta, cfg, layout, done, progress, "refit")
+    train_cached(refits, x, y, meta, cfg, layout, done, progress, "refit")
 
     outer_results = []
     for o_index, k in refit_keys:
@@ -168,36 +167,6 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     write_json(layout.nested_metrics, no_nan(report))
     _print(report, metric, time.perf_counter() - t0)
     return report
-
-
-def _train(engine, tasks, x, y, meta, cfg, layout, done, progress, what: str) -> None:
-    """Train ``tasks`` (stacked by the engine's planner), caching each result as it ends."""
-    from foldwise.results import job_cache
-    from foldwise.sweep import engine_settings
-
-    if not tasks:
-        return
-    settings = engine_settings(cfg)
-    stacks = engine.plan(tasks, meta, **settings)
-
-    def on_done(task, outcome) -> None:
-        result = outcome.result()
-        result.pop("history", None)  # the nested report needs final scores only
-        done[task.key] = result
-        if outcome.status == "ok":
-            write_json(job_cache(layout.root, task.key), result)
-            progress.finished(task.label, what, f"val_f1 {outcome.metrics['val_f1']:.4f}")
-        else:
-            progress.skipped()
-
-    def on_epoch(number: int, info) -> None:
-        progress.epoch(number, len(stacks), info.epoch, info.max_epochs, info.work_epochs,
-                       info.seconds, info.remaining, info.active)  # fmt: skip
-
-    engine.train(
-        tasks, x, y, meta, accelerator=str(cfg.trainer.accelerator),
-        precision=settings["precision"], stacks=stacks, on_done=on_done, on_epoch=on_epoch,
-    )  # fmt: skip
 
 
 def _track(cfg, selection, outer_results, inner, session, report) -> str:

@@ -73,6 +73,10 @@ class Layout:
         return self.root / "results/selection.json"
 
     @property
+    def curves_dir(self) -> Path:
+        return self.root / "results/curves"
+
+    @property
     def nested_metrics(self) -> Path:
         return self.root / "results/nested.json"
 
@@ -276,6 +280,26 @@ def validate(cfg: DictConfig) -> None:
                 "use stratified_kfold, kfold, repeated_(stratified_)kfold, "
                 "(stratified_)shuffle_split or holdout.",
             )
+
+    curves = cfg.get("curves") or {}
+    if curves:
+        fr = list(curves.learning.fractions)
+        if not fr or any(isinstance(f, bool) or not 0 < f <= 1 for f in fr):
+            raise FoldwiseError(
+                f"params: curves.learning.fractions must be fractions in (0, 1], got {fr!r}."
+            )
+        key = str(curves.validation.param)
+        if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
+            raise FoldwiseError(
+                f"params: curves.validation.param {key!r} is not a configuration key.",
+                "use a hyperparameter such as model.hidden, model.depth, optim.weight_decay "
+                "or trainer.max_epochs.",
+            )
+        if not list(curves.validation["values"]):
+            raise FoldwiseError("params: curves.validation.values is empty.")
+        mf = curves.get("max_folds", 5)
+        if not isinstance(mf, int) or isinstance(mf, bool) or mf < 2:
+            raise FoldwiseError(f"params: curves.max_folds must be an integer >= 2, got {mf!r}.")
 
     runs = (cfg.get("tracking") or {}).get("max_fold_runs", 25)
     if not isinstance(runs, int) or isinstance(runs, bool) or runs < 0:

@@ -112,3 +112,37 @@ def fit(
         n_val=out.n_val,
         scaler=out.scaler,
     )
+
+
+def train_cached(tasks, x, y, meta, cfg, layout, done, progress, what: str) -> None:
+    """Train ``tasks`` (stacked by the engine's planner); each result goes into ``done``
+    (by task key) and, when it succeeded, into the job cache ``.foldwise/jobs/<key>.json``,
+    so a method that builds its own tasks (nested CV, curves) resumes after an interruption.
+    """
+    from foldwise.files import write_json
+    from foldwise.results import job_cache
+    from foldwise.sweep import engine_settings
+
+    if not tasks:
+        return
+    settings = engine_settings(cfg)
+    stacks = engine.plan(tasks, meta, **settings)
+
+    def on_done(task, outcome) -> None:
+        result = outcome.result()
+        result.pop("history", None)  # the nested report needs final scores only
+        done[task.key] = result
+        if outcome.status == "ok":
+            write_json(job_cache(layout.root, task.key), result)
+            progress.finished(task.label, what, f"val_f1 {outcome.metrics['val_f1']:.4f}")
+        else:
+            progress.skipped()
+
+    def on_epoch(number: int, info) -> None:
+        progress.epoch(number, len(stacks), info.epoch, info.max_epochs, info.work_epochs,
+                       info.seconds, info.remaining, info.active)  # fmt: skip
+
+    engine.train(
+        tasks, x, y, meta, accelerator=str(cfg.trainer.accelerator),
+        precision=settings["precision"], stacks=stacks, on_done=on_done, on_epoch=on_epoch,
+    )  # fmt: skip
