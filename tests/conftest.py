@@ -24,6 +24,7 @@ TINY = [
     "sweep.grid.model.hidden=[8,16]",
     "sweep.grid.optim.lr=[0.01]",
     "lockbox.bootstrap_resamples=200",
+    "curves.bias_variance.models=4",
 ]
 
 

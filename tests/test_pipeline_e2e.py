@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -110,15 +111,18 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     validation = pd.read_csv(root / "results/curves/validation.csv")
     assert list(validation["x"]) == [8, 32, 128, 512] and (validation["folds"] == N_FOLDS).all()
     assert (root / "results/curves/learning.png").stat().st_size > 10_000
+    bv = pd.read_csv(root / "results/curves/bias_variance.csv")
+    assert list(bv["x"]) == [8, 32, 128, 512]
+    assert np.allclose(bv["expected_loss"], bv["bias"] + bv["net_variance"])
     plots = json.loads(p.dvc("plots", "show", "--json").stdout)
-    assert len(plots["data"]) == 2
+    assert len(plots["data"]) == 3
     audit = (root / "lockbox/audit.jsonl").read_text().splitlines()
     assert len(audit) == 1
     tree = check_tree(sqlite_uri)
     assert len(tree["refit"]) == 1 and len(tree["lockbox"]) == 1
     (curves,) = tree["curves"]
     names = {a.path for a in MlflowClient(sqlite_uri).list_artifacts(curves.info.run_id, "curves")}
-    assert {"curves/learning.png", "curves/validation.png", "curves/learning.csv"} <= names
+    assert {"curves/learning.png", "curves/validation.png", "curves/bias_variance.png"} <= names
     assert tree["lockbox"][0].data.tags["foldwise.reused_test_set"] == "False"
 
     # A second repro does nothing; DVC reads the metrics files.

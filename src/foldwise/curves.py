@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from foldwise.errors import FoldwiseError
 from foldwise.files import code_version, read_json, sha256_json, write_json
+from foldwise.methods import bias_variance
 from foldwise.methods import curves as method
 from foldwise.params import Layout
 
@@ -45,7 +46,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     if manifest["kind"] not in CURVE_KINDS:
         doc = {"skipped": f"split={manifest['scheme']} has no folds to draw curves over"}
         write_json(out_dir / "summary.json", doc)
-        for name in ("learning", "validation"):  # keep the declared plot files valid
+        for name in ("learning", "validation", "bias_variance"):  # keep the plot files valid
             pd.DataFrame(columns=["x"]).to_csv(out_dir / f"{name}.csv", index=False)
         print(f"[curves] skipped: {doc['skipped']} (use a k-fold scheme for curves)")
         return doc
@@ -83,6 +84,24 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
                 task = make_task(varied, k, pos(f.train), {"val": pos(f.val)},
                                  label=f"{param}={value} · fold {f.index}")  # fmt: skip
                 plan.append(("validation", value, f.index, task))
+    bv = c.get("bias_variance") or {}
+    if bv.get("enabled"):
+        from sklearn.model_selection import train_test_split
+
+        frac = float(bv.eval_fraction)
+        train_part, eval_part = train_test_split(
+            dev_ids, test_size=frac, stratify=y, random_state=int(cfg.seed)
+        )
+        for value in c.validation["values"]:
+            varied = apply(chosen, {param: value})
+            h = config_hash(varied)
+            for b in range(int(bv.models)):
+                draw = np.random.default_rng([int(cfg.seed), b]).choice(train_part, len(train_part))
+                k = key(curve="bias_variance", config=h, draw=b, eval_fraction=frac)
+                task = make_task(varied, k, pos(draw), {"val": pos(eval_part)}, predict=("val",),
+                                 label=f"bias-variance {param}={value} · draw {b}")  # fmt: skip
+                plan.append(("bias_variance", value, b, task))
+        y_eval = y[pos(eval_part)]
     done: dict[str, dict] = {}
     todo = []
     for _, _, _, task in plan:
@@ -96,11 +115,15 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     progress = Progress(total=len(plan), done=len(plan) - len(todo), every=default_every())
     train_cached(todo, x, y, meta, cfg, layout, done, progress, "curve")
 
-    rows = {"learning": [], "validation": []}
+    rows: dict[str, list] = {"learning": [], "validation": []}
+    draws: dict[Any, list] = {}
     for curve, xv, fold, task in plan:
         r = done[task.key]
         if r["status"] != "ok":
             raise FoldwiseError(f"a {curve}-curve model failed ({task.label}): {r.get('error')}")
+        if curve == "bias_variance":
+            draws.setdefault(xv, []).append(r["predictions"]["val"]["pred"])
+            continue
         rows[curve].append({"x": xv, "fold": fold, "n_train": r["n_train"],
                             **{m: r["metrics"][m] for m in METRICS}})  # fmt: skip
     summary: dict[str, Any] = {"config": selection["label"], "folds": len(folds)}
@@ -115,6 +138,18 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
             figures[curve].savefig(out_dir / f"{curve}.png", dpi=110)
     if rows["validation"]:
         summary["validation"] = {"param": param, "chosen": _get(chosen, param)}
+    if draws:
+        table = pd.DataFrame(
+            [{"x": xv, **bias_variance.zero_one(np.array(p), y_eval).to_dict()}
+             for xv, p in draws.items()]
+        ).drop(columns="noise")  # fmt: skip
+        table.to_csv(out_dir / "bias_variance.csv", index=False)
+        figures["bias_variance"] = _bv_figure(table, param, chosen)
+        figures["bias_variance"].savefig(out_dir / "bias_variance.png", dpi=110)
+        summary["bias_variance"] = {
+            "param": param, "models_per_value": int(bv.models), "eval_rows": len(y_eval),
+            "rows": table.to_dict(orient="records"),
+        }  # fmt: skip
     summary["mlflow_run_id"] = _track(cfg, selection, out_dir, figures)
     write_json(out_dir / "summary.json", summary)
     for curve in figures:
@@ -151,6 +186,30 @@ def _figure(summ: pd.DataFrame, curve: str, param: str, selection: dict, chosen:
         ax.set_xlabel(param)
         ax.set_title(f"Validation curve over {param}")
     ax.set_ylabel("macro-F1 (mean, 95% t band over folds)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _bv_figure(table: pd.DataFrame, param: str, chosen: DictConfig):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = table["x"].astype(str)
+    for col, style in (("expected_loss", "k-o"), ("bias", "C3-s"), ("net_variance", "C0-^"),
+                       ("variance", "C0:")):  # fmt: skip
+        ax.plot(xs, table[col], style, label=col.replace("_", " "))
+    chosen_value = str(_get(chosen, param))
+    if chosen_value in list(xs):
+        ax.axvline(list(xs).index(chosen_value), color="grey", linestyle="--",
+                   label=f"selected {param}={chosen_value}")  # fmt: skip
+    ax.set_xlabel(param)
+    ax.set_ylabel("0-1 loss on the evaluation part")
+    ax.set_title("Bias–variance trade-off (Domingos 0-1 decomposition)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -297,6 +297,18 @@ def validate(cfg: DictConfig) -> None:
             )
         if not list(curves.validation["values"]):
             raise FoldwiseError("params: curves.validation.values is empty.")
+        bv = curves.get("bias_variance") or {}
+        if bv.get("enabled"):
+            m = bv.get("models")
+            if not isinstance(m, int) or isinstance(m, bool) or m < 2:
+                raise FoldwiseError(
+                    f"params: curves.bias_variance.models must be an integer >= 2, got {m!r}."
+                )
+            ef = bv.get("eval_fraction")
+            if isinstance(ef, bool) or not isinstance(ef, int | float) or not 0 < ef < 1:
+                raise FoldwiseError(
+                    f"params: curves.bias_variance.eval_fraction must be in (0, 1), got {ef!r}."
+                )
         mf = curves.get("max_folds", 5)
         if not isinstance(mf, int) or isinstance(mf, bool) or mf < 2:
             raise FoldwiseError(f"params: curves.max_folds must be an integer >= 2, got {mf!r}.")
