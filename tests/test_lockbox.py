@@ -252,7 +252,8 @@ def test_bootstrap_perfect_predictions():
     y = np.array([0, 1, 2] * 20)
     losses = np.full(len(y), 0.01)
     s = scores(y, y.copy(), losses, resamples=100)
-    assert s["acc"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    # every resample scores 1.0: BCa is undefined there, so the percentile interval is used
+    assert s["acc"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "interval": "percentile"}
     assert s["f1"]["value"] == 1.0
     assert s["loss"]["value"] == pytest.approx(0.01)
     assert s["loss"]["ci_low"] == pytest.approx(0.01)
@@ -270,7 +271,8 @@ def test_bootstrap_single_row_has_no_interval():
 def test_bootstrap_perfect_predictions_with_a_rare_class():
     y = np.array([0] * 15 + [1] * 4 + [2])
     s = scores(y, y.copy(), np.full(len(y), 0.1), resamples=200)
-    assert s["acc"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    # every resample scores 1.0: BCa is undefined there, so the percentile interval is used
+    assert s["acc"] == {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0, "interval": "percentile"}
     assert s["f1"]["value"] == 1.0
     assert s["f1"]["ci_low"] == 1.0
 
@@ -291,3 +293,16 @@ def test_cv_vs_test_gap_by_hand():
     # for a loss, CV looked better when its loss was lower than the test loss
     entry["cv"] = {"metric": "val_loss", "mean": 0.12}
     assert cv_vs_test(entry)["gap"] == pytest.approx(0.08)
+
+
+def test_bootstrap_interval_is_bca_and_matches_scipy(predictions):
+    from scipy import stats
+
+    y, pred, losses = predictions
+    s = scores(y, pred, losses, seed=3)
+    assert {v["interval"] for v in s.values()} == {"BCa"}
+    ref = stats.bootstrap(
+        (losses,), np.mean, n_resamples=200, confidence_level=0.95, method="BCa",
+        random_state=np.random.default_rng(3),
+    ).confidence_interval  # fmt: skip
+    assert (s["loss"]["ci_low"], s["loss"]["ci_high"]) == pytest.approx((ref.low, ref.high))

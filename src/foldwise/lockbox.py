@@ -259,7 +259,8 @@ def _report(entry: dict[str, Any]) -> None:
     for name, s in entry["scores"].items():
         print(
             f"[test] {entry['label']}: test_{name} = {s['value']:.4f}  "
-            f"({c:.0%} bootstrap CI {s['ci_low']:.4f} – {s['ci_high']:.4f}, n={entry['n_test']})"
+            f"({c:.0%} {s.get('interval', 'percentile')} bootstrap CI {s['ci_low']:.4f} – "
+            f"{s['ci_high']:.4f}, n={entry['n_test']})"
         )
     if entry.get("cv"):
         g = cv_vs_test(entry)

@@ -18,7 +18,7 @@ statistic that is honest for it:
     the pooled predictions. A per-split mean of one-row F1 scores means nothing and a
     t interval over n near-identical models is false precision, so none is reported.
 ``holdout`` (one split)
-    the validation score with a percentile-bootstrap interval over the validation rows:
+    the validation score with a bootstrap (BCa) interval over the validation rows:
     the uncertainty of a finite validation set, not of training.
 ``bootstrap``
     see :mod:`foldwise.methods.bootstrap632`; ``val_acc`` is ``1 − Err.632+``.
@@ -133,16 +133,20 @@ def bootstrap_scores(
     confidence: float,
     seed: int,
 ) -> dict[str, dict[str, float]]:
-    """Point estimate and percentile-bootstrap interval of accuracy, macro-F1 and loss.
+    """Point estimate and bootstrap interval of accuracy, macro-F1 and loss.
 
     Rows are resampled with replacement (``scipy.stats.bootstrap``, paired), which
     captures the uncertainty due to the finite set of scored rows — not the uncertainty
-    of training.
+    of training. The interval is BCa (bias-corrected and accelerated: second-order
+    accurate, and it follows a skewed distribution such as accuracy near 1) where it is
+    defined; when it is not — scores identical on every resample, or a jackknife that
+    cannot estimate the acceleration — scipy returns NaN and the percentile interval is
+    used instead. ``interval`` says which.
     """
+    import warnings
+
     from scipy import stats
     from sklearn.metrics import accuracy_score
-
-    rng = np.random.default_rng(seed)
 
     def acc(t, p, axis=-1):
         return (t == p).mean(axis=axis)
@@ -152,21 +156,26 @@ def bootstrap_scores(
 
     # macro_f1 uses sklearn's default label set (classes in t or p): a resample that
     # misses a rare class is scored on the classes it has, not given F1 = 0 for it.
-    common = dict(
-        n_resamples=resamples, confidence_level=confidence, method="percentile", random_state=rng
-    )
     out = {}
     for name, data, fn, point, kw in (
         ("acc", (y, pred), acc, accuracy_score(y, pred), dict(paired=True, vectorized=True)),
         ("f1", (y, pred), macro_f1, macro_f1(y, pred), dict(paired=True, vectorized=False)),
         ("loss", (losses,), mean, losses.mean(), dict(vectorized=True)),
     ):
-        if len(y) < 2:
-            lo = hi = NAN
-        else:
-            ci = stats.bootstrap(data, fn, **kw, **common).confidence_interval
-            lo, hi = ci.low, ci.high
-        out[name] = {"value": float(point), "ci_low": float(lo), "ci_high": float(hi)}
+        lo = hi = NAN
+        used = "none"
+        if len(y) >= 2:
+            for method in ("BCa", "percentile"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # scipy's DegenerateDataWarning → NaN
+                    ci = stats.bootstrap(
+                        data, fn, **kw, n_resamples=resamples, confidence_level=confidence,
+                        method=method, random_state=np.random.default_rng(seed),
+                    ).confidence_interval  # fmt: skip
+                lo, hi, used = float(ci.low), float(ci.high), method
+                if lo == lo and hi == hi:
+                    break
+        out[name] = {"value": float(point), "ci_low": lo, "ci_high": hi, "interval": used}
     return out
 
 
@@ -232,7 +241,7 @@ def summarize(
         stats.update(train)
         _gaps(stats, None, None)
         return stats, (
-            f"one split; interval: percentile bootstrap over its {len(y)} validation rows "
+            f"one split; interval: bootstrap (BCa) over its {len(y)} validation rows "
             "(validation-set noise only)"
         )
     if kind == "bootstrap":
