@@ -306,3 +306,34 @@ def test_bootstrap_interval_is_bca_and_matches_scipy(predictions):
         random_state=np.random.default_rng(3),
     ).confidence_interval  # fmt: skip
     assert (s["loss"]["ci_low"], s["loss"]["ci_high"]) == pytest.approx((ref.low, ref.high))
+
+
+def test_extra_scores_precision_recall_auc(predictions):
+    from sklearn.metrics import precision_score, recall_score, roc_auc_score
+
+    y, pred, losses = predictions
+    s = bootstrap_scores(y, pred, losses, resamples=200, confidence=0.95, seed=0, extra=True)
+    assert s["precision"]["value"] == pytest.approx(precision_score(y, pred, average="macro"))
+    assert s["recall"]["value"] == pytest.approx(recall_score(y, pred, average="macro"))
+    assert "auc" not in s  # three classes: no ROC-AUC
+    rng = np.random.default_rng(1)
+    yb = rng.integers(0, 2, 120)
+    prob = np.clip(yb * 0.3 + rng.random(120) * 0.7, 0, 1)
+    sb = bootstrap_scores(yb, (prob > 0.5).astype(int), np.ones(120), resamples=200,
+                          confidence=0.95, seed=0, prob=prob, extra=True)  # fmt: skip
+    assert sb["auc"]["value"] == pytest.approx(roc_auc_score(yb, prob))
+    assert sb["auc"]["ci_low"] < sb["auc"]["value"] < sb["auc"]["ci_high"]
+
+
+def test_confusion_counts_and_rows(tmp_path):
+    from foldwise.lockbox import confusion, write_confusion
+
+    counts = confusion([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
+    assert counts == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]
+    path = tmp_path / "c.csv"
+    write_confusion(path, {"confusion": {"classes": ["a", "b", "c"], "counts": counts}})
+    lines = path.read_text().splitlines()
+    assert lines[0] == "actual,predicted" and len(lines) == 7
+    assert lines.count("c,a") == 1 and lines.count("c,c") == 2
+    write_confusion(path, {})  # a refused model leaves no stale matrix behind
+    assert path.read_text() == "actual,predicted\n"

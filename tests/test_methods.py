@@ -271,3 +271,37 @@ def test_curve_summary_is_a_t_band_per_x():
     assert first["val_f1_low"] == pytest.approx(ref["ci_low"])
     assert first["val_f1_high"] == pytest.approx(ref["ci_high"])
     assert out.iloc[1]["val_f1_std"] == 0.0 and list(out["folds"]) == [3, 3]
+
+
+def test_prediction_metrics_per_fold_and_pooled():
+    from sklearn.metrics import precision_score, roc_auc_score
+
+    from foldwise.aggregate import pooled_confusion
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for _ in range(4):
+        y = rng.integers(0, 2, 30)
+        prob = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, 30), 0, 1)
+        pred = (prob > 0.5).astype(int)
+        preds = {"row": list(range(30)), "true": y.tolist(), "pred": pred.tolist(),
+                 "loss": [0.1] * 30, "prob": prob.tolist()}  # fmt: skip
+        rows.append(_result(0.9, float((y == pred).mean()), preds=preds, n_val=30))
+    st, _ = resampling.summarize("folds", rows)
+    per = [roc_auc_score(r["predictions"]["val"]["true"], r["predictions"]["val"]["prob"])
+           for r in rows]  # fmt: skip
+    assert st["val_auc"]["mean"] == pytest.approx(np.mean(per))
+    assert st["val_auc"]["ci_low"] == pytest.approx(
+        resampling.t_summary(per, 0.95, (0, 1))["ci_low"]
+    )
+    prec = [precision_score(r["predictions"]["val"]["true"], r["predictions"]["val"]["pred"],
+                            average="macro") for r in rows]  # fmt: skip
+    assert st["val_precision"]["mean"] == pytest.approx(np.mean(prec))
+    # pooled for leave-out schemes
+    st2, _ = resampling.summarize("exhaustive", rows)
+    y = np.concatenate([r["predictions"]["val"]["true"] for r in rows])
+    p = np.concatenate([r["predictions"]["val"]["prob"] for r in rows])
+    assert st2["val_auc"]["mean"] == pytest.approx(roc_auc_score(y, p))
+    # the pooled confusion rows skip the bootstrap's apparent fit
+    table = pooled_confusion(rows, ["neg", "pos"], apparent=3)
+    assert len(table) == 90 and set(table["actual"]) <= {"neg", "pos"}

@@ -104,6 +104,15 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
         if label != cv["selected"]["label"]:
             assert 0 <= entry["vs_selected"]["p_value"] <= 1
     assert cv["verdict"]
+    # precision and recall per fold; confusion matrices pooled over folds and on the test set
+    assert 0 <= cv["selected"]["val_precision"]["mean"] <= 1
+    cv_conf = pd.read_csv(root / "results/cv_confusion.csv")
+    assert len(cv_conf) == len(pd.read_parquet(root / "data/split/dev.parquet"))
+    test_conf = pd.read_csv(root / "results/test_confusion.csv")
+    assert len(test_conf) == test["n_test"]
+    assert (test_conf["actual"] == test_conf["predicted"]).mean() == pytest.approx(
+        test["test"]["acc"]["value"]
+    )
     # learning and validation curves: DVC plots, figures, an MLflow run with them
     learning = pd.read_csv(root / "results/curves/learning.csv")
     assert list(learning["x"]) == [0.1, 0.25, 0.5, 0.75, 1.0]
@@ -115,7 +124,7 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert list(bv["x"]) == [8, 32, 128, 512]
     assert np.allclose(bv["expected_loss"], bv["bias"] + bv["net_variance"])
     plots = json.loads(p.dvc("plots", "show", "--json").stdout)
-    assert len(plots["data"]) == 3
+    assert len(plots["data"]) == 5  # 3 curves, 2 confusion matrices
     audit = (root / "lockbox/audit.jsonl").read_text().splitlines()
     assert len(audit) == 1
     tree = check_tree(sqlite_uri)
@@ -195,6 +204,11 @@ def test_dvc_exp_run_temp_composes_conf_and_shares_store_and_lockbox(tmp_path):
     root = p.path
     audit = [json.loads(x) for x in (root / "lockbox/audit.jsonl").read_text().splitlines()]
     assert len(audit) == 1 and audit[0]["n_test"] == 114  # 20 % of breast_cancer's 569 rows
+    # two classes: ROC-AUC, precision and recall on the test set, with intervals
+    scores = audit[0]["scores"]
+    for name in ("auc", "precision", "recall"):
+        assert scores[name]["ci_low"] <= scores[name]["value"] <= scores[name]["ci_high"]
+    assert sum(map(sum, audit[0]["confusion"]["counts"])) == 114
     uri = f"sqlite:///{root / 'mlflow.db'}"
     sweeps = run_tree(uri)["sweep"]
     assert [r.data.params["data"] for r in sweeps] == ["breast_cancer"]

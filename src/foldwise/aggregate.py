@@ -352,6 +352,26 @@ def print_table(
     Console(width=160).print(t)
 
 
+def pooled_confusion(
+    rows: Sequence[dict | None], classes: list[str] | None, apparent: int | None = None
+) -> Any:
+    """Every validation prediction of a configuration's resamples as ``actual,predicted``
+    rows (class names): DVC's confusion-matrix plot pools them. The bootstrap's apparent
+    fit scores its own training rows and is left out."""
+    import pandas as pd
+
+    out = []
+    for i, r in enumerate(rows):
+        if r is None or r.get("status") != "ok" or "val" not in r.get("predictions", {}):
+            continue
+        if i == apparent:
+            continue
+        p = r["predictions"]["val"]
+        out += list(zip(p["true"], p["pred"], strict=True))
+    name = (lambda c: classes[int(c)]) if classes else str
+    return pd.DataFrame([(name(a), name(b)) for a, b in out], columns=["actual", "predicted"])
+
+
 def run(cfg: Any, layout: Any) -> ConfigSummary:
     """The aggregate stage: read the sweep's results, select, write, log to MLflow."""
     import pandas as pd
@@ -399,6 +419,9 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     write_json(layout.cv_metrics, doc)
     layout.cv_table.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table_rows(summaries, metric)).to_csv(layout.cv_table, index=False)
+    pooled_confusion(results[selected.hash], session.doc.get("classes"), apparent).to_csv(
+        layout.cv_confusion, index=False
+    )
     selection = {
         "config_hash": selected.hash,
         "label": selected.label,

@@ -95,6 +95,30 @@ def metrics_document(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def confusion(y: Any, pred: Any, n_classes: int) -> list[list[int]]:
+    """Counts of (true class, predicted class) pairs."""
+    import numpy as np
+
+    counts = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(counts, (np.asarray(y), np.asarray(pred)), 1)
+    return counts.tolist()
+
+
+def write_confusion(path: Path, entry: dict[str, Any]) -> None:
+    """``results/test_confusion.csv``: one ``actual,predicted`` row per test row (the
+    layout DVC's confusion-matrix plot reads); empty before the lockbox has opened."""
+    from foldwise.files import atomic_write_text
+
+    lines = ["actual,predicted"]
+    conf = entry.get("confusion")
+    if conf:
+        names = conf["classes"]
+        for i, row in enumerate(conf["counts"]):
+            for j, n in enumerate(row):
+                lines += [f"{names[i]},{names[j]}"] * n
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
 def cv_vs_test(entry: dict[str, Any]) -> dict[str, Any]:
     """The selected configuration's CV estimate beside its test result.
 
@@ -168,10 +192,12 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
             "model_sha256": model.fingerprint, "test_sha256": test_sha,
             "reason": refusal.problem,
         })  # fmt: skip
+        write_confusion(layout.test_confusion, {})
         raise
     if decision.kind == "repeat":
         entry = decision.recorded
         write_json(layout.test_metrics, metrics_document(entry))
+        write_confusion(layout.test_confusion, entry)
         print(
             f"[test] this model ({model.fingerprint[:12]}) already opened the lockbox at "
             f"{entry['opened_at']}; reporting the recorded result (no new look)."
@@ -184,6 +210,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         logits = model.backbone(x)
         losses = torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
     pred = logits.argmax(1).numpy()
+    prob = logits.softmax(1)[:, 1].numpy() if logits.shape[1] == 2 else None
     confidence = float(cfg.lockbox.confidence)
     from foldwise.methods.resampling import bootstrap_scores
 
@@ -194,6 +221,8 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         resamples=int(cfg.lockbox.bootstrap_resamples),
         confidence=confidence,
         seed=int(cfg.seed),
+        prob=prob,
+        extra=True,
     )
     reused = decision.kind == "override"
     entry = {
@@ -210,6 +239,11 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         "scores": scores,
         "confidence": confidence,
         "cv": info.get("cv"),
+        # counts[i][j]: test rows of class i predicted as j (classes in model.meta order)
+        "confusion": {
+            "classes": model.meta.classes,
+            "counts": confusion(y.numpy(), pred, model.meta.n_classes),
+        },
     }
     from foldwise import tracking  # MLflow: only for a new opening, not a repeat
 
@@ -244,6 +278,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     entry["mlflow_run_id"] = run_id
     audit_log.append_audit(audit, entry)  # recorded before anyone sees the numbers
     write_json(layout.test_metrics, metrics_document(entry))
+    write_confusion(layout.test_confusion, entry)
     _report(entry)
     if reused:
         print(

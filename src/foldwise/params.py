@@ -89,6 +89,14 @@ class Layout:
         return self.root / "results/test_metrics.json"
 
     @property
+    def test_confusion(self) -> Path:
+        return self.root / "results/test_confusion.csv"
+
+    @property
+    def cv_confusion(self) -> Path:
+        return self.root / "results/cv_confusion.csv"
+
+    @property
     def audit_log(self) -> Path:
         """Every opening of the lockbox, one JSON line each; kept in git."""
         return self.root / "lockbox/audit.jsonl"

@@ -271,6 +271,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         "scheme": manifest["scheme"],
         "kind": kind,
         "n_dev": int(manifest["n_dev"]),
+        "classes": read_json(layout.meta)["classes"],
         "apparent": next(
             (
                 int(f["fold"])
@@ -368,12 +369,11 @@ def _inputs(root: str) -> Inputs:
                   dev["row_id"].to_numpy())  # fmt: skip
 
 
-# Kinds of resampling whose summary needs each validation row's prediction.
-PREDICTING_KINDS = ("exhaustive", "holdout", "bootstrap")
-
-
 def _predict(session: Session) -> tuple[str, ...]:
-    return ("val",) if session.doc.get("kind") in PREDICTING_KINDS else ()
+    """Every model keeps its validation rows' predictions: exhaustive, holdout and
+    bootstrap summaries pool them, and the aggregate derives precision, recall, ROC-AUC
+    (two classes) and the pooled confusion matrix from them."""
+    return ("val",)
 
 
 def engine_settings(cfg: DictConfig) -> dict[str, Any]:

@@ -297,22 +297,30 @@ class StackTrainer(pl.LightningModule):
     @torch.no_grad()
     def predict_rows(
         self, name: str, models: Tensor, params: dict[str, Tensor]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-row predicted class and loss of ``models`` on row set ``name`` ([m, L],
-        padded like the set; callers cut each model's row count)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Per-row predicted class, loss and — for two classes — probability of class 1
+        of ``models`` on row set ``name`` ([m, L], padded like the set; callers cut each
+        model's row count)."""
         was_training = self.stack.training
         self.stack.eval()
         idx_all, _ = self.sets[name]
         idx = idx_all.index_select(0, models)
         chunk = max(64, self.eval_budget // max(1, len(models) * self.act_width))
-        preds, losses = [], []
+        preds, losses, probs = [], [], []
         for a in range(0, idx.shape[1], chunk):
             i = idx[:, a : a + chunk]
             logits = self.stack(self._inputs(i, models), params=params)
             preds.append(logits.argmax(-1))
             losses.append(per_sample_loss(logits, self.y[i]))
+            if self.n_classes == 2:
+                probs.append(logits.softmax(-1)[..., 1])
         self.stack.train(was_training)
-        return torch.cat(preds, 1).cpu().numpy(), torch.cat(losses, 1).double().cpu().numpy()
+        prob = torch.cat(probs, 1).double().cpu().numpy() if probs else None
+        return (
+            torch.cat(preds, 1).cpu().numpy(),
+            torch.cat(losses, 1).double().cpu().numpy(),
+            prob,
+        )
 
     def _remember(self, m: int) -> None:
         if self.best is not None:
@@ -360,7 +368,7 @@ class StackTrainer(pl.LightningModule):
                 n_val=len(p.evals.get("val", ())),
                 scaler={"mean": p.mean.tolist(), "scale": p.scale.tolist()},
             )
-            for n, (pred, loss) in predicted.items():
+            for n, (pred, loss, prob) in predicted.items():
                 if n in self.tasks[m].predict:
                     r = len(self._rows(m, n))
                     out.predictions[n] = {
@@ -368,6 +376,8 @@ class StackTrainer(pl.LightningModule):
                         # 7 significant digits: float32's precision, half the JSON
                         "loss": [float(f"{v:.7g}") for v in loss[k, :r]],
                     }
+                    if prob is not None:  # binary: P(class 1), for ROC-AUC
+                        out.predictions[n]["prob"] = [float(f"{v:.7g}") for v in prob[k, :r]]
             if self.keep_state:
                 out.state_dict = {n: t[k].detach().cpu().clone() for n, t in params.items()}
             self._deliver(m, out)

@@ -132,8 +132,12 @@ def bootstrap_scores(
     resamples: int,
     confidence: float,
     seed: int,
+    prob: np.ndarray | None = None,
+    extra: bool = False,
 ) -> dict[str, dict[str, float]]:
-    """Point estimate and bootstrap interval of accuracy, macro-F1 and loss.
+    """Point estimate and bootstrap interval of accuracy, macro-F1 and loss; with
+    ``extra``, also macro precision and recall, and ROC-AUC when ``prob`` (P(class 1)) is
+    given for two classes.
 
     Rows are resampled with replacement (``scipy.stats.bootstrap``, paired), which
     captures the uncertainty due to the finite set of scored rows — not the uncertainty
@@ -157,11 +161,24 @@ def bootstrap_scores(
     # macro_f1 uses sklearn's default label set (classes in t or p): a resample that
     # misses a rare class is scored on the classes it has, not given F1 = 0 for it.
     out = {}
-    for name, data, fn, point, kw in (
+    paired = dict(paired=True, vectorized=False)
+    jobs = [
         ("acc", (y, pred), acc, accuracy_score(y, pred), dict(paired=True, vectorized=True)),
-        ("f1", (y, pred), macro_f1, macro_f1(y, pred), dict(paired=True, vectorized=False)),
+        ("f1", (y, pred), macro_f1, macro_f1(y, pred), paired),
         ("loss", (losses,), mean, losses.mean(), dict(vectorized=True)),
-    ):
+    ]
+    if extra:
+        for key in ("precision", "recall"):
+            fn = lambda t, p, k=key: prediction_metrics(t, p, None)[k]  # noqa: E731
+            jobs.append((key, (y, pred), fn, fn(y, pred), paired))
+        if prob is not None and len(np.unique(y)) == 2:
+            from sklearn.metrics import roc_auc_score
+
+            def auc(t, s):  # a resample holding one class has no AUC: NaN, not a crash
+                return roc_auc_score(t, s) if len(np.unique(t)) == 2 else np.nan
+
+            jobs.append(("auc", (y, prob), auc, auc(y, prob), paired))
+    for name, data, fn, point, kw in jobs:
         lo = hi = NAN
         used = "none"
         if len(y) >= 2:
@@ -179,6 +196,54 @@ def bootstrap_scores(
     return out
 
 
+# Scores derived from the stored validation predictions (macro-averaged; AUC: two classes).
+EXTRA = ("precision", "recall", "auc")
+
+
+def prediction_metrics(y: np.ndarray, pred: np.ndarray, prob: np.ndarray | None) -> dict:
+    """Macro precision and recall (scikit-learn), and ROC-AUC from P(class 1) when the
+    rows hold both of two classes."""
+    from sklearn.metrics import precision_score, recall_score, roc_auc_score
+
+    out = {
+        "precision": float(precision_score(y, pred, average="macro", zero_division=0)),
+        "recall": float(recall_score(y, pred, average="macro", zero_division=0)),
+    }
+    if prob is not None and len(np.unique(y)) == 2:
+        out["auc"] = float(roc_auc_score(y, prob))
+    return out
+
+
+def _with_prediction_metrics(
+    stats: dict, kind: str, results: Sequence[dict], confidence: float, n_dev: int | None
+) -> None:
+    """Add val_precision, val_recall and (binary) val_auc, summarised like the kind's
+    other scores: per resample for folds/repeated, pooled for exhaustive/holdout."""
+    if not all("val" in r.get("predictions", {}) for r in results) or kind == "bootstrap":
+        return
+    arr = lambda p, k: np.asarray(p[k]) if k in p else None  # noqa: E731
+    if kind in ("exhaustive", "holdout"):
+        y, pred, _ = pooled_predictions(results)
+        probs = [r["predictions"]["val"].get("prob") for r in results]
+        prob = None if any(p is None for p in probs) else np.concatenate(probs)
+        for k, v in prediction_metrics(y, pred, prob).items():
+            stats[f"val_{k}"] = _point(v, len(y))
+        return
+    per = [
+        prediction_metrics(arr(p, "true"), arr(p, "pred"), arr(p, "prob"))
+        for p in (r["predictions"]["val"] for r in results)
+    ]
+    n_val = float(np.mean([r["n_val"] for r in results]))
+    for k in EXTRA:
+        if all(k in x for x in per):
+            v = [x[k] for x in per]
+            stats[f"val_{k}"] = (
+                corrected_t_summary(v, float(n_dev) - n_val, n_val, confidence, (0.0, 1.0))
+                if kind == "repeated" and n_dev
+                else t_summary(v, confidence, (0.0, 1.0))
+            )
+
+
 def summarize(
     kind: str,
     results: Sequence[dict],
@@ -191,6 +256,24 @@ def summarize(
 ) -> tuple[dict[str, dict[str, float]], str]:
     """Statistics of one configuration's finished resamples and a sentence saying what
     they are. ``results`` excludes the bootstrap's ``apparent`` fit, passed separately."""
+    stats, method = _summarize(
+        kind, results, confidence=confidence, n_dev=n_dev, apparent=apparent,
+        row_resamples=row_resamples, seed=seed,
+    )  # fmt: skip
+    _with_prediction_metrics(stats, kind, results, confidence, n_dev)
+    return stats, method
+
+
+def _summarize(
+    kind: str,
+    results: Sequence[dict],
+    *,
+    confidence: float,
+    n_dev: int | None,
+    apparent: dict | None,
+    row_resamples: int,
+    seed: int,
+) -> tuple[dict[str, dict[str, float]], str]:
     m = _metric_arrays(results)
     train = {f"train_{s}": t_summary(m[f"train_{s}"], confidence, BOUNDS[s]) for s in SCORES}
     j = len(results)
