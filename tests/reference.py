@@ -44,7 +44,9 @@ def reference_fit(task: Task, x: np.ndarray, y: np.ndarray, meta, dtype=torch.fl
     rows = np.asarray(task.train)
     if h.early_stopping:
         yr = y[rows]
-        strat = yr if np.bincount(yr).min(initial=len(yr)) >= 2 else None
+        n_inner = math.ceil(h.inner_fraction * len(rows))
+        both_sides = min(n_inner, len(rows) - n_inner) >= len(np.unique(yr))
+        strat = yr if np.bincount(yr).min(initial=len(yr)) >= 2 and both_sides else None
         fit, inner = train_test_split(
             rows, test_size=h.inner_fraction, stratify=strat, random_state=task.seed
         )

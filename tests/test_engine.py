@@ -223,3 +223,21 @@ def test_a_task_that_raises_fails_alone_and_its_stack_mates_are_retried(digits):
     assert "IndexError" in outs[2].error
     alone = engine.train([tasks[0]], x, y, meta, accelerator="cpu", precision=64)[0]
     assert_same(outs[0], alone)
+
+
+def test_inner_split_too_small_to_stratify_is_not_stratified():
+    """15 rows of 3 classes, 10 % inner: 2 inner rows cannot hold every class, so the
+    split is plain (seeded) rather than an error (a learning curve's smallest subset)."""
+    from foldwise.engine.task import prepare
+
+    y = np.repeat([0, 1, 2], 5)
+    x = np.random.default_rng(0).normal(size=(15, 4))
+    task = engine.Task(
+        key="t", model={"name": "mlp", "hidden": 4, "depth": 1, "dropout": 0.0},
+        hyper=engine.Hyper(lr=0.01, weight_decay=0.0, dropout=0.0, max_epochs=2,
+                           early_stopping=True, inner_fraction=0.1, patience=1),
+        batch_size=4, seed=0, train=np.arange(15),
+    )  # fmt: skip
+    p = prepare(task, x, y)
+    assert len(p.inner) == 2 and len(p.fit) == 13
+    assert set(p.inner.tolist()).isdisjoint(p.fit.tolist())

@@ -8,6 +8,7 @@ turns one into the arrays a stack uses: the inner early-stopping split carved fr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,8 @@ class Prepared:
 
 
 def prepare(task: Task, x: np.ndarray, y: np.ndarray) -> Prepared:
-    """Inner split (seeded, stratified when every class has two rows) and the scaler.
+    """Inner split (seeded; stratified when every class has two rows and both sides can
+    hold a row of every class present) and the scaler.
 
     The inner split is drawn over the task's *distinct* training rows, so a row drawn
     several times (bootstrap) is either all fit or all inner, never both.
@@ -112,7 +114,13 @@ def prepare(task: Task, x: np.ndarray, y: np.ndarray) -> Prepared:
     rows = pd.unique(task.train)
     if task.hyper.early_stopping:
         yr = y[rows]
-        strat = yr if np.bincount(yr).min(initial=len(yr)) >= 2 else None
+        n_inner = math.ceil(task.hyper.inner_fraction * len(rows))  # as train_test_split
+        present = len(np.unique(yr))
+        stratifiable = (
+            np.bincount(yr).min(initial=len(yr)) >= 2
+            and min(n_inner, len(rows) - n_inner) >= present
+        )
+        strat = yr if stratifiable else None
         fit_rows, inner = train_test_split(
             rows, test_size=task.hyper.inner_fraction, stratify=strat, random_state=task.seed
         )
