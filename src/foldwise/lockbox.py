@@ -305,6 +305,6 @@ def _report(entry: dict[str, Any]) -> None:
         )
         print(
             f"[test] CV estimate {g['metric']} {cv['mean']:.4f}{interval} vs test "
-            f"{t['value']:.4f} [{t['ci_low']:.4f}, {t['ci_high']:.4f}]: CV looked better by "
-            f"{g['gap']:+.4f}"
+            f"{t['value']:.4f} [{t['ci_low']:.4f}, {t['ci_high']:.4f}]: gap {g['gap']:+.4f} "
+            "(positive: CV was optimistic)"
         )
