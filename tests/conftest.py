@@ -49,6 +49,26 @@ def iris_csv():
     return df
 
 
+# TINY without its k-fold setting, on the iris table of iris_csv() (see data/raw there).
+IRIS = [t for t in TINY if not t.startswith("split.")] + [
+    "data=csv",
+    "data.path=data/raw/iris.csv",
+    "data.target=species",
+]
+
+
+def run_tree(uri: str, max_results: int = 5000) -> dict[str, list]:
+    """The experiment's MLflow runs grouped by ``foldwise.run_type``."""
+    from mlflow import MlflowClient
+
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name("foldwise")
+    by_type: dict[str, list] = {}
+    for r in c.search_runs([exp.experiment_id], max_results=max_results):
+        by_type.setdefault(r.data.tags.get("foldwise.run_type"), []).append(r)
+    return by_type
+
+
 def git_env() -> dict[str, str]:
     return {
         "GIT_AUTHOR_NAME": "foldwise tests",

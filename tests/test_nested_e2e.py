@@ -7,15 +7,13 @@ import json
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, TINY, iris_csv, make_project
+from conftest import IRIS, ROOT, TINY, iris_csv, make_project, run_tree
 from foldwise.compose import compose_params
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = [t for t in TINY if not t.startswith("split.")] + [
-    "data=csv",
-    "data.path=data/raw/iris.csv",
-    "data.target=species",
+OVERRIDES = [
+    *IRIS,
     "split=stratified_kfold",
     "split.n_splits=3",
     "nested.enabled=true",
@@ -48,11 +46,7 @@ def test_nested_cv_end_to_end(tmp_path):
 
     # MLflow: sweep run → nested run → one outer-fold run per outer fold with its inner table
     c = MlflowClient(uri)
-    exp = c.get_experiment_by_name("foldwise")
-    runs = c.search_runs([exp.experiment_id], max_results=1000)
-    by_type: dict[str, list] = {}
-    for r in runs:
-        by_type.setdefault(r.data.tags.get("foldwise.run_type"), []).append(r)
+    by_type = run_tree(uri)
     (nest,) = by_type["nested"]
     assert nest.data.tags["mlflow.parentRunId"] == by_type["sweep"][0].info.run_id
     assert nest.data.metrics["optimism_val_f1_mean"] == pytest.approx(report["optimism"]["mean"])

@@ -13,22 +13,12 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import TINY, Project, make_project, tiny_params
+from conftest import TINY, Project, make_project, run_tree, tiny_params
 from foldwise.files import sha256_file
 
 pytestmark = pytest.mark.slow
 
 N_CONFIGS, N_FOLDS, EPOCHS = 2, 2, 3
-
-
-def run_tree(uri: str) -> dict[str, list]:
-    c = MlflowClient(uri)
-    exp = c.get_experiment_by_name("foldwise")
-    runs = c.search_runs([exp.experiment_id], max_results=1000)
-    by_type: dict[str, list] = {}
-    for r in runs:
-        by_type.setdefault(r.data.tags.get("foldwise.run_type"), []).append(r)
-    return by_type
 
 
 def check_tree(uri: str, sweeps: int = 1) -> dict[str, list]:

@@ -14,16 +14,14 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, TINY, iris_csv, make_project
+from conftest import IRIS, ROOT, iris_csv, make_project, run_tree
 from foldwise.compose import compose_params
 from foldwise.split import SCHEMES
 
 pytestmark = pytest.mark.slow
 
-BASE = [t for t in TINY if not t.startswith("split.")] + [
-    "data=csv",
-    "data.path=data/raw/iris.csv",
-    "data.target=species",
+BASE = [
+    *IRIS,
     "data.group_column=site",
     "data.time_column=day",
 ]
@@ -103,11 +101,7 @@ def test_scheme_end_to_end(tmp_path, scheme):
 
     # tracking: one run per resample, or one table artifact per configuration
     c = MlflowClient(uri)
-    exp = c.get_experiment_by_name("foldwise")
-    runs = c.search_runs([exp.experiment_id], max_results=5000)
-    by_type: dict[str, list] = {}
-    for r in runs:
-        by_type.setdefault(r.data.tags.get("foldwise.run_type"), []).append(r)
+    by_type = run_tree(uri)
     n = manifest["n_splits"]
     if n <= 25:
         assert len(by_type.get("fold", [])) == 2 * n

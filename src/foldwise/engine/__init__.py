@@ -102,6 +102,18 @@ def _on_device(x: np.ndarray, y: np.ndarray, device: torch.device, dtype) -> tup
     return _DATA[key]
 
 
+def build_stack(
+    tasks: list[Task], x: np.ndarray, y: np.ndarray, meta, device, dtype, **trainer_kw
+) -> StackTrainer:
+    """One stack of ``tasks`` ready to fit: rows and scalers prepared, networks built and
+    stacked on ``device``; ``trainer_kw`` go to :class:`StackTrainer`."""
+    xt, yt = _on_device(x, y, device, dtype)
+    prepared = [prepare(t, x, y) for t in tasks]
+    modules = [_build(t, meta).to(dtype) for t in tasks]
+    stack = Stack(modules, [t.hyper.dropout for t in tasks], _sample_shape(meta))
+    return StackTrainer(tasks, prepared, stack.to(device), xt, yt, meta.n_classes, **trainer_kw)
+
+
 def train(
     tasks: list[Task],
     x: np.ndarray,
@@ -138,7 +150,6 @@ def train(
             tasks, sizes, itemsize=dtype.itemsize, max_models=max_models, memory_mb=memory_mb,
             max_params=max_params,
         )  # fmt: skip
-    xt, yt = _on_device(x, y, device, dtype)
     results: list[Outcome | None] = [None] * len(tasks)
 
     def deliver(i: int, outcome: Outcome) -> None:
@@ -149,16 +160,13 @@ def train(
     def run(group: list[int], number: int) -> None:
         group_tasks = [tasks[i] for i in group]
         try:
-            prepared = [prepare(t, x, y) for t in group_tasks]
-            modules = [_build(t, meta).to(dtype) for t in group_tasks]
-            stack = Stack(modules, [t.hyper.dropout for t in group_tasks], _sample_shape(meta))
-            module = StackTrainer(
+            module = build_stack(
                 group_tasks,
-                prepared,
-                stack.to(device),
-                xt,
-                yt,
-                meta.n_classes,
+                x,
+                y,
+                meta,
+                device,
+                dtype,
                 keep_state=keep_state,
                 on_done=lambda m, out: deliver(group[m], out),
                 on_epoch=None if on_epoch is None else (lambda info: on_epoch(number, info)),

@@ -62,18 +62,13 @@ def probe(
     """Time the set-up, ``steps`` training steps (after 2 warm-up steps) and one
     end-of-epoch pass of a stack of ``tasks``."""
     from foldwise import engine
-    from foldwise.engine.loop import StackTrainer
-    from foldwise.engine.stack import Stack
 
     accelerator = engine.device_for(accelerator)
     device = torch.device("cuda" if accelerator == "gpu" else accelerator)
     dtype = engine.DTYPES[precision]
-    xt, yt = engine._on_device(x, y, device, dtype)
+    engine._on_device(x, y, device, dtype)  # the data's move is once per process, not set-up
     t = time.perf_counter()
-    prepared = [engine.prepare(t, x, y) for t in tasks]
-    modules = [engine._build(t, meta).to(dtype) for t in tasks]
-    stack = Stack(modules, [t.hyper.dropout for t in tasks], engine._sample_shape(meta))
-    module = StackTrainer(tasks, prepared, stack.to(device), xt, yt, meta.n_classes)
+    module = engine.build_stack(tasks, x, y, meta, device, dtype)
     setup = (time.perf_counter() - t) / len(tasks)
     clock = _StepClock()
     per_epoch = min(steps_per_epoch(t) for t in tasks)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from foldwise.errors import FoldwiseError
 from foldwise.files import sha256_json, sha256_table
 from foldwise.split import guards
-from foldwise.split.schemes import SCHEMES, Resample, Scheme, make_scheme
+from foldwise.split.schemes import SCHEMES, Resample, Scheme, make_scheme, stratify_blockers
 
 __all__ = ["SCHEMES", "Resample", "Scheme", "SplitResult", "holdout", "load_folds", "split"]
 
@@ -63,15 +63,15 @@ def holdout(
     elif by == "time":
         dev, test = _by_time(table, test_fraction)
     else:
-        classes, counts = np.unique(y, return_counts=True)
-        if (counts < 2).any():
-            lonely = [_name(c, class_names) for c, n in zip(classes, counts, strict=True) if n < 2]
+        n_test = int(np.ceil(test_fraction * len(y)))
+        lonely, too_small = stratify_blockers(y, n_test, class_names)
+        classes = np.unique(y)
+        if lonely:
             raise FoldwiseError(
                 f"classes {lonely} have a single row; a stratified test set needs 2+ per class.",
                 "drop those classes or collect more rows.",
             )
-        n_test = int(np.ceil(test_fraction * len(y)))
-        if n_test < len(classes) or len(y) - n_test < len(classes):
+        if too_small:
             raise FoldwiseError(
                 f"split.test_fraction={test_fraction} gives {n_test} test rows out of {len(y)}; "
                 f"a stratified split of {len(classes)} classes needs at least {len(classes)} "

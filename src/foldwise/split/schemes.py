@@ -385,15 +385,26 @@ class StratifiedShuffleSplitScheme(ShuffleSplitScheme):
         _stratifiable(y, math.ceil(self.val_fraction * len(y)), class_names)
 
 
-def _stratifiable(y: np.ndarray, n_val: int, class_names: list[str] | None) -> None:
+def stratify_blockers(
+    y: np.ndarray, n_side: int, class_names: list[str] | None = None
+) -> tuple[list, bool]:
+    """What stops a stratified split of ``y`` with ``n_side`` rows on one side: the
+    classes with a single row, and whether either side is too small to hold a row of
+    every class. Callers word the error for what they split."""
     classes, counts = np.unique(y, return_counts=True)
-    if (counts < 2).any():
-        lonely = [_name(c, class_names) for c, n in zip(classes, counts, strict=True) if n < 2]
+    lonely = [_name(c, class_names) for c, n in zip(classes, counts, strict=True) if n < 2]
+    return lonely, min(n_side, len(y) - n_side) < len(classes)
+
+
+def _stratifiable(y: np.ndarray, n_val: int, class_names: list[str] | None) -> None:
+    lonely, too_small = stratify_blockers(y, n_val, class_names)
+    classes = np.unique(y)
+    if lonely:
         raise FoldwiseError(
             f"dev classes {lonely} have a single row; a stratified split needs 2+ per class.",
             "use split.stratify=false / an unstratified scheme, or collect more rows.",
         )
-    if n_val < len(classes) or len(y) - n_val < len(classes):
+    if too_small:
         raise FoldwiseError(
             f"split.val_fraction gives {n_val} validation rows of {len(y)}; a stratified split "
             f"of {len(classes)} classes needs at least {len(classes)} on each side.",
