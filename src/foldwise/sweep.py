@@ -369,11 +369,10 @@ def _inputs(root: str) -> Inputs:
                   dev["row_id"].to_numpy())  # fmt: skip
 
 
-def _predict(session: Session) -> tuple[str, ...]:
-    """Every model keeps its validation rows' predictions: exhaustive, holdout and
-    bootstrap summaries pool them, and the aggregate derives precision, recall, ROC-AUC
-    (two classes) and the pooled confusion matrix from them."""
-    return ("val",)
+# Every model keeps its validation rows' predictions: exhaustive, holdout and bootstrap
+# summaries pool them, and the aggregate derives precision, recall, ROC-AUC (two
+# classes) and the pooled confusion matrix from them.
+PREDICT = ("val",)
 
 
 def engine_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -554,9 +553,7 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
             progress.skipped()
             continue
         tr, va = inputs.folds[fold]
-        todo.append(
-            make_task(full, name, tr, {"val": va}, label=conf["label"], predict=_predict(session))
-        )
+        todo.append(make_task(full, name, tr, {"val": va}, label=conf["label"], predict=PREDICT))
         where[name] = (conf, fold, key)
     if not todo:
         return results
