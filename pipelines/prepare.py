@@ -14,7 +14,8 @@ def main() -> None:
     write_json(layout.meta, meta.to_dict())
     print(
         f"[prepare] {meta.dataset}: {meta.n_rows} rows, {meta.n_features} features, "
-        f"{meta.n_classes} classes → {layout.table.relative_to(layout.root)}"
+        + ("a numeric target (regression)" if meta.regression else f"{meta.n_classes} classes")
+        + f" → {layout.table.relative_to(layout.root)}"
     )
 
 

@@ -18,7 +18,12 @@ def main() -> None:
     layout = params.Layout(repo_root())
     meta = read_json(layout.meta)
     # Validates (and runs the leakage guards) before anything is written.
-    result = split(pd.read_parquet(layout.table), cfg, class_names=meta["classes"])
+    result = split(
+        pd.read_parquet(layout.table),
+        cfg,
+        class_names=meta["classes"],
+        regression=meta.get("task") == "regression",
+    )
     write_table(layout.test, result.test)
     write_table(layout.dev, result.dev)
     write_json(layout.folds, result.folds_doc)

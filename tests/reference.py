@@ -6,7 +6,9 @@ from a generator seeded with the task seed (what a shuffled ``DataLoader`` does)
 inner split from ``train_test_split``, standardisation from ``StandardScaler``, metrics
 from scikit-learn, early stopping on the inner loss with patience, best epoch restored.
 Dropout must be 0 (``nn.Dropout`` draws from the global generator, the engine from one
-per model).
+per model). Regression (``meta.regression``): no stratification; the network predicts
+the target standardised with the fit rows' mean and (population) std, trained with
+``F.mse_loss`` on that scale; every reported score is in the target's units.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import math
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    mean_squared_error,
+    r2_score,
+)
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from torch.nn import functional as F
@@ -26,10 +34,18 @@ from foldwise.engine import Outcome, Task
 from foldwise.models import build_backbone
 
 
-def _scores(net, xs, ys) -> dict[str, float]:
+def _regression_scores(yt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    mse = mean_squared_error(yt, pred)
+    return {"loss": mse, "mse": mse, "mae": mean_absolute_error(yt, pred), "r2": r2_score(yt, pred)}
+
+
+def _scores(net, xs, ys, target=None) -> dict[str, float]:
     net.eval()
     with torch.no_grad():
         logits = net(xs)
+    if target is not None:  # regression: (mean, scale) of the fit rows' target
+        pred = (logits[:, 0] * target[1] + target[0]).numpy()
+        return _regression_scores(ys.numpy(), pred)
     pred = logits.argmax(1).numpy()
     return {
         "loss": float(F.cross_entropy(logits, ys, reduction="mean")),
@@ -42,17 +58,23 @@ def reference_fit(task: Task, x: np.ndarray, y: np.ndarray, meta, dtype=torch.fl
     h = task.hyper
     assert h.dropout == 0 and task.model.get("dropout", 0) == 0
     rows = np.asarray(task.train)
+    regression = getattr(meta, "regression", False)
     if h.early_stopping:
         yr = y[rows]
         n_inner = math.ceil(h.inner_fraction * len(rows))
         both_sides = min(n_inner, len(rows) - n_inner) >= len(np.unique(yr))
-        strat = yr if np.bincount(yr).min(initial=len(yr)) >= 2 and both_sides else None
+        strat = (
+            yr
+            if not regression and np.bincount(yr).min(initial=len(yr)) >= 2 and both_sides
+            else None
+        )
         fit, inner = train_test_split(
             rows, test_size=h.inner_fraction, stratify=strat, random_state=task.seed
         )
     else:
         fit, inner = rows, None
     scaler = StandardScaler().fit(x[fit].astype(np.float32))
+    target = (float(y[fit].mean()), float(y[fit].std())) if regression else None
 
     def t(r):
         xs = (x[r] - scaler.mean_) / scaler.scale_
@@ -75,21 +97,28 @@ def reference_fit(task: Task, x: np.ndarray, y: np.ndarray, meta, dtype=torch.fl
         for i in range(0, len(yf), task.batch_size):
             b = perm[i : i + task.batch_size]
             logits = net(xf[b])
-            loss = F.cross_entropy(logits, yf[b])
+            if target is not None:
+                loss = F.mse_loss(logits[:, 0], (yf[b] - target[0]) / target[1])
+                preds.append(logits[:, 0].detach() * target[1] + target[0])
+            else:
+                loss = F.cross_entropy(logits, yf[b])
+                preds.append(logits.argmax(1))
             opt.zero_grad()
             loss.backward()
             opt.step()
             loss_sum += float(loss.detach()) * len(b)
-            preds.append(logits.argmax(1))
             labels.append(yf[b])
         p, lab = torch.cat(preds).numpy(), torch.cat(labels).numpy()
-        row = {
-            "train_loss": loss_sum / len(yf),
-            "train_acc": accuracy_score(lab, p),
-            "train_f1": f1_score(lab, p, average="macro"),
-        }
+        if target is not None:
+            row = {f"train_{k}": v for k, v in _regression_scores(lab, p).items()}
+        else:
+            row = {
+                "train_loss": loss_sum / len(yf),
+                "train_acc": accuracy_score(lab, p),
+                "train_f1": f1_score(lab, p, average="macro"),
+            }
         for name, (xs, ys) in sets.items():
-            row |= {f"{name}_{k}": v for k, v in _scores(net, xs, ys).items()}
+            row |= {f"{name}_{k}": v for k, v in _scores(net, xs, ys, target).items()}
         history.setdefault("epoch", []).append(epoch)
         for k, v in row.items():
             history.setdefault(k, []).append(v)
@@ -103,9 +132,9 @@ def reference_fit(task: Task, x: np.ndarray, y: np.ndarray, meta, dtype=torch.fl
                 break
     if best_state is not None:
         net.load_state_dict(best_state)
-    metrics = {f"train_{k}": v for k, v in _scores(net, xf, yf).items()}
+    metrics = {f"train_{k}": v for k, v in _scores(net, xf, yf, target).items()}
     if "val" in sets:
-        metrics |= {f"val_{k}": v for k, v in _scores(net, *sets["val"]).items()}
+        metrics |= {f"val_{k}": v for k, v in _scores(net, *sets["val"], target).items()}
     return Outcome(
         status="ok",
         metrics=metrics,

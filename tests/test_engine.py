@@ -12,13 +12,19 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
-from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    mean_squared_error,
+    r2_score,
+)
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from foldwise import engine
 from foldwise.data import Meta
 from foldwise.engine import Hyper, Task
-from foldwise.engine.metrics import Counts, per_sample_loss
+from foldwise.engine.metrics import Counts, SquaredCounts, per_sample_loss
 from foldwise.engine.optim import BatchedAdam
 from reference import reference_fit
 
@@ -241,3 +247,70 @@ def test_inner_split_too_small_to_stratify_is_not_stratified():
     p = prepare(task, x, y)
     assert len(p.inner) == 2 and len(p.fit) == 13
     assert set(p.inner.tolist()).isdisjoint(p.fit.tolist())
+
+
+# ------------------------------------------------------------------ regression
+@pytest.fixture(scope="module")
+def diabetes():
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    meta = Meta("diabetes", len(y), 10, [], [f"x{i}" for i in range(10)], None,
+                task="regression")  # fmt: skip
+    folds = list(KFold(2, shuffle=True, random_state=1).split(x))
+    return x.astype(np.float64), y.astype(np.float64), meta, folds
+
+
+@pytest.mark.parametrize("early", [True, False], ids=["early_stopping", "fixed_epochs"])
+def test_regression_stack_equals_independent_reference_in_float64(diabetes, early):
+    x, y, meta, folds = diabetes
+    tasks = make_tasks(folds, MLP, GRID, early=early, epochs=5 if early else 3)
+    outs = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64)
+    for task, out in zip(tasks, outs, strict=True):
+        assert set(out.metrics) == {f"{s}_{k}" for s in ("train", "val")
+                                    for k in ("loss", "mse", "mae", "r2")}  # fmt: skip
+        ref = reference_fit(task, x, y, meta)
+        # MSE in the target's units (~3000): compare relative to its size
+        assert out.history.keys() == ref.history.keys()
+        for k in out.history:
+            np.testing.assert_allclose(out.history[k], ref.history[k], rtol=1e-9, atol=1e-9,
+                                       err_msg=k)  # fmt: skip
+        for k in out.metrics:
+            assert out.metrics[k] == pytest.approx(ref.metrics[k], rel=1e-9, abs=1e-9), k
+        assert (out.best_epoch, out.epochs_trained) == (ref.best_epoch, ref.epochs_trained)
+
+
+def test_regression_predictions_and_scaler_are_in_the_targets_units(diabetes):
+    x, y, meta, folds = diabetes
+    task = make_tasks(folds[:1], MLP, GRID[:1], epochs=4)[0]
+    task.predict = ("val",)
+    out = engine.train([task], x, y, meta, accelerator="cpu", precision=64)[0]
+    pred = np.asarray(out.predictions["val"]["pred"])
+    yv = y[folds[0][1]]
+    assert out.metrics["val_r2"] == pytest.approx(r2_score(yv, pred), abs=1e-5)
+    assert out.metrics["val_mae"] == pytest.approx(mean_absolute_error(yv, pred), rel=1e-5)
+    # predictions are stored to 7 significant digits (float32 precision)
+    losses = out.predictions["val"]["loss"]
+    np.testing.assert_allclose(losses, (pred - yv) ** 2, rtol=1e-5, atol=1e-2)
+    prep = engine.task.prepare(task, x, y, regression=True)
+    assert out.scaler["y_mean"] == pytest.approx(y[prep.fit].mean())
+    assert out.scaler["y_scale"] == pytest.approx(y[prep.fit].std())
+
+
+def test_batched_regression_metrics_equal_scikit_learn():
+    gen = torch.Generator().manual_seed(0)
+    m, b = 3, 40
+    pred = torch.randn(m, b, generator=gen, dtype=torch.float64) * 5
+    y = torch.randn(m, b, generator=gen, dtype=torch.float64) * 5 + 1
+    w = (torch.rand(m, b, generator=gen) > 0.3).double()
+    counts = SquaredCounts.zeros(m, torch.device("cpu"))
+    for s in (slice(0, 15), slice(15, b)):  # accumulated over chunks
+        counts.add((pred[:, s] - y[:, s]) ** 2, pred[:, s], y[:, s], w[:, s])
+    got = counts.compute()
+    for i in range(m):
+        keep = w[i].bool().numpy()
+        yt, yp = y[i].numpy()[keep], pred[i].numpy()[keep]
+        assert got["mse"][i] == pytest.approx(mean_squared_error(yt, yp), rel=1e-12)
+        assert got["loss"][i] == got["mse"][i]
+        assert got["mae"][i] == pytest.approx(mean_absolute_error(yt, yp), rel=1e-12)
+        assert got["r2"][i] == pytest.approx(r2_score(yt, yp), rel=1e-9)

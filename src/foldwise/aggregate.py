@@ -19,18 +19,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from foldwise import scores
 from foldwise.errors import FoldwiseError
 from foldwise.methods import resampling
 from foldwise.methods.compare import Comparison, compare, indistinguishable
 from foldwise.methods.diagnosis import Diagnosis, diagnose
-from foldwise.methods.resampling import SCORES
+from foldwise.methods.resampling import scores_of
 from foldwise.methods.resampling import t_summary as summarize
+from foldwise.scores import higher_is_better
 
-__all__ = ["SCORES", "ConfigSummary", "select", "summarize", "summarize_config"]
-
-
-def higher_is_better(metric: str) -> bool:
-    return not metric.endswith("loss")
+__all__ = ["ConfigSummary", "higher_is_better", "select", "summarize", "summarize_config"]
 
 
 @dataclass
@@ -102,13 +100,20 @@ def summarize_config(
     if kind in DIAGNOSABLE and curves and diagnosis is not None:
         rules = {k: v for k, v in diagnosis.items() if k != "metric"}
         summary.fit = diagnose(
-            ok, metric=str(diagnosis.get("metric", "f1")),
+            ok, metric=str(diagnosis.get("metric") or ("r2" if is_regression(ok) else "f1")),
             max_epochs=int(conf.get("max_epochs") or max(r["epochs_trained"] for r in ok)),
             rules=rules,
         )  # fmt: skip
     if kind in COMPARABLE:
-        summary.values = {f"val_{s}": [float(r["metrics"][f"val_{s}"]) for r in ok] for s in SCORES}
+        summary.values = {
+            f"val_{s}": [float(r["metrics"][f"val_{s}"]) for r in ok] for s in scores_of(ok)
+        }
     return summary
+
+
+def is_regression(results: Sequence[dict]) -> bool:
+    """Whether these are a regression model's results."""
+    return "val_r2" in results[0]["metrics"]
 
 
 # Kinds whose resamples give paired per-resample scores worth a corrected comparison.
@@ -194,6 +199,16 @@ def compare_to_selected(
             selected.values[metric], s.values[metric], ratio=n_val / (n_dev - n_val),
             rope=rope, confidence=confidence, higher_is_better=higher_is_better(metric),
         )  # fmt: skip
+
+
+def rope_for(metric: str, rope: float, selected: ConfigSummary) -> float:
+    """The region of practical equivalence in the metric's units: ``selection.rope`` as
+    is for unit-free scores (accuracy, F1, R², cross-entropy); for errors in the target's
+    units (MSE, MAE) a fraction of the selected configuration's mean, so one setting
+    means "within 1 %" whatever the target's scale."""
+    if scores.base(metric) in ("mse", "mae") and metric in selected.stats:
+        return rope * abs(selected.score(metric))
+    return rope
 
 
 def verdict(summaries: Sequence[ConfigSummary], selected: ConfigSummary, metric: str) -> str:
@@ -304,15 +319,16 @@ def print_table(
         title=f"Resampling estimates, ranked by {metric} (± standard error where one exists)",
         caption=selected.method,
     )
+    # Three validation scores, then the train score and gap of the bounded one.
+    regression = "val_r2" in selected.stats or "val_mse" in selected.stats
+    shown, main = (("mse", "mae", "r2"), "r2") if regression else (("f1", "acc", "loss"), "f1")
     for col in (
         "#",
         "configuration",
-        "val_f1",
-        "val_acc",
-        "val_loss",
+        *(f"val_{s}" for s in shown),
         f"{metric} {confidence:.0%} CI",
-        "train_f1",
-        "gap_f1",
+        f"train_{main}",
+        f"gap_{main}",
         "fit",
         "★ ahead by · p · P(★ better)",
     ):
@@ -340,12 +356,10 @@ def print_table(
         t.add_row(
             str(rank),
             s.label + mark,
-            fmt(st.get("val_f1")),
-            fmt(st.get("val_acc")),
-            fmt(st.get("val_loss")),
+            *(fmt(st.get(f"val_{s}")) for s in shown),
             ci(st[metric]),
-            fmt(st.get("train_f1"), "plain"),
-            fmt(st.get("gap_f1"), "+"),
+            fmt(st.get(f"train_{main}"), "plain"),
+            fmt(st.get(f"gap_{main}"), "+"),
             s.fit.verdict if s.fit else "–",
             vs(s),
         )
@@ -387,7 +401,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     session = Session(read_json(session_file))
     results = collect(session, layout.sweep_dir)
     confidence = 0.95
-    metric, rule = str(cfg.selection.metric), str(cfg.selection.rule)
+    metric, rule = scores.selection_metric(cfg), str(cfg.selection.rule)
     apparent = session.doc.get("apparent")
     summaries = [
         summarize_config(
@@ -403,7 +417,8 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     selected = select(summaries, metric, rule)
     compare_to_selected(
         summaries, selected, metric, kind=session.doc.get("kind", "folds"),
-        n_dev=session.doc.get("n_dev"), rope=float(cfg.selection.get("rope", 0.01)),
+        n_dev=session.doc.get("n_dev"),
+        rope=rope_for(metric, float(cfg.selection.get("rope", 0.01)), selected),
     )  # fmt: skip
 
     sentence = verdict(summaries, selected, metric)
@@ -419,9 +434,11 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     write_json(layout.cv_metrics, doc)
     layout.cv_table.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table_rows(summaries, metric)).to_csv(layout.cv_table, index=False)
-    pooled_confusion(results[selected.hash], session.doc.get("classes"), apparent).to_csv(
-        layout.cv_confusion, index=False
-    )
+    regression = session.doc.get("task") == "regression"
+    confusion = pooled_confusion(
+        [] if regression else results[selected.hash], session.doc.get("classes"), apparent
+    )  # regression has no classes: the file keeps its header only
+    confusion.to_csv(layout.cv_confusion, index=False)
     selection = {
         "config_hash": selected.hash,
         "label": selected.label,

@@ -31,6 +31,8 @@ def fingerprint(
         h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
     h.update(np.asarray(scaler["mean"], dtype=np.float64).tobytes())
     h.update(np.asarray(scaler["scale"], dtype=np.float64).tobytes())
+    if "y_mean" in scaler:  # regression: the target's standardisation
+        h.update(np.asarray([scaler["y_mean"], scaler["y_scale"]], dtype=np.float64).tobytes())
     h.update(OmegaConf.to_yaml(OmegaConf.create(config), sort_keys=True).encode())
     return h.hexdigest()
 
@@ -75,10 +77,27 @@ class LoadedModel:
     def tensors(self, df: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         return self.scale(df, self.scaler)
 
+    @torch.no_grad()
+    def predict(self, df: pd.DataFrame) -> dict[str, np.ndarray | None]:
+        """Scores of every row of a canonical table: ``y``, ``pred`` (class, or value in
+        the target's units), per-row ``loss`` (cross-entropy, or squared error) and
+        ``prob`` (P(class 1) for two classes, else None)."""
+        x, y = self.tensors(df)
+        out = self.backbone(x)
+        if self.meta.regression:
+            pred = out[:, 0].double() * self.scaler["y_scale"] + self.scaler["y_mean"]
+            yv = y.double()
+            return {"y": yv.numpy(), "pred": pred.numpy(), "loss": ((pred - yv) ** 2).numpy(),
+                    "prob": None}  # fmt: skip
+        loss = torch.nn.functional.cross_entropy(out, y, reduction="none")
+        prob = out.softmax(1)[:, 1].numpy() if out.shape[1] == 2 else None
+        return {"y": y.numpy(), "pred": out.argmax(1).numpy(), "loss": loss.numpy(), "prob": prob}
+
     @staticmethod
     def scale(df: pd.DataFrame, scaler: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardise a canonical table with a saved scaler: ``(x, y)`` tensors."""
         x = df[feature_columns(df)].to_numpy(dtype=np.float64)
         x = (x - np.asarray(scaler["mean"])) / np.asarray(scaler["scale"])
-        y = df["target"].to_numpy(dtype=np.int64, copy=True)
+        kind = np.float64 if df["target"].dtype.kind == "f" else np.int64
+        y = df["target"].to_numpy(dtype=kind, copy=True)
         return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)

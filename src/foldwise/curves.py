@@ -6,7 +6,8 @@ model cached in ``.foldwise/jobs/`` like the sweep's. See
 :mod:`foldwise.methods.curves` for what is trained and how it is summarised.
 
 Writes ``results/curves/{learning,validation}.csv`` (per x value: mean, std and t
-band over folds, for training and validation scores; DVC plots), the per-fold rows
+band over folds, for training and validation scores; DVC plots read the ``*_score_*``
+columns: macro-F1, or R² for regression), the per-fold rows
 ``*_folds.csv``, PNG figures of both, and logs them to MLflow as a ``curves`` run under
 the sweep run.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from foldwise import scores
 from foldwise.errors import FoldwiseError
 from foldwise.files import code_version, read_json, sha256_json, write_json
 from foldwise.methods import bias_variance
@@ -28,7 +30,16 @@ from foldwise.params import Layout
 
 # Kinds of resampling whose resamples are folds worth drawing curves over.
 CURVE_KINDS = ("folds", "repeated", "holdout")
-METRICS = ("train_f1", "val_f1", "train_loss", "val_loss", "train_acc", "val_acc")
+
+
+def metrics_for(regression: bool) -> tuple[str, ...]:
+    names = scores.SCORES["regression" if regression else "classification"]
+    return tuple(f"{side}_{s}" for s in names for side in ("train", "val"))
+
+
+def plotted(regression: bool) -> str:
+    """The bounded, higher-is-better score the curves draw (also as ``*_score``)."""
+    return "r2" if regression else "f1"
 
 
 def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
@@ -57,6 +68,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     dev_ids = dev["row_id"].to_numpy()
     x, y = arrays(dev)
     meta = Meta.from_dict(read_json(layout.meta))
+    metrics, score = metrics_for(meta.regression), plotted(meta.regression)
     folds = [r for r in load_folds(read_json(layout.folds)) if r.role == "resample"]
     folds = folds[: int(c.max_folds)]
     pos = lambda ids: np.searchsorted(dev_ids, np.asarray(ids))  # noqa: E731
@@ -90,8 +102,9 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
 
         frac = float(bv.eval_fraction)
         train_part, eval_part = train_test_split(
-            dev_ids, test_size=frac, stratify=y, random_state=int(cfg.seed)
-        )
+            dev_ids, test_size=frac, stratify=None if meta.regression else y,
+            random_state=int(cfg.seed),
+        )  # fmt: skip
         for value in c.validation["values"]:
             varied = apply(chosen, {param: value})
             h = config_hash(varied)
@@ -125,29 +138,34 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
             draws.setdefault(xv, []).append(r["predictions"]["val"]["pred"])
             continue
         rows[curve].append({"x": xv, "fold": fold, "n_train": r["n_train"],
-                            **{m: r["metrics"][m] for m in METRICS}})  # fmt: skip
+                            **{m: r["metrics"][m] for m in metrics}})  # fmt: skip
     summary: dict[str, Any] = {"config": selection["label"], "folds": len(folds)}
     figures = {}
     for curve, data in rows.items():
-        table = pd.DataFrame(data, columns=["x", "fold", "n_train", *METRICS])
+        table = pd.DataFrame(data, columns=["x", "fold", "n_train", *metrics])
         table.to_csv(out_dir / f"{curve}_folds.csv", index=False)
-        summ = method.summarize_curve(table, "x", [*METRICS, "n_train"]) if data else table
+        if data:  # the plotted score again under a task-neutral name, for dvc.yaml's plots
+            for side in ("train", "val"):
+                table[f"{side}_score"] = table[f"{side}_{score}"]
+        names = [*metrics, "train_score", "val_score", "n_train"]
+        summ = method.summarize_curve(table, "x", names) if data else table
         summ.to_csv(out_dir / f"{curve}.csv", index=False)
         if data:
-            figures[curve] = _figure(summ, curve, param, selection, chosen)
+            figures[curve] = _figure(summ, curve, param, selection, chosen, score)
             figures[curve].savefig(out_dir / f"{curve}.png", dpi=110)
     if rows["validation"]:
         summary["validation"] = {"param": param, "chosen": _get(chosen, param)}
     if draws:
+        decompose = bias_variance.squared if meta.regression else bias_variance.zero_one
         table = pd.DataFrame(
-            [{"x": xv, **bias_variance.zero_one(np.array(p), y_eval).to_dict()}
-             for xv, p in draws.items()]
-        ).drop(columns="noise")  # fmt: skip
+            [{"x": xv, **decompose(np.array(p), y_eval).to_dict()} for xv, p in draws.items()]
+        ).drop(columns="noise")
         table.to_csv(out_dir / "bias_variance.csv", index=False)
-        figures["bias_variance"] = _bv_figure(table, param, chosen)
+        figures["bias_variance"] = _bv_figure(table, param, chosen, meta.regression)
         figures["bias_variance"].savefig(out_dir / "bias_variance.png", dpi=110)
         summary["bias_variance"] = {
             "param": param, "models_per_value": int(bv.models), "eval_rows": len(y_eval),
+            "loss": "squared" if meta.regression else "0-1",
             "rows": table.to_dict(orient="records"),
         }  # fmt: skip
     summary["mlflow_run_id"] = _track(cfg, selection, out_dir, figures)
@@ -163,7 +181,9 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key)
 
 
-def _figure(summ: pd.DataFrame, curve: str, param: str, selection: dict, chosen: DictConfig):
+def _figure(
+    summ: pd.DataFrame, curve: str, param: str, selection: dict, chosen: DictConfig, score: str
+):
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -171,7 +191,7 @@ def _figure(summ: pd.DataFrame, curve: str, param: str, selection: dict, chosen:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = summ["n_train_mean"] if curve == "learning" else summ["x"].astype(str)
-    for name, colour in (("train_f1", "tab:blue"), ("val_f1", "tab:orange")):
+    for name, colour in ((f"train_{score}", "tab:blue"), (f"val_{score}", "tab:orange")):
         ax.plot(xs, summ[f"{name}_mean"], marker="o", color=colour,
                 label=name.replace("_", " "))  # fmt: skip
         ax.fill_between(xs, summ[f"{name}_low"], summ[f"{name}_high"], color=colour, alpha=0.2)
@@ -185,14 +205,14 @@ def _figure(summ: pd.DataFrame, curve: str, param: str, selection: dict, chosen:
                        label=f"selected {param}={chosen_value}")  # fmt: skip
         ax.set_xlabel(param)
         ax.set_title(f"Validation curve over {param}")
-    ax.set_ylabel("macro-F1 (mean, 95% t band over folds)")
+    ax.set_ylabel(f"{scores.NAMES[score]} (mean, 95% t band over folds)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
     return fig
 
 
-def _bv_figure(table: pd.DataFrame, param: str, chosen: DictConfig):
+def _bv_figure(table: pd.DataFrame, param: str, chosen: DictConfig, regression: bool):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,16 +220,26 @@ def _bv_figure(table: pd.DataFrame, param: str, chosen: DictConfig):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = table["x"].astype(str)
-    for col, style in (("expected_loss", "k-o"), ("bias", "C3-s"), ("net_variance", "C0-^"),
-                       ("variance", "C0:")):  # fmt: skip
-        ax.plot(xs, table[col], style, label=col.replace("_", " "))
+    lines = (
+        (("expected_loss", "k-o"), ("bias", "C3-s"), ("variance", "C0-^"))
+        if regression
+        else (("expected_loss", "k-o"), ("bias", "C3-s"), ("net_variance", "C0-^"),
+              ("variance", "C0:"))
+    )  # fmt: skip
+    for col, style in lines:
+        label = "bias²" if regression and col == "bias" else col.replace("_", " ")
+        ax.plot(xs, table[col], style, label=label)
     chosen_value = str(_get(chosen, param))
     if chosen_value in list(xs):
         ax.axvline(list(xs).index(chosen_value), color="grey", linestyle="--",
                    label=f"selected {param}={chosen_value}")  # fmt: skip
     ax.set_xlabel(param)
-    ax.set_ylabel("0-1 loss on the evaluation part")
-    ax.set_title("Bias–variance trade-off (Domingos 0-1 decomposition)")
+    if regression:
+        ax.set_ylabel("squared error on the evaluation part")
+        ax.set_title("Bias–variance trade-off (squared loss: bias² + variance)")
+    else:
+        ax.set_ylabel("0-1 loss on the evaluation part")
+        ax.set_title("Bias–variance trade-off (Domingos 0-1 decomposition)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

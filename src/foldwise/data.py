@@ -8,8 +8,9 @@ never features.
 
 The row id is stable (the sample's position in the source, or a user id column),
 so split files can name rows by id and hashes can be compared across runs.
-Class labels are encoded as ``0..C-1`` in sorted order of the original labels,
-which :class:`Meta` records.
+For classification (``data.task``), class labels are encoded as ``0..C-1`` in sorted
+order of the original labels, which :class:`Meta` records; for regression the target is
+kept as a float.
 """
 
 from __future__ import annotations
@@ -39,10 +40,20 @@ class Meta:
     image_shape: list[int] | None
     group_column: str | None = None
     time_column: str | None = None
+    task: str = "classification"  # or "regression"
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
+
+    @property
+    def n_outputs(self) -> int:
+        """Network outputs: one logit per class, or one value."""
+        return 1 if self.regression else self.n_classes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +77,10 @@ Loaded = tuple[pd.DataFrame, pd.Series, pd.Series, dict[str, pd.Series]]
 def _from_sklearn(loader: Callable) -> Loaded:
     bunch = loader(as_frame=True)
     features = bunch.frame.drop(columns=["target"])
-    labels = pd.Series(np.asarray(bunch.target_names)[bunch.target.to_numpy()])
+    if "target_names" in bunch:  # classification: the class names
+        labels = pd.Series(np.asarray(bunch.target_names)[bunch.target.to_numpy()])
+    else:  # regression (diabetes): the numeric target
+        labels = bunch.target.reset_index(drop=True)
     return features, labels, pd.Series(np.arange(len(features))), {}
 
 
@@ -164,6 +178,8 @@ def _from_file(cfg: DictConfig) -> Loaded:
             raise FoldwiseError(f"data.{kind}_column {col!r} is also the target or dropped.")
         drop.append(col)
     features = df.drop(columns=[target, *dict.fromkeys(drop)])
+    if cfg.get("task", "classification") == "regression":
+        return features, labels, ids, extra
     return features, labels.astype(str), ids, extra
 
 
@@ -179,7 +195,22 @@ def _sk(name: str) -> Callable[[DictConfig], Loaded]:
     return load
 
 
-LOADERS.update(digits=_sk("digits"), breast_cancer=_sk("breast_cancer"), csv=_from_file)
+LOADERS.update(
+    digits=_sk("digits"),
+    breast_cancer=_sk("breast_cancer"),
+    wine=_sk("wine"),
+    iris=_sk("iris"),
+    diabetes=_sk("diabetes"),
+    csv=_from_file,
+)
+# What each scikit-learn table's target is; data.task must agree.
+TASK_OF = {
+    "digits": "classification",
+    "breast_cancer": "classification",
+    "wine": "classification",
+    "iris": "classification",
+    "diabetes": "regression",
+}
 
 
 def check_features(features: pd.DataFrame) -> None:
@@ -222,20 +253,35 @@ def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
     name = str(cfg.data.name)
     if name not in LOADERS:
         raise FoldwiseError(f"unknown dataset {name!r}.", f"use one of: {', '.join(LOADERS)}.")
+    task = str(cfg.data.get("task") or "classification")
+    if task not in ("classification", "regression"):
+        raise FoldwiseError(
+            f"data.task={task!r} is not a task foldwise knows.", "use classification or regression."
+        )
+    if TASK_OF.get(name, task) != task:
+        raise FoldwiseError(
+            f"data={name} is a {TASK_OF[name]} dataset, but data.task={task}.",
+            f"drop the data.task override (data={name} sets it).",
+        )
     features, labels, ids, extra = LOADERS[name](cfg.data)
     check_features(features)
-    if labels.nunique() < 2:
-        raise FoldwiseError(
-            f"the target has {labels.nunique()} class(es); classification needs at least 2."
-        )
-    classes = sorted(labels.unique(), key=_natural)
-    code = {c: i for i, c in enumerate(classes)}
+    if task == "regression":
+        target, classes = _numeric_target(labels), []
+    else:
+        if labels.nunique() < 2:
+            raise FoldwiseError(
+                f"the target has {labels.nunique()} class(es); classification needs at least 2.",
+                "for a numeric target, set data.task=regression.",
+            )
+        classes = sorted(labels.unique(), key=_natural)
+        code = {c: i for i, c in enumerate(classes)}
+        target = labels.map(code).to_numpy(dtype=np.int64)
     table = pd.DataFrame(
         features.to_numpy(dtype=np.float32),
         columns=[f"x{i}" for i in range(features.shape[1])],
     )
     table.insert(0, "row_id", ids.to_numpy(dtype=np.int64))
-    table["target"] = labels.map(code).to_numpy(dtype=np.int64)
+    table["target"] = target
     for kind, values in extra.items():
         table[kind] = values.to_numpy()
     image_shape = cfg.data.get("image_shape")
@@ -255,8 +301,31 @@ def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
         image_shape=image_shape,
         group_column=None if "group" not in extra else str(cfg.data.group_column),
         time_column=None if "time" not in extra else str(cfg.data.time_column),
+        task=task,
     )
     return table, meta
+
+
+def _numeric_target(labels: pd.Series) -> np.ndarray:
+    """A regression target as float64, refused when it is not numbers or not finite."""
+    values = pd.to_numeric(labels, errors="coerce")
+    bad = values.isna() & labels.notna()
+    if bad.any():
+        examples = ", ".join(map(repr, labels[bad].astype(str).unique()[:3]))
+        raise FoldwiseError(
+            f"data.task=regression, but {int(bad.sum())} target values are not numbers "
+            f"(e.g. {examples}).",
+            "fix those values, or set data.task=classification for a categorical target.",
+        )
+    out = values.to_numpy(dtype=np.float64)
+    if not np.isfinite(out).all():
+        raise FoldwiseError(
+            f"data.task=regression: {int((~np.isfinite(out)).sum())} target values are infinite.",
+            "replace or drop those rows.",
+        )
+    if np.unique(out).size < 2:
+        raise FoldwiseError("the regression target is constant: there is nothing to predict.")
+    return out
 
 
 def _natural(label: object) -> tuple[int, float, str]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from foldwise import audit as audit_log
 from foldwise.errors import FoldwiseError
+from foldwise.scores import higher_is_better
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ def cv_vs_test(entry: dict[str, Any]) -> dict[str, Any]:
     """The selected configuration's CV estimate beside its test result.
 
     ``gap`` is how much better cross-validation made the model look than the test set
-    did (CV − test for scores, test − CV for the loss): near zero within the intervals
+    did (CV − test for scores, test − CV for losses and errors): near zero within the intervals
     means the CV estimate generalized; clearly positive means selection or the CV
     scheme was optimistic (or the test set differs from dev).
     """
@@ -135,7 +136,7 @@ def cv_vs_test(entry: dict[str, Any]) -> dict[str, Any]:
         "metric": cv["metric"],
         "cv": {k: cv.get(k) for k in ("mean", "ci_low", "ci_high", "method")},
         "test": test,
-        "gap": -gap if name == "loss" else gap,
+        "gap": gap if higher_is_better(name) else -gap,
     }
 
 
@@ -162,7 +163,6 @@ def run(cfg: Any, layout: Any) -> dict[str, Any]:
 def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     """Check everything, decide, and only then open the lockbox."""
     import pandas as pd
-    import torch
 
     from foldwise.artifact import LoadedModel
     from foldwise.files import git_commit, read_json, sha256_table, write_json
@@ -205,24 +205,20 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         _report(entry)
         return entry
 
-    x, y = model.tensors(test)
-    with torch.no_grad():
-        logits = model.backbone(x)
-        losses = torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
-    pred = logits.argmax(1).numpy()
-    prob = logits.softmax(1)[:, 1].numpy() if logits.shape[1] == 2 else None
+    rows = model.predict(test)
     confidence = float(cfg.lockbox.confidence)
     from foldwise.methods.resampling import bootstrap_scores
 
     scores = bootstrap_scores(
-        y.numpy(),
-        pred,
-        losses,
+        rows["y"],
+        rows["pred"],
+        rows["loss"],
         resamples=int(cfg.lockbox.bootstrap_resamples),
         confidence=confidence,
         seed=int(cfg.seed),
-        prob=prob,
+        prob=rows["prob"],
         extra=True,
+        task=model.meta.task,
     )
     reused = decision.kind == "override"
     entry = {
@@ -239,12 +235,13 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         "scores": scores,
         "confidence": confidence,
         "cv": info.get("cv"),
-        # counts[i][j]: test rows of class i predicted as j (classes in model.meta order)
-        "confusion": {
-            "classes": model.meta.classes,
-            "counts": confusion(y.numpy(), pred, model.meta.n_classes),
-        },
     }
+    if not model.meta.regression:
+        # counts[i][j]: test rows of class i predicted as j (classes in model.meta order)
+        entry["confusion"] = {
+            "classes": model.meta.classes,
+            "counts": confusion(rows["y"], rows["pred"], model.meta.n_classes),
+        }
     from foldwise import tracking  # MLflow: only for a new opening, not a repeat
 
     c = tracking.client(cfg)

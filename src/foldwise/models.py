@@ -16,14 +16,14 @@ from foldwise.data import Meta
 
 
 class MLP(nn.Module):
-    def __init__(self, n_features: int, n_classes: int, hidden: int, depth: int, dropout: float):
+    def __init__(self, n_features: int, n_outputs: int, hidden: int, depth: int, dropout: float):
         super().__init__()
         layers: list[nn.Module] = []
         width = n_features
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
             width = hidden
-        layers.append(nn.Linear(width, n_classes))
+        layers.append(nn.Linear(width, n_outputs))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -34,7 +34,7 @@ class CNN(nn.Module):
     """``depth`` 3x3 conv blocks (channels hidden, 2*hidden, ...) then a dense head."""
 
     def __init__(
-        self, image_shape: list[int], n_classes: int, hidden: int, depth: int, dropout: float
+        self, image_shape: list[int], n_outputs: int, hidden: int, depth: int, dropout: float
     ):
         super().__init__()
         self.image_shape = tuple(image_shape)
@@ -53,7 +53,7 @@ class CNN(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(channels * height * width, hidden),
             nn.ReLU(),
-            nn.Linear(hidden, n_classes),
+            nn.Linear(hidden, n_outputs),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 def build_backbone(model: DictConfig, meta: Meta) -> nn.Module:
     return BACKBONES[str(model.name)](
         meta,
-        n_classes=meta.n_classes,
+        n_outputs=meta.n_outputs,
         hidden=int(model.hidden),
         depth=int(model.depth),
         dropout=float(model.dropout),

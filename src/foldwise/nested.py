@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from foldwise import scores
 from foldwise.errors import FoldwiseError
 from foldwise.files import code_version, no_nan, read_json, sha256_json, write_json
 from foldwise.methods import nested as method
@@ -64,7 +65,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         )
     session = Session(read_json(layout.sweep_dir / "session.json"))
     selection = read_json(layout.selection)
-    metric, rule = str(cfg.selection.metric), str(cfg.selection.rule)
+    metric, rule = scores.selection_metric(cfg), str(cfg.selection.rule)
     inner_scheme = make_scheme(cfg.nested.inner, int(cfg.seed))
     dev = pd.read_parquet(layout.dev)  # row-id order
     dev_ids = dev["row_id"].to_numpy()

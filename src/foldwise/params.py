@@ -14,14 +14,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from foldwise import scores
 from foldwise.errors import FoldwiseError
 from foldwise.files import flatten, repo_root
 from foldwise.split import schemes
 
-DATASETS = ("digits", "breast_cancer", "csv")
+DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "csv")
 MODELS = ("mlp", "cnn")
 SELECTION_RULES = ("best_mean", "one_se")
-SELECTION_METRICS = ("val_f1", "val_acc", "val_loss")
 LAUNCHERS = ("basic", "joblib")
 
 
@@ -153,8 +153,29 @@ def validate(cfg: DictConfig) -> None:
             f"params: split.test_fraction must be strictly between 0 and 1, got {frac!r}.",
             "use a fraction such as 0.2 (20 % of rows locked away as the test set).",
         )
+    task = str(cfg.data.get("task") or "classification")
+    _one_of(task, scores.TASKS, "data.task")
+    from foldwise.data import TASK_OF
+
+    if TASK_OF.get(name, task) != task:
+        raise FoldwiseError(
+            f"params: data={name} is a {TASK_OF[name]} dataset, but data.task={task}.",
+            f"drop the data.task override (data={name} sets it).",
+        )
     _need(cfg, "split.scheme", "e.g. split=stratified_kfold")
     scheme = schemes.validate(cfg.split)
+    if task == "regression" and (scheme.stratified or cfg.split.get("stratify")):
+        option = "split.stratify" if cfg.split.get("stratify") else f"split={scheme.name}"
+        fix = (
+            "-S split.stratify=false"
+            if cfg.split.get("stratify")
+            else f"-S split={scheme.name.replace('stratified_', '')}"
+        )
+        raise FoldwiseError(
+            f"params: {option} stratifies by class, and stratification does not apply to "
+            f"a regression target (data={name} has a numeric target).",
+            f"use the unstratified scheme: {fix}.",
+        )
     for kind in ("group", "time"):
         if cfg.data.get(f"{kind}_column") is not None and name != "csv":
             raise FoldwiseError(
@@ -172,11 +193,21 @@ def validate(cfg: DictConfig) -> None:
             f"params: split={scheme.name} needs times, but data.time_column is not set.",
             "name the column holding each row's timestamp: -S data.time_column=<column>.",
         )
-    if scheme.kind == "bootstrap" and cfg.selection.metric != "val_acc":
+    metric = scores.selection_metric(cfg)
+    allowed = [f"val_{s}" for s in scores.SCORES[task]]
+    if metric not in allowed:
         raise FoldwiseError(
-            f"params: split=bootstrap estimates the error rate (.632+), so it selects on "
-            f"val_acc, not {cfg.selection.metric}.",
-            "add -S selection.metric=val_acc (macro-F1 has no per-row loss for the .632+ rule).",
+            f"params: selection.metric={metric} is not a {task} score.",
+            f"use one of: {', '.join(allowed)} (or null: the task's default, "
+            f"val_{scores.PRIMARY[task]}).",
+        )
+    bootstrap_metric = "val_mse" if task == "regression" else "val_acc"
+    if scheme.kind == "bootstrap" and metric != bootstrap_metric:
+        raise FoldwiseError(
+            f"params: split=bootstrap estimates the prediction error (.632+), so it selects "
+            f"on {bootstrap_metric}, not {metric}.",
+            f"add -S selection.metric={bootstrap_metric} (the .632+ rule needs a per-row loss: "
+            + ("squared error)." if task == "regression" else "0-1; macro-F1 has none)."),
         )
 
     _one_of(_need(cfg, "model.name", "e.g. model=mlp"), MODELS, "model.name")
@@ -240,10 +271,13 @@ def validate(cfg: DictConfig) -> None:
     _one_of(cfg.sweep.launcher, LAUNCHERS, "sweep.launcher")
 
     _one_of(cfg.selection.rule, SELECTION_RULES, "selection.rule")
-    _one_of(cfg.selection.metric, SELECTION_METRICS, "selection.metric")
     diag = cfg.get("diagnosis") or {}
-    if diag.get("metric", "f1") not in ("f1", "acc"):
-        raise FoldwiseError(f"params: diagnosis.metric must be f1 or acc, got {diag.metric!r}.")
+    bounded = ("r2",) if task == "regression" else ("f1", "acc")
+    if scores.diagnosis_metric(cfg) not in bounded:
+        raise FoldwiseError(
+            f"params: diagnosis.metric must be {' or '.join(bounded)} for {task} "
+            f"(or null), got {diag.metric!r}."
+        )
     for key, value in diag.items():
         if key != "metric" and (
             isinstance(value, bool) or not isinstance(value, int | float) or value < 0

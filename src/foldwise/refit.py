@@ -44,7 +44,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     import mlflow
 
     from foldwise import tracking
-    from foldwise.train import fit
+    from foldwise.train import fit, headline
 
     selection = read_json(layout.selection)
     chosen = selected_config(cfg, selection)
@@ -102,6 +102,6 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     write_json(layout.model_dir / "info.json", info)
     print(
         f"[refit] saved {layout.model_dir.relative_to(layout.root)} (model sha256 {fp[:12]}), "
-        f"train f1 {res.metrics['train_f1']:.4f}; MLflow run {run_id}"
+        f"{headline(res.metrics, 'train')}; MLflow run {run_id}"
     )
     return info

@@ -272,6 +272,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         "kind": kind,
         "n_dev": int(manifest["n_dev"]),
         "classes": read_json(layout.meta)["classes"],
+        "task": read_json(layout.meta).get("task", "classification"),
         "apparent": next(
             (
                 int(f["fold"])
@@ -638,8 +639,9 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
 
 
 def _score(result: dict) -> str:
-    m = result.get("metrics", {})
-    return f"val_f1 {m['val_f1']:.4f}" if "val_f1" in m else result.get("status", "?")
+    from foldwise.train import headline
+
+    return headline(result.get("metrics", {})) or result.get("status", "?")
 
 
 def _open_fold_run(

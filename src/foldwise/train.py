@@ -55,9 +55,20 @@ def make_task(
 
 
 def arrays(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Raw features (float64) and class codes of a canonical table, in row order."""
+    """Raw features (float64) and class codes (a float64 regression target) of a
+    canonical table, in row order."""
     x = df[feature_columns(df)].to_numpy(dtype=np.float64)
-    return x, df["target"].to_numpy(dtype=np.int64, copy=True)
+    target = df["target"]
+    kind = np.float64 if target.dtype.kind == "f" else np.int64
+    return x, target.to_numpy(dtype=kind, copy=True)
+
+
+def headline(metrics: dict[str, float], side: str = "val") -> str:
+    """The score a progress line shows: macro-F1, or R² for regression."""
+    for k in (f"{side}_f1", f"{side}_r2"):
+        if k in metrics:
+            return f"{k} {metrics[k]:.4f}"
+    return ""
 
 
 @dataclass
@@ -134,7 +145,7 @@ def train_cached(tasks, x, y, meta, cfg, layout, done, progress, what: str) -> N
         done[task.key] = result
         if outcome.status == "ok":
             write_json(job_cache(layout.root, task.key), result)
-            progress.finished(task.label, what, f"val_f1 {outcome.metrics['val_f1']:.4f}")
+            progress.finished(task.label, what, headline(outcome.metrics))
         else:
             progress.skipped()
 

@@ -90,14 +90,15 @@ _DATA: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _on_device(x: np.ndarray, y: np.ndarray, device: torch.device, dtype) -> tuple:
-    """The data arrays on ``device``, moved once per process (not per stack)."""
+    """The data arrays on ``device``, moved once per process (not per stack); class
+    codes stay integers, a regression target takes the features' float type."""
     addr = lambda a: a.__array_interface__["data"][0]  # noqa: E731
     key = (addr(x), x.shape, addr(y), str(device), dtype)
     if key not in _DATA:
         _DATA.clear()
         _DATA[key] = (
             torch.tensor(x, dtype=dtype, device=device),
-            torch.tensor(y, dtype=torch.int64, device=device),
+            torch.tensor(y, dtype=dtype if y.dtype.kind == "f" else torch.int64, device=device),
         )
     return _DATA[key]
 
@@ -108,10 +109,14 @@ def build_stack(
     """One stack of ``tasks`` ready to fit: rows and scalers prepared, networks built and
     stacked on ``device``; ``trainer_kw`` go to :class:`StackTrainer`."""
     xt, yt = _on_device(x, y, device, dtype)
-    prepared = [prepare(t, x, y) for t in tasks]
+    regression = getattr(meta, "regression", False)
+    prepared = [prepare(t, x, y, regression=regression) for t in tasks]
     modules = [_build(t, meta).to(dtype) for t in tasks]
     stack = Stack(modules, [t.hyper.dropout for t in tasks], _sample_shape(meta))
-    return StackTrainer(tasks, prepared, stack.to(device), xt, yt, meta.n_classes, **trainer_kw)
+    return StackTrainer(
+        tasks, prepared, stack.to(device), xt, yt, meta.n_classes, regression=regression,
+        **trainer_kw,
+    )  # fmt: skip
 
 
 def train(
@@ -133,8 +138,9 @@ def train(
     """Train every task; returns one :class:`Outcome` per task, in task order.
 
     ``x`` [N, F] holds the raw (unscaled) features of every row a task may name, ``y``
-    [N] the class codes. ``on_done(task, outcome)`` is called as soon as a model is
-    finished (early-stopped models finish before the rest of their stack).
+    [N] the class codes (or, for regression, the float target). ``on_done(task,
+    outcome)`` is called as soon as a model is finished (early-stopped models finish
+    before the rest of their stack).
     A stack that raises (out of memory, a bug in one configuration) is split in halves
     and retried, so one bad task fails alone.
     """

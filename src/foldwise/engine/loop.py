@@ -26,12 +26,11 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from foldwise.engine.metrics import Counts, per_sample_loss
+from foldwise.engine.metrics import Classifier, Head, Regressor
 from foldwise.engine.optim import BatchedAdam
 from foldwise.engine.stack import DropoutMasks, Stack
 from foldwise.engine.task import Outcome, Prepared, Task
 
-SCORES = ("loss", "acc", "f1")
 COMPACT = 0.75  # below this share of models with rows on a step, compute only those
 
 
@@ -108,6 +107,7 @@ class StackTrainer(pl.LightningModule):
         y: Tensor,
         n_classes: int,
         *,
+        regression: bool = False,
         keep_state: bool = False,
         on_done: Callable[[int, Outcome], None] | None = None,
         on_epoch: Callable[[EpochInfo], None] | None = None,
@@ -118,6 +118,15 @@ class StackTrainer(pl.LightningModule):
         self.automatic_optimization = False
         self.tasks, self.prepared, self.stack = tasks, prepared, stack
         self.n_models, self.n_classes = len(tasks), n_classes
+        self.head: Head = (
+            Regressor(
+                torch.tensor([p.y_mean for p in prepared], dtype=torch.float64),
+                torch.tensor([p.y_scale for p in prepared], dtype=torch.float64),
+            )
+            if regression
+            else Classifier(n_classes)
+        )
+        self.scores = self.head.scores
         self.batch = tasks[0].batch_size
         self.keep_state, self.on_done, self.on_epoch = keep_state, on_done, on_epoch
         self.eval_budget = eval_budget
@@ -176,6 +185,7 @@ class StackTrainer(pl.LightningModule):
         dev = self.x.device
         self.stack.buffer_values = {k: v.to(dev) for k, v in self.stack.buffer_values.items()}
         self.sets = {k: (i.to(dev), w.to(dev)) for k, (i, w) in self.sets.items()}
+        self.head = self.head.to(dev)
         self.dropout = DropoutMasks(
             self.stack, [t.seed ^ 0x5EED for t in self.tasks], self.batch, dev, self.x.dtype
         )
@@ -183,7 +193,7 @@ class StackTrainer(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._t0 = time.perf_counter()
-        self.counts = Counts.zeros(self.n_models, self.n_classes, self.x.device)
+        self.counts = self.head.counts(self.n_models, self.x.device)
         self.stack.train()
 
     def _inputs(self, idx: Tensor, models: Tensor | None = None) -> Tensor:
@@ -204,14 +214,14 @@ class StackTrainer(pl.LightningModule):
             idx, w = idx.index_select(0, sub), w.index_select(0, sub)
             masks = masks and {k: m.index_select(0, sub) for k, m in masks.items()}
         params = None if sub is None else self.stack.params(sub)
-        logits = self.stack(self._inputs(idx, sub), masks, params=params)
+        out = self.head.outputs(self.stack(self._inputs(idx, sub), masks, params=params), sub)
         y = self.y[idx]
-        losses = per_sample_loss(logits, y)
+        losses = self.head.loss(out, y)
         per_model = (losses * w).sum(1) / w.sum(1).clamp(min=1)
         self.adam.zero_grad()
-        self.manual_backward(per_model.sum())
+        self.manual_backward(self.head.objective(per_model, sub).sum())
         self.adam.step(active)
-        self.counts.add(losses, logits, y, w, models=sub)
+        self.counts.add(losses, out, y, w, models=sub)
 
     def train_dataloader(self):
         return _Batches(self)
@@ -231,11 +241,11 @@ class StackTrainer(pl.LightningModule):
             e = int(self.epochs[m])
             hist = self.history[m]
             hist.setdefault("epoch", []).append(e)
-            for s in SCORES:
+            for s in self.scores:
                 hist.setdefault(f"train_{s}", []).append(float(train[s][m]))
             for name, sc in scores.items():
                 if len(self._rows(m, name)):
-                    for s in SCORES:
+                    for s in self.scores:
                         hist.setdefault(f"{name}_{s}", []).append(float(sc[s][k]))
             checks = [train["loss"][m]]
             checks += [sc["loss"][k] for n, sc in scores.items() if len(self._rows(m, n))]
@@ -279,18 +289,18 @@ class StackTrainer(pl.LightningModule):
     def score(
         self, name: str, models: Tensor, params: dict[str, Tensor] | None = None
     ) -> dict[str, np.ndarray]:
-        """Loss/acc/F1 of ``models`` on row set ``name``, in eval mode, read in chunks."""
+        """The head's scores of ``models`` on row set ``name``, in eval mode, in chunks."""
         was_training = self.stack.training
         self.stack.eval()
         idx_all, w_all = self.sets[name]
         idx, w = idx_all.index_select(0, models), w_all.index_select(0, models)
         params = self.stack.params(models) if params is None else params
-        counts = Counts.zeros(len(models), self.n_classes, self.x.device)
+        counts = self.head.counts(len(models), self.x.device)
         chunk = max(64, self.eval_budget // max(1, len(models) * self.act_width))
         for a in range(0, idx.shape[1], chunk):
             i, ww = idx[:, a : a + chunk], w[:, a : a + chunk]
-            logits = self.stack(self._inputs(i, models), params=params)
-            counts.add(per_sample_loss(logits, self.y[i]), logits, self.y[i], ww)
+            out = self.head.outputs(self.stack(self._inputs(i, models), params=params), models)
+            counts.add(self.head.loss(out, self.y[i]), out, self.y[i], ww)
         self.stack.train(was_training)
         return counts.compute()
 
@@ -298,9 +308,9 @@ class StackTrainer(pl.LightningModule):
     def predict_rows(
         self, name: str, models: Tensor, params: dict[str, Tensor]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Per-row predicted class, loss and — for two classes — probability of class 1
-        of ``models`` on row set ``name`` ([m, L], padded like the set; callers cut each
-        model's row count)."""
+        """Per-row prediction (class or value), loss and — for two classes — probability
+        of class 1 of ``models`` on row set ``name`` ([m, L], padded like the set; callers
+        cut each model's row count)."""
         was_training = self.stack.training
         self.stack.eval()
         idx_all, _ = self.sets[name]
@@ -309,15 +319,17 @@ class StackTrainer(pl.LightningModule):
         preds, losses, probs = [], [], []
         for a in range(0, idx.shape[1], chunk):
             i = idx[:, a : a + chunk]
-            logits = self.stack(self._inputs(i, models), params=params)
-            preds.append(logits.argmax(-1))
-            losses.append(per_sample_loss(logits, self.y[i]))
-            if self.n_classes == 2:
-                probs.append(logits.softmax(-1)[..., 1])
+            out = self.head.outputs(self.stack(self._inputs(i, models), params=params), models)
+            pred, prob = self.head.decide(out)
+            preds.append(pred)
+            losses.append(self.head.loss(out, self.y[i]))
+            if prob is not None:
+                probs.append(prob)
         self.stack.train(was_training)
         prob = torch.cat(probs, 1).double().cpu().numpy() if probs else None
+        pred = torch.cat(preds, 1)
         return (
-            torch.cat(preds, 1).cpu().numpy(),
+            pred.double().cpu().numpy() if pred.is_floating_point() else pred.cpu().numpy(),
             torch.cat(losses, 1).double().cpu().numpy(),
             prob,
         )
@@ -355,7 +367,7 @@ class StackTrainer(pl.LightningModule):
                 f"{prefix}_{s}": float(sc[s][k])
                 for prefix, sc in final.items()
                 if prefix == "train" or len(self._rows(m, prefix))
-                for s in SCORES
+                for s in self.scores
             }
             p = self.prepared[m]
             out = Outcome(
@@ -366,13 +378,15 @@ class StackTrainer(pl.LightningModule):
                 epochs_trained=int(self.epochs[m]),
                 n_train=len(p.fit),
                 n_val=len(p.evals.get("val", ())),
-                scaler={"mean": p.mean.tolist(), "scale": p.scale.tolist()},
+                scaler=self._scaler(p),
             )
             for n, (pred, loss, prob) in predicted.items():
                 if n in self.tasks[m].predict:
                     r = len(self._rows(m, n))
                     out.predictions[n] = {
-                        "pred": pred[k, :r].tolist(),
+                        "pred": [float(f"{v:.7g}") for v in pred[k, :r]]
+                        if pred.dtype.kind == "f"
+                        else pred[k, :r].tolist(),
                         # 7 significant digits: float32's precision, half the JSON
                         "loss": [float(f"{v:.7g}") for v in loss[k, :r]],
                     }
@@ -381,6 +395,12 @@ class StackTrainer(pl.LightningModule):
             if self.keep_state:
                 out.state_dict = {n: t[k].detach().cpu().clone() for n, t in params.items()}
             self._deliver(m, out)
+
+    def _scaler(self, p: Prepared) -> dict:
+        out = {"mean": p.mean.tolist(), "scale": p.scale.tolist()}
+        if isinstance(self.head, Regressor):  # the refit saves it: predictions un-standardise
+            out.update(y_mean=p.y_mean, y_scale=p.y_scale)
+        return out
 
     def _fail(self, m: int, error: str) -> None:
         self.state[m] = "failed"

@@ -1,11 +1,13 @@
-"""Loss, accuracy and macro-F1 for many models at once, from padded, masked batches.
+"""Per-model scores for many models at once, from padded, masked batches.
 
-Every tensor has a leading model axis M. Per-class counts come from torchmetrics'
-``multiclass_stat_scores`` (samplewise over the model axis); they are accumulated as
-sums (float64) so a whole epoch's batches, or an evaluation set read in chunks, add up
-before the ratio is taken. Macro-F1 averages over the classes present in the labels or
-the predictions, as scikit-learn's ``f1_score(average="macro")`` does (checked against
-it in the tests).
+:class:`Head` says what a network's outputs mean: :class:`Classifier` (logits; loss,
+accuracy, macro-F1 from :class:`Counts`) or :class:`Regressor` (one standardised value;
+loss = MSE, MAE, R² from :class:`SquaredCounts`). Every tensor has a leading model axis
+M. Per-class counts come from torchmetrics' ``multiclass_stat_scores`` (samplewise over
+the model axis); they are accumulated as sums (float64) so a whole epoch's batches, or
+an evaluation set read in chunks, add up before the ratio is taken. Macro-F1 averages
+over the classes present in the labels or the predictions, as scikit-learn's
+``f1_score(average="macro")`` does (checked against it in the tests).
 """
 
 from __future__ import annotations
@@ -84,3 +86,136 @@ class Counts:
         for v in res.values():
             v[empty] = np.nan
         return res
+
+
+@dataclass
+class SquaredCounts:
+    """Running sums per model for regression: squared and absolute errors, rows, and the
+    target's sum and sum of squares (R²'s total sum of squares of the scored rows)."""
+
+    loss: Tensor  # [M] Σ squared error
+    n: Tensor
+    abs: Tensor
+    sy: Tensor
+    syy: Tensor
+
+    @classmethod
+    def zeros(cls, n_models: int, device: torch.device) -> SquaredCounts:
+        return cls(*(torch.zeros(n_models, dtype=torch.float64, device=device) for _ in "lnasy"))
+
+    def add(
+        self, losses: Tensor, pred: Tensor, y: Tensor, w: Tensor, models: Tensor | None = None
+    ) -> None:
+        w = w.to(torch.float64)
+        y64 = y.detach().to(torch.float64)
+        parts = {
+            "loss": (losses.detach().to(torch.float64) * w).sum(1),
+            "n": w.sum(1),
+            "abs": ((pred.detach().to(torch.float64) - y64).abs() * w).sum(1),
+            "sy": (y64 * w).sum(1),
+            "syy": (y64 * y64 * w).sum(1),
+        }
+        for name, value in parts.items():
+            total = getattr(self, name)
+            if models is None:
+                total += value
+            else:
+                total.index_add_(0, models, value)
+
+    def compute(self) -> dict[str, np.ndarray]:
+        """``{"loss", "mse", "mae", "r2"}`` per model (NaN with no rows). R² is
+        ``1 − SSE/SST`` over the scored rows, as scikit-learn's ``r2_score``, which gives
+        1 (perfect) or 0 when the rows' target is constant."""
+        n = self.n.clamp(min=1)
+        sst = self.syy - self.sy * self.sy / n
+        sse = self.loss
+        flat = sst <= 1e-12 * self.syy.clamp(min=1)
+        r2 = torch.where(flat, (sse <= 1e-12).to(sse.dtype), 1 - sse / sst.clamp(min=1e-300))
+        mse = sse / n
+        out = {"loss": mse, "mse": mse, "mae": self.abs / n, "r2": r2}
+        empty = (self.n == 0).cpu().numpy()
+        res = {k: v.cpu().numpy().astype(np.float64) for k, v in out.items()}
+        for k, v in res.items():
+            v[empty] = np.nan
+            if k == "r2":
+                v[(self.n < 2).cpu().numpy()] = np.nan  # undefined on one row
+        return res
+
+
+class Head:
+    """What a stack's outputs mean: how they become predictions, losses and scores."""
+
+    scores: tuple[str, ...]
+
+    def to(self, device: torch.device) -> Head:
+        return self
+
+    def outputs(self, out: Tensor, models: Tensor | None) -> Tensor:
+        """Network outputs [m, B, k] → what is scored ([m, B, C] logits or [m, B] values)."""
+        return out
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """Per-row loss [m, B] in the reported units."""
+        raise NotImplementedError
+
+    def objective(self, per_model: Tensor, models: Tensor | None) -> Tensor:
+        """Each model's mean loss → the quantity its optimizer minimises."""
+        return per_model
+
+    def counts(self, n_models: int, device: torch.device):
+        raise NotImplementedError
+
+    def decide(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Per-row prediction and, for two classes, P(class 1)."""
+        raise NotImplementedError
+
+
+class Classifier(Head):
+    scores = ("loss", "acc", "f1")
+
+    def __init__(self, n_classes: int) -> None:
+        self.n_classes = n_classes
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return per_sample_loss(out, y)
+
+    def counts(self, n_models: int, device: torch.device) -> Counts:
+        return Counts.zeros(n_models, self.n_classes, device)
+
+    def decide(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
+        prob = out.softmax(-1)[..., 1] if self.n_classes == 2 else None
+        return out.argmax(-1), prob
+
+
+class Regressor(Head):
+    """One output per row, trained on the target standardised with each model's own
+    training-row mean and scale (fit like the feature scaler, on the rows it fits on), so
+    lr and weight decay mean the same as for classification. Predictions and every
+    reported score are in the target's units; the objective is the MSE of the
+    standardised target (the reported MSE over scale²: the same minimiser)."""
+
+    scores = ("loss", "mse", "mae", "r2")
+
+    def __init__(self, y_mean: Tensor, y_scale: Tensor) -> None:
+        self.y_mean, self.y_scale = y_mean, y_scale  # [M]
+
+    def to(self, device: torch.device) -> Regressor:
+        return Regressor(self.y_mean.to(device), self.y_scale.to(device))
+
+    def _sel(self, v: Tensor, models: Tensor | None) -> Tensor:
+        return (v if models is None else v.index_select(0, models)).unsqueeze(1)
+
+    def outputs(self, out: Tensor, models: Tensor | None) -> Tensor:
+        return out[..., 0] * self._sel(self.y_scale, models) + self._sel(self.y_mean, models)
+
+    def loss(self, out: Tensor, y: Tensor) -> Tensor:
+        return (out - y.to(out.dtype)) ** 2
+
+    def objective(self, per_model: Tensor, models: Tensor | None) -> Tensor:
+        return per_model / self._sel(self.y_scale, models)[:, 0] ** 2
+
+    def counts(self, n_models: int, device: torch.device) -> SquaredCounts:
+        return SquaredCounts.zeros(n_models, device)
+
+    def decide(self, out: Tensor) -> tuple[Tensor, Tensor | None]:
+        return out, None

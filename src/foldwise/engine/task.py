@@ -71,7 +71,8 @@ class Outcome:
     scaler: dict[str, list[float]] = field(default_factory=dict)
     error: str | None = None
     state_dict: dict | None = None  # only when asked for (the refit)
-    # per eval set named in Task.predict: {"pred": class per row, "loss": per-row loss},
+    # per eval set named in Task.predict: {"pred": class (or value) per row, "loss": per-row
+    # loss, "prob": P(class 1) for two classes},
     # rows in the order of Task.evals[name]
     predictions: dict[str, dict[str, list]] = field(default_factory=dict)
 
@@ -102,11 +103,13 @@ class Prepared:
     evals: dict[str, np.ndarray]
     mean: np.ndarray
     scale: np.ndarray
+    y_mean: float = 0.0  # regression: the target's mean and scale over the fit rows
+    y_scale: float = 1.0
 
 
-def prepare(task: Task, x: np.ndarray, y: np.ndarray) -> Prepared:
-    """Inner split (seeded; stratified when every class has two rows and both sides can
-    hold a row of every class present) and the scaler.
+def prepare(task: Task, x: np.ndarray, y: np.ndarray, *, regression: bool = False) -> Prepared:
+    """Inner split (seeded; for classification stratified when every class has two rows
+    and both sides can hold a row of every class present) and the scalers.
 
     The inner split is drawn over the task's *distinct* training rows, so a row drawn
     several times (bootstrap) is either all fit or all inner, never both.
@@ -117,7 +120,8 @@ def prepare(task: Task, x: np.ndarray, y: np.ndarray) -> Prepared:
         n_inner = math.ceil(task.hyper.inner_fraction * len(rows))  # as train_test_split
         present = len(np.unique(yr))
         stratifiable = (
-            np.bincount(yr).min(initial=len(yr)) >= 2
+            not regression
+            and np.bincount(yr).min(initial=len(yr)) >= 2
             and min(n_inner, len(rows) - n_inner) >= present
         )
         strat = yr if stratifiable else None
@@ -132,10 +136,15 @@ def prepare(task: Task, x: np.ndarray, y: np.ndarray) -> Prepared:
     else:
         fit, inner = np.asarray(task.train), None
     scaler = StandardScaler().fit(x[fit].astype(np.float32))
+    target = {}
+    if regression:
+        yf = y[fit].astype(np.float64)
+        target = {"y_mean": float(yf.mean()), "y_scale": float(yf.std()) or 1.0}
     return Prepared(
         fit=np.asarray(fit, dtype=np.int64),
         inner=None if inner is None else np.asarray(inner, dtype=np.int64),
         evals={k: np.asarray(v, dtype=np.int64) for k, v in task.evals.items()},
         mean=scaler.mean_.astype(np.float64),
         scale=scaler.scale_.astype(np.float64),
+        **target,
     )

@@ -9,7 +9,9 @@ and one model fit on all n rows:
 - ``Err.632 = .368·err + .632·Err1``;
 - no-information error ``γ = Σ_k p_k (1 − q_k)`` for 0-1 loss (p_k: share of class k
   among the labels, q_k: share of the all-rows model's predictions equal to k) — the
-  error if features and labels were independent;
+  error if features and labels were independent; for squared error (regression) the
+  general form ``γ = (1/n²) Σ_i Σ_j (y_i − ŷ_j)²`` (their eq. 27) over every pairing of a
+  label with a prediction;
 - ``Err1' = min(Err1, γ)``, relative overfitting rate
   ``R' = (Err1' − err) / (γ − err)`` when ``Err1 > err`` and ``γ > err``, else 0, clipped to
   [0, 1];
@@ -48,6 +50,13 @@ def no_information_error(y: np.ndarray, pred: np.ndarray) -> float:
     return float((p * (1 - q)).sum())
 
 
+def no_information_squared(y: np.ndarray, pred: np.ndarray) -> float:
+    """γ for squared error: the mean of ``(y_i − ŷ_j)²`` over all n² pairs, computed as
+    ``mean(y²) − 2·mean(y)·mean(ŷ) + mean(ŷ²)`` (no n × n matrix)."""
+    y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+    return float((y**2).mean() - 2 * y.mean() * pred.mean() + (pred**2).mean())
+
+
 def loo_bootstrap_error(draws: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, int]:
     """``Err1`` from each draw's (out-of-bag row ids, per-row losses); returns
     (estimate, number of rows scored at least once)."""
@@ -77,20 +86,31 @@ def estimates(apparent: float, loo_bootstrap: float, gamma: float, rows_scored: 
 
 
 def from_results(resamples: Sequence[dict], apparent: dict) -> Efron:
-    """Estimates of 0-1 error from the result dicts of the out-of-bag models and of the
-    all-rows (apparent) model; each holds ``predictions["val"]`` with ``row``, ``true``
-    and ``pred``.
+    """Estimates of 0-1 error (classification) or squared error (regression: results
+    with ``train_mse``) from the result dicts of the out-of-bag models and of the
+    all-rows (apparent) model; each holds ``predictions["val"]`` with ``row``, ``true``,
+    ``pred`` and per-row ``loss`` (the squared error, for regression).
 
-    ``err`` is the apparent model's error on the rows it trained on (``train_acc``): with
-    early stopping, its inner rows decide the epoch but are not trained on, so they are
-    not part of the apparent error. ``γ`` uses its predictions on every dev row.
+    ``err`` is the apparent model's error on the rows it trained on (``1 − train_acc``, or
+    ``train_mse``): with early stopping, its inner rows decide the epoch but are not
+    trained on, so they are not part of the apparent error. ``γ`` uses its predictions on
+    every dev row.
     """
+    squared = "train_mse" in apparent["metrics"]
     draws = []
     for r in resamples:
         p = r["predictions"]["val"]
-        draws.append((np.asarray(p["row"]), np.asarray(p["pred"]) != np.asarray(p["true"])))
+        lost = (
+            np.asarray(p["loss"], dtype=float)
+            if squared
+            else np.asarray(p["pred"]) != np.asarray(p["true"])
+        )
+        draws.append((np.asarray(p["row"]), lost))
     err1, scored = loo_bootstrap_error(draws)
     a = apparent["predictions"]["val"]
     y, pred = np.asarray(a["true"]), np.asarray(a["pred"])
+    if squared:
+        err = float(apparent["metrics"]["train_mse"])
+        return estimates(err, err1, no_information_squared(y, pred), scored)
     err = 1.0 - float(apparent["metrics"]["train_acc"])
     return estimates(err, err1, no_information_error(y, pred), scored)

@@ -23,6 +23,11 @@ Rules, applied to the median over folds (thresholds in ``conf/diagnosis/default.
    gap below ``small_gap`` (too little capacity), or at least ``improving_share`` of the
    folds were still improving at ``max_epochs`` (too little training).
 3. **good fit** otherwise.
+
+For regression the "loss" above is ``1 − R²`` (the MSE over the scored rows' variance):
+the MSE itself has the target's units, so absolute thresholds such as ``improving_slope``
+would mean nothing; ``1 − R²`` is unit-free and on the scale cross-entropy thresholds
+were chosen for. ``diagnosis.metric`` is then ``r2``.
 """
 
 from __future__ import annotations
@@ -71,8 +76,12 @@ def _slope(values: Sequence[float]) -> float:
 def fold_evidence(result: dict, metric: str, max_epochs: int, rules: dict) -> dict[str, float]:
     """One fold's evidence from its result dict (``metrics`` and ``history``)."""
     h, m = result["history"], result["metrics"]
-    train_loss = np.asarray(h["train_loss"], dtype=float)
-    val_loss = np.asarray(h["val_loss"], dtype=float)
+    if "val_r2" in h:  # regression: unit-free 1 − R² (see the module doc)
+        train_loss = 1 - np.asarray(h["train_r2"], dtype=float)
+        val_loss = 1 - np.asarray(h["val_r2"], dtype=float)
+    else:
+        train_loss = np.asarray(h["train_loss"], dtype=float)
+        val_loss = np.asarray(h["val_loss"], dtype=float)
     k = int(np.argmin(val_loss))
     window = int(rules["window"])
     ran_out = int(result.get("epochs_trained", len(val_loss))) >= max_epochs

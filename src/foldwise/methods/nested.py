@@ -10,7 +10,7 @@ validation rows, which took no part in the choice.
 The outer folds are the split stage's resamples, so each outer score pairs with the
 plain CV score of the selected configuration on the same validation rows: the
 **optimism** of plain CV is the mean paired difference (plain − nested for scores,
-nested − plain for the loss: positive means plain CV flattered the selection), with a
+nested − plain for a loss or error: positive means plain CV flattered the selection), with a
 t interval over the outer folds.
 
 This module is pure (no training, no files): :func:`inner_resamples` builds each outer
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from foldwise.methods.resampling import BOUNDS, t_summary
+from foldwise.scores import higher_is_better
 
 # Kinds of outer resampling nested CV accepts: each outer fold is one model's worth of
 # validation rows. (An exhaustive or bootstrap outer loop would multiply the cost by
@@ -51,7 +52,7 @@ def inner_resamples(outer: Any, dev_ids: np.ndarray, y: np.ndarray, scheme: Any)
 def paired_optimism(plain: Sequence[float], nested: Sequence[float], metric: str) -> np.ndarray:
     """Per outer fold: how much better plain CV made the selection look."""
     d = np.asarray(plain, dtype=float) - np.asarray(nested, dtype=float)
-    return -d if metric.endswith("loss") else d
+    return d if higher_is_better(metric) else -d
 
 
 def summarize(

@@ -15,13 +15,18 @@ statistic that is honest for it:
     ``s²/J`` would shrink towards zero as J grows although the resamples overlap.
 ``exhaustive`` (leave-one-out, leave-p-out, leave-p-groups-out)
     every held-out prediction pooled: accuracy and loss over all of them, macro-F1 of
-    the pooled predictions. A per-split mean of one-row F1 scores means nothing and a
-    t interval over n near-identical models is false precision, so none is reported.
+    the pooled predictions (regression: MSE, MAE and R² of the pooled predictions). A
+    per-split mean of one-row F1 scores means nothing and a t interval over n
+    near-identical models is false precision, so none is reported.
 ``holdout`` (one split)
     the validation score with a bootstrap (BCa) interval over the validation rows:
     the uncertainty of a finite validation set, not of training.
 ``bootstrap``
-    see :mod:`foldwise.methods.bootstrap632`; ``val_acc`` is ``1 − Err.632+``.
+    see :mod:`foldwise.methods.bootstrap632`; ``val_acc`` is ``1 − Err.632+`` (0-1 loss);
+    for regression ``val_mse`` is ``Err.632+`` of the squared error.
+
+Which scores exist follows the task (:mod:`foldwise.scores`): the results' metric names
+say it, so hand-made results in tests need no configuration.
 """
 
 from __future__ import annotations
@@ -32,9 +37,15 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.special import stdtrit  # Student t quantile; scipy.stats costs ~0.5 s to import
 
-SCORES = ("loss", "acc", "f1")
-BOUNDS = {"loss": (0.0, math.inf), "acc": (0.0, 1.0), "f1": (0.0, 1.0)}
+from foldwise import scores as S
+from foldwise.scores import BOUNDS, macro_f1
+
 NAN = float("nan")
+
+
+def scores_of(results: Sequence[dict]) -> tuple[str, ...]:
+    """The task's score names (``loss, acc, f1`` or ``loss, mse, mae, r2``)."""
+    return S.SCORES[S.task_of(results[0]["metrics"])]
 
 
 def _point(value: float, n: int) -> dict[str, float]:
@@ -93,22 +104,23 @@ def _metric_arrays(results: Sequence[dict]) -> dict[str, np.ndarray]:
 
 
 def _gaps(stats: dict[str, dict[str, float]], per_resample: dict[str, np.ndarray] | None,
-          summary) -> None:  # fmt: skip
-    """Generalization gap: train − validation for scores, validation − train for the loss,
-    so that for every metric a larger gap means more overfitting."""
-    for s in SCORES:
+          summary, names: Sequence[str]) -> None:  # fmt: skip
+    """Generalization gap: train − validation for scores, validation − train for losses
+    and errors, so that for every metric a larger gap means more overfitting."""
+    for s in names:
         if f"val_{s}" not in stats or f"train_{s}" not in stats:
             continue
+        sign = 1.0 if S.higher_is_better(s) else -1.0
         if per_resample is not None:
             d = per_resample[f"train_{s}"] - per_resample[f"val_{s}"]
-            stats[f"gap_{s}"] = summary(-d if s == "loss" else d)
+            stats[f"gap_{s}"] = summary(sign * d)
         else:
             d = stats[f"train_{s}"]["mean"] - stats[f"val_{s}"]["mean"]
-            stats[f"gap_{s}"] = _point(-d if s == "loss" else d, stats[f"val_{s}"]["n"])
+            stats[f"gap_{s}"] = _point(sign * d, stats[f"val_{s}"]["n"])
 
 
 def pooled_predictions(results: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, predicted classes, per-row losses) of every held-out row of every resample."""
+    """(labels, predictions, per-row losses) of every held-out row of every resample."""
     y, pred, loss = [], [], []
     for r in results:
         p = r["predictions"]["val"]
@@ -116,12 +128,6 @@ def pooled_predictions(results: Sequence[dict]) -> tuple[np.ndarray, np.ndarray,
         pred += p["pred"]
         loss += p["loss"]
     return np.asarray(y), np.asarray(pred), np.asarray(loss, dtype=float)
-
-
-def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(y, pred, average="macro", zero_division=0))
 
 
 def bootstrap_scores(
@@ -134,10 +140,11 @@ def bootstrap_scores(
     seed: int,
     prob: np.ndarray | None = None,
     extra: bool = False,
+    task: str = "classification",
 ) -> dict[str, dict[str, float]]:
-    """Point estimate and bootstrap interval of accuracy, macro-F1 and loss; with
-    ``extra``, also macro precision and recall, and ROC-AUC when ``prob`` (P(class 1)) is
-    given for two classes.
+    """Point estimate and bootstrap interval of accuracy, macro-F1 and loss (regression:
+    loss = MSE, MAE and R²); with ``extra``, also macro precision and recall, and ROC-AUC
+    when ``prob`` (P(class 1)) is given for two classes.
 
     Rows are resampled with replacement (``scipy.stats.bootstrap``, paired), which
     captures the uncertainty due to the finite set of scored rows — not the uncertainty
@@ -160,14 +167,26 @@ def bootstrap_scores(
 
     # macro_f1 uses sklearn's default label set (classes in t or p): a resample that
     # misses a rare class is scored on the classes it has, not given F1 = 0 for it.
+    def mae(t, p, axis=-1):
+        return np.abs(t - p).mean(axis=axis)
+
     out = {}
     paired = dict(paired=True, vectorized=False)
-    jobs = [
-        ("acc", (y, pred), acc, accuracy_score(y, pred), dict(paired=True, vectorized=True)),
-        ("f1", (y, pred), macro_f1, macro_f1(y, pred), paired),
-        ("loss", (losses,), mean, losses.mean(), dict(vectorized=True)),
-    ]
-    if extra:
+    if task == "regression":
+        y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+        jobs = [
+            ("loss", (losses,), mean, losses.mean(), dict(vectorized=True)),
+            ("mse", (losses,), mean, losses.mean(), dict(vectorized=True)),
+            ("mae", (y, pred), mae, mae(y, pred), dict(paired=True, vectorized=True)),
+            ("r2", (y, pred), S.r2, S.r2(y, pred), paired),
+        ]
+    else:
+        jobs = [
+            ("acc", (y, pred), acc, accuracy_score(y, pred), dict(paired=True, vectorized=True)),
+            ("f1", (y, pred), macro_f1, macro_f1(y, pred), paired),
+            ("loss", (losses,), mean, losses.mean(), dict(vectorized=True)),
+        ]
+    if extra and task != "regression":
         for key in ("precision", "recall"):
             fn = lambda t, p, k=key: prediction_metrics(t, p, None)[k]  # noqa: E731
             jobs.append((key, (y, pred), fn, fn(y, pred), paired))
@@ -221,6 +240,8 @@ def _with_prediction_metrics(
     other scores: per resample for folds/repeated, pooled for exhaustive/holdout."""
     if not all("val" in r.get("predictions", {}) for r in results) or kind == "bootstrap":
         return
+    if S.task_of(results[0]["metrics"]) == "regression":
+        return  # precision, recall and AUC are classification scores
     arr = lambda p, k: np.asarray(p[k]) if k in p else None  # noqa: E731
     if kind in ("exhaustive", "holdout"):
         y, pred, _ = pooled_predictions(results)
@@ -275,22 +296,24 @@ def _summarize(
     seed: int,
 ) -> tuple[dict[str, dict[str, float]], str]:
     m = _metric_arrays(results)
-    train = {f"train_{s}": t_summary(m[f"train_{s}"], confidence, BOUNDS[s]) for s in SCORES}
+    names = scores_of(results)
+    task = S.task_of(results[0]["metrics"])
+    train = {f"train_{s}": t_summary(m[f"train_{s}"], confidence, BOUNDS[s]) for s in names}
     j = len(results)
     if kind == "folds":
-        stats = {f"val_{s}": t_summary(m[f"val_{s}"], confidence, BOUNDS[s]) for s in SCORES}
+        stats = {f"val_{s}": t_summary(m[f"val_{s}"], confidence, BOUNDS[s]) for s in names}
         stats.update(train)
-        _gaps(stats, m, lambda d: t_summary(d, confidence))
+        _gaps(stats, m, lambda d: t_summary(d, confidence), names)
         return stats, f"mean over {j} folds ± Student-t interval (folds overlap: optimistic)"
     if kind == "repeated":
         n_val = float(np.mean([r["n_val"] for r in results]))
         n_train = float(n_dev) - n_val if n_dev else n_val  # the resample's training rows
         stats = {
             f"val_{s}": corrected_t_summary(m[f"val_{s}"], n_train, n_val, confidence, BOUNDS[s])
-            for s in SCORES
+            for s in names
         }
         stats.update(train)
-        _gaps(stats, m, lambda d: corrected_t_summary(d, n_train, n_val, confidence))
+        _gaps(stats, m, lambda d: corrected_t_summary(d, n_train, n_val, confidence), names)
         return stats, (
             f"mean over {j} resamples ± Nadeau–Bengio corrected t interval "
             f"(1/J + n_val/n_train = 1/{j} + {n_val:.0f}/{n_train:.0f})"
@@ -298,13 +321,10 @@ def _summarize(
     if kind == "exhaustive":
         y, pred, loss = pooled_predictions(results)
         n = len(y)
-        stats = {
-            "val_acc": _point((y == pred).mean(), n),
-            "val_f1": _point(macro_f1(y, pred), n),
-            "val_loss": _point(loss.mean(), n),
-            **train,
-        }
-        _gaps(stats, None, None)
+        pooled = S.row_scores(task, y, pred, loss)
+        stats = {f"val_{s}": _point(pooled[s], n) for s in names}
+        stats.update(train)
+        _gaps(stats, None, None, names)
         return stats, (
             f"pooled over {n} held-out predictions of {j} models; no interval (no unbiased "
             "variance estimator exists for leave-out CV)"
@@ -312,17 +332,17 @@ def _summarize(
     if kind == "holdout":
         y, pred, loss = pooled_predictions(results)
         rows = bootstrap_scores(
-            y, pred, loss, resamples=row_resamples, confidence=confidence, seed=seed
+            y, pred, loss, resamples=row_resamples, confidence=confidence, seed=seed, task=task
         )
         stats = {
             f"val_{s}": {
                 "mean": rows[s]["value"], "std": NAN, "se": NAN,
                 "ci_low": rows[s]["ci_low"], "ci_high": rows[s]["ci_high"], "n": len(y),
             }
-            for s in SCORES
+            for s in names
         }  # fmt: skip
         stats.update(train)
-        _gaps(stats, None, None)
+        _gaps(stats, None, None, names)
         return stats, (
             f"one split; interval: bootstrap (BCa) over its {len(y)} validation rows "
             "(validation-set noise only)"
@@ -334,8 +354,13 @@ def _summarize(
             raise ValueError("the bootstrap summary needs the apparent (all-rows) fit")
         e = bootstrap632.from_results(results, apparent)
         n = e.rows_scored
+        score = (
+            {"val_mse": _point(e.err_632plus, n)}
+            if task == "regression"
+            else {"val_acc": _point(1 - e.err_632plus, n)}
+        )
         stats = {
-            "val_acc": _point(1 - e.err_632plus, n),
+            **score,
             "err_632plus": _point(e.err_632plus, n),
             "err_632": _point(e.err_632, n),
             "err_loo_bootstrap": _point(e.loo_bootstrap, n),
@@ -344,9 +369,10 @@ def _summarize(
             "relative_overfitting": _point(e.r, n),
             **train,
         }
-        _gaps(stats, None, None)
+        _gaps(stats, None, None, names)
+        what = "val_mse = Err.632+ (squared error)" if task == "regression" else (
+            "val_acc = 1 − Err.632+")  # fmt: skip
         return stats, (
-            f".632+ bootstrap over {j} draws (Efron & Tibshirani 1997): val_acc = 1 − Err.632+; "
-            "no interval"
+            f".632+ bootstrap over {j} draws (Efron & Tibshirani 1997): {what}; no interval"
         )
     raise ValueError(f"unknown kind of resampling {kind!r}")

@@ -49,10 +49,12 @@ def holdout(
     class_names: list[str] | None = None,
     *,
     by: str = "class",
+    regression: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The lockbox: ``(dev, test)``, both in row-id order.
 
-    ``by="class"``: stratified, seeded (``train_test_split``). ``by="group"``: whole
+    ``by="class"``: stratified, seeded (``train_test_split``). ``by="random"``: the same,
+    unstratified (a regression target has no classes). ``by="group"``: whole
     groups go to test (``GroupShuffleSplit``; ``test_fraction`` is a share of groups).
     ``by="time"``: the latest ``test_fraction`` of rows by time; rows sharing the
     cut-off timestamp all go to test, so every test row is later than every dev row.
@@ -62,6 +64,12 @@ def holdout(
         dev, test = _by_group(table, test_fraction, seed)
     elif by == "time":
         dev, test = _by_time(table, test_fraction)
+    elif by == "random":
+        from sklearn.model_selection import train_test_split
+
+        dev, test = train_test_split(table, test_size=test_fraction, random_state=seed)
+        tidy = lambda df: df.sort_values("row_id").reset_index(drop=True)  # noqa: E731
+        return tidy(dev), tidy(test)
     else:
         n_test = int(np.ceil(test_fraction * len(y)))
         lonely, too_small = stratify_blockers(y, n_test, class_names)
@@ -81,7 +89,7 @@ def holdout(
         from sklearn.model_selection import train_test_split
 
         dev, test = train_test_split(table, test_size=test_fraction, stratify=y, random_state=seed)
-    missing = sorted(set(np.unique(y)) - set(np.unique(dev["target"])))
+    missing = [] if regression else sorted(set(np.unique(y)) - set(np.unique(dev["target"])))
     if missing:
         raise FoldwiseError(
             f"the {by} holdout leaves no dev rows of classes "
@@ -126,9 +134,10 @@ def _by_time(table: pd.DataFrame, test_fraction: float):
     return dev, test
 
 
-def lockbox_mode(scheme: Scheme, table: pd.DataFrame) -> str:
+def lockbox_mode(scheme: Scheme, table: pd.DataFrame, regression: bool = False) -> str:
     """How the test set is carved: by time for temporal schemes, else by group when
-    the data has groups (rows of one group are not independent), else by class."""
+    the data has groups (rows of one group are not independent), else by class (at
+    random for a regression target)."""
     if scheme.temporal:
         if "time" not in table.columns:
             raise FoldwiseError(
@@ -136,7 +145,9 @@ def lockbox_mode(scheme: Scheme, table: pd.DataFrame) -> str:
                 "set data.time_column to the column holding each row's timestamp.",
             )
         return "time"
-    return "group" if "group" in table.columns else "class"
+    if "group" in table.columns:
+        return "group"
+    return "random" if regression else "class"
 
 
 def dev_order(dev: pd.DataFrame, scheme: Scheme) -> pd.DataFrame:
@@ -148,7 +159,11 @@ def dev_order(dev: pd.DataFrame, scheme: Scheme) -> pd.DataFrame:
 
 
 def split(
-    table: pd.DataFrame, cfg: DictConfig, class_names: list[str] | None = None
+    table: pd.DataFrame,
+    cfg: DictConfig,
+    class_names: list[str] | None = None,
+    *,
+    regression: bool = False,
 ) -> SplitResult:
     """Holdout, resamples, guards; everything is checked before anything is returned.
 
@@ -156,9 +171,9 @@ def split(
     error messages speak the user's labels instead of codes.
     """
     scheme = make_scheme(cfg.split, int(cfg.seed))
-    mode = lockbox_mode(scheme, table)
+    mode = lockbox_mode(scheme, table, regression)
     frac = float(cfg.split.test_fraction)
-    dev, test = holdout(table, frac, int(cfg.seed), class_names, by=mode)
+    dev, test = holdout(table, frac, int(cfg.seed), class_names, by=mode, regression=regression)
     order = dev_order(dev, scheme)
     groups = order["group"].to_numpy() if "group" in order.columns else None
     resamples = scheme.split(
@@ -175,6 +190,7 @@ def split(
         "seed": int(cfg.seed),
         "test_fraction": frac,
         "lockbox_by": mode,
+        "task": "regression" if regression else "classification",
         "n_dev": len(dev),
         "n_test": len(test),
         "dev_sha256": sha256_table(dev),

@@ -1,0 +1,78 @@
+"""Regression end to end: `dvc repro` on scikit-learn's diabetes table, real MLflow.
+
+One run covers every stage: split (random lockbox), sweep of MLP regressors, selection on
+validation MSE, nested CV, curves with the squared-loss bias–variance decomposition,
+refit and the test stage with bootstrap intervals — and the saved model's predictions
+reproduce the test scores with scikit-learn.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+from conftest import ROOT, TINY, make_project, run_tree
+from foldwise.compose import compose_params
+
+pytestmark = pytest.mark.slow
+
+
+def test_diabetes_regression_end_to_end(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = [
+        *TINY, "data=diabetes", "split=kfold", "nested.enabled=true",
+        "nested.inner.scheme=kfold", "nested.inner.n_splits=2",
+        "curves.validation.values=[4,16]", "curves.learning.fractions=[0.5,1.0]",
+    ]  # fmt: skip
+    project = make_project(tmp_path, uri, compose_params(overrides, root=ROOT))
+    out = project.dvc("repro")
+    assert "a numeric target (regression)" in out.stdout
+    assert "test (lockbox, by random)" in out.stdout
+
+    cv = json.loads((project.path / "results/cv_metrics.json").read_text())
+    sel = cv["selected"]
+    assert sel["metric"] == "val_mse"
+    assert {"val_mse", "val_mae", "val_r2", "gap_mse_mean"} <= set(sel)
+    best = min(c["val_mse"]["mean"] for c in cv["configs"].values() if c["complete"])
+    assert sel["val_mse"]["mean"] == best  # lowest error wins
+    # no classes: the confusion-matrix plot file keeps only its header
+    assert (project.path / "results/cv_confusion.csv").read_text().strip() == "actual,predicted"
+
+    nested = json.loads((project.path / "results/nested.json").read_text())
+    assert nested["metric"] == "val_mse" and len(nested["outer"]) == 2
+    assert nested["higher_is_better"] is False
+
+    bv = pd.read_csv(project.path / "results/curves/bias_variance.csv")
+    assert list(bv["x"]) == [4, 16]
+    # squared loss: expected loss = bias² + variance exactly
+    np.testing.assert_allclose(bv["expected_loss"], bv["bias"] + bv["variance"], rtol=1e-9)
+    learning = pd.read_csv(project.path / "results/curves/learning.csv")
+    np.testing.assert_allclose(learning["val_score_mean"], learning["val_r2_mean"])
+
+    test = json.loads((project.path / "results/test_metrics.json").read_text())
+    assert set(test["test"]) == {"loss", "mse", "mae", "r2"}
+    assert test["cv_vs_test"]["metric"] == "val_mse"
+    # the gap for an error is test − CV (positive: CV was optimistic)
+    g = test["cv_vs_test"]
+    assert g["gap"] == pytest.approx(g["test"]["value"] - g["cv"]["mean"])
+
+    # the saved model scores the test rows as the stage reported, by scikit-learn
+    from foldwise.artifact import LoadedModel
+
+    model = LoadedModel(project.path / "models/final/model.pt")
+    rows = model.predict(pd.read_parquet(project.path / "data/lockbox/test.parquet"))
+    y, pred, got = rows["y"], rows["pred"], test["test"]
+    assert got["mse"]["value"] == pytest.approx(mean_squared_error(y, pred))
+    assert got["mae"]["value"] == pytest.approx(mean_absolute_error(y, pred))
+    assert got["r2"]["value"] == pytest.approx(r2_score(y, pred))
+
+    # MLflow: fold runs carry the regression scores; the lockbox run its test scores
+    by_type = run_tree(uri)
+    fold = by_type["fold"][0]
+    assert {"val_mse", "val_mae", "val_r2"} <= set(fold.data.metrics)
+    (lock,) = by_type["lockbox"]
+    assert lock.data.metrics["test_r2"] == pytest.approx(test["test"]["r2"]["value"])
