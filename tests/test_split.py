@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ from foldwise.errors import FoldwiseError
 from foldwise.files import sha256_json, sha256_table
 from foldwise.split import holdout, load_folds, split
 
-PARAMS_YAML = "/work/main/params.yaml"
+PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def split_cfg(

@@ -2,13 +2,15 @@
 
 The bundle carries everything needed to score new rows — weights, the
 standardisation fitted on the dev rows, the dataset metadata and the
-hyperparameters — and a content fingerprint that the lockbox uses to recognise
+hyperparameters (for an ensemble: every member's weights and scaler) — and a content
+fingerprint that the lockbox uses to recognise
 "the same model" across re-runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -25,52 +27,74 @@ def fingerprint(
     state_dict: dict[str, torch.Tensor], scaler: dict[str, list[float]], config: dict[str, Any]
 ) -> str:
     """SHA-256 over the weights' bytes, the scaler and the config (not file bytes)."""
+    return members_fingerprint([(state_dict, scaler)], config)
+
+
+def members_fingerprint(
+    members: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], config: dict[str, Any]
+) -> str:
+    """:func:`fingerprint` of an ensemble: every member's weights and scaler, in order.
+    A single model is an ensemble of one (the same hash as before ensembles existed)."""
     h = hashlib.sha256()
-    for key in sorted(state_dict):
-        h.update(key.encode())
-        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
-    h.update(np.asarray(scaler["mean"], dtype=np.float64).tobytes())
-    h.update(np.asarray(scaler["scale"], dtype=np.float64).tobytes())
-    if "y_mean" in scaler:  # regression: the target's standardisation
-        h.update(np.asarray([scaler["y_mean"], scaler["y_scale"]], dtype=np.float64).tobytes())
+    for state_dict, scaler in members:
+        for key in sorted(state_dict):
+            h.update(key.encode())
+            h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+        h.update(np.asarray(scaler["mean"], dtype=np.float64).tobytes())
+        h.update(np.asarray(scaler["scale"], dtype=np.float64).tobytes())
+        if "y_mean" in scaler:  # regression: the target's standardisation
+            h.update(np.asarray([scaler["y_mean"], scaler["y_scale"]], dtype=np.float64).tobytes())
     h.update(OmegaConf.to_yaml(OmegaConf.create(config), sort_keys=True).encode())
     return h.hexdigest()
 
 
 def save(
-    folder: Path, backbone: torch.nn.Module, scaler: dict, meta: Meta, config: dict[str, Any]
+    folder: Path,
+    backbones: torch.nn.Module | list[torch.nn.Module],
+    scalers: dict | list[dict],
+    meta: Meta,
+    config: dict[str, Any],
 ) -> str:
-    """Write the bundle atomically (temp file + rename); return its fingerprint."""
+    """Write the bundle atomically (temp file + rename); return its fingerprint.
+
+    One network and scaler, or an ensemble's members (lists, in member order)."""
+    single = not isinstance(backbones, list)
+    nets = [backbones] if single else backbones
+    scs = [scalers] if single else scalers
+    states = [{k: v.detach().cpu() for k, v in n.state_dict().items()} for n in nets]
+    fp = members_fingerprint(list(zip(states, scs, strict=True)), config)
+    bundle: dict[str, Any] = {"meta": meta.to_dict(), "config": config, "fingerprint": fp}
+    if single:
+        bundle.update(state_dict=states[0], scaler=scs[0])
+    else:
+        pairs = zip(states, scs, strict=True)
+        bundle["members"] = [{"state_dict": st, "scaler": sc} for st, sc in pairs]
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
-    fp = fingerprint(state, scaler, config)
     tmp = folder / ".model.pt.tmp"
-    torch.save(
-        {
-            "state_dict": state,
-            "scaler": scaler,
-            "meta": meta.to_dict(),
-            "config": config,
-            "fingerprint": fp,
-        },
-        tmp,
-    )
+    torch.save(bundle, tmp)
     tmp.replace(folder / "model.pt")
     return fp
 
 
 class LoadedModel:
-    """A saved bundle, ready to score a canonical table."""
+    """A saved bundle (one network, or an ensemble's members), ready to score a table."""
 
     def __init__(self, path: Path):
         bundle = torch.load(path, map_location="cpu", weights_only=False)
         self.meta = Meta.from_dict(bundle["meta"])
         self.config = bundle["config"]
-        self.scaler = bundle["scaler"]
-        self.backbone = build_backbone(OmegaConf.create(self.config["model"]), self.meta)
-        self.backbone.load_state_dict(bundle["state_dict"])
-        self.backbone.eval()
-        self.fingerprint = fingerprint(bundle["state_dict"], self.scaler, self.config)
+        members = bundle.get("members") or [
+            {"state_dict": bundle["state_dict"], "scaler": bundle["scaler"]}
+        ]
+        self.members: list[tuple[torch.nn.Module, dict]] = []
+        for m in members:
+            net = build_backbone(OmegaConf.create(self.config["model"]), self.meta)
+            net.load_state_dict(m["state_dict"])
+            self.members.append((net.eval(), m["scaler"]))
+        self.backbone, self.scaler = self.members[0]
+        self.fingerprint = members_fingerprint(
+            [(m["state_dict"], m["scaler"]) for m in members], self.config
+        )
         if self.fingerprint != bundle["fingerprint"]:
             raise ValueError(f"{path} is corrupt: its weights do not match its fingerprint.")
 
@@ -81,17 +105,26 @@ class LoadedModel:
     def predict(self, df: pd.DataFrame) -> dict[str, np.ndarray | None]:
         """Scores of every row of a canonical table: ``y``, ``pred`` (class, or value in
         the target's units), per-row ``loss`` (cross-entropy, or squared error) and
-        ``prob`` (P(class 1) for two classes, else None)."""
-        x, y = self.tensors(df)
-        out = self.backbone(x)
+        ``prob`` (P(class 1) for two classes, else None). An ensemble averages its
+        members' probabilities (or values), each member with its own scaler."""
+        outs = []
+        for net, scaler in self.members:
+            x, y = self.scale(df, scaler)
+            out = net(x).double()
+            if self.meta.regression:
+                outs.append(out[:, 0] * scaler["y_scale"] + scaler["y_mean"])
+            else:
+                outs.append(out.log_softmax(1))
         if self.meta.regression:
-            pred = out[:, 0].double() * self.scaler["y_scale"] + self.scaler["y_mean"]
-            yv = y.double()
-            return {"y": yv.numpy(), "pred": pred.numpy(), "loss": ((pred - yv) ** 2).numpy(),
+            avg, yv = torch.stack(outs).mean(0), y.double()
+            return {"y": yv.numpy(), "pred": avg.numpy(), "loss": ((avg - yv) ** 2).numpy(),
                     "prob": None}  # fmt: skip
-        loss = torch.nn.functional.cross_entropy(out, y, reduction="none")
-        prob = out.softmax(1)[:, 1].numpy() if out.shape[1] == 2 else None
-        return {"y": y.numpy(), "pred": out.argmax(1).numpy(), "loss": loss.numpy(), "prob": prob}
+        # log of the mean probability, exactly: logsumexp of the members' log-probabilities
+        logp = torch.logsumexp(torch.stack(outs), 0) - math.log(len(outs))
+        prob = logp[:, 1].exp().numpy() if logp.shape[1] == 2 else None
+        loss = -logp[torch.arange(len(y)), y]
+        return {"y": y.numpy(), "pred": logp.argmax(1).numpy(), "loss": loss.numpy(),
+                "prob": prob}  # fmt: skip
 
     @staticmethod
     def scale(df: pd.DataFrame, scaler: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -126,7 +126,7 @@ def _need(cfg: DictConfig, key: str, hint: str) -> object:
 
 # Keys chosen through a Hydra config group: the fix is `-S data=digits`, not `data.name`.
 GROUPS = {"data.name": "data", "split.scheme": "split", "model.name": "model",
-          "selection.rule": "selection"}  # fmt: skip
+          "selection.rule": "selection", "ensemble.name": "ensemble"}  # fmt: skip
 
 
 def _one_of(value: object, allowed: tuple[str, ...], key: str) -> None:
@@ -269,6 +269,7 @@ def validate(cfg: DictConfig) -> None:
         if not isinstance(values, str) and len(values) == 0:
             raise FoldwiseError(f"params: sweep.grid.{key} has no values.")
     _one_of(cfg.sweep.launcher, LAUNCHERS, "sweep.launcher")
+    _check_ensemble(cfg)
 
     _one_of(cfg.selection.rule, SELECTION_RULES, "selection.rule")
     diag = cfg.get("diagnosis") or {}
@@ -366,6 +367,35 @@ def validate(cfg: DictConfig) -> None:
         raise FoldwiseError(f"params: lockbox.confidence must be in (0, 1), got {conf!r}.")
     if cfg.lockbox.bootstrap_resamples < 100:
         raise FoldwiseError("params: lockbox.bootstrap_resamples must be at least 100.")
+
+
+ENSEMBLES = ("none", "bagging")
+
+
+def _check_ensemble(cfg: DictConfig) -> None:
+    """``ensemble.*``, in the base config and in every value ``sweep.grid`` gives it."""
+    ens = cfg.get("ensemble")
+    if ens is None:
+        return
+    swept = {k: v for k, v in grid_leaves(cfg).items() if k.startswith("ensemble.")}
+    values: dict[str, list] = {f"ensemble.{k}": [v] for k, v in ens.items()}
+    for key, vals in swept.items():
+        if not isinstance(vals, str):
+            values[key] = list(vals)
+    for name in values.get("ensemble.name", []):
+        _one_of(name, ENSEMBLES, "ensemble.name")
+    for n in values.get("ensemble.n_estimators", []):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise FoldwiseError(
+                f"params: ensemble.n_estimators must be a positive integer, got {n!r}.",
+                "bagging needs members: e.g. -S ensemble.n_estimators=10.",
+            )
+    for f in values.get("ensemble.max_samples", []):
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f <= 1:
+            raise FoldwiseError(
+                f"params: ensemble.max_samples must be a fraction in (0, 1], got {f!r}.",
+                "each member draws this share of its training rows (with replacement).",
+            )
 
 
 def grid_leaves(cfg: DictConfig) -> dict[str, object]:

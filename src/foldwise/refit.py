@@ -44,18 +44,25 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     import mlflow
 
     from foldwise import tracking
-    from foldwise.train import fit, headline
+    from foldwise.ensemble import spec
+    from foldwise.train import fit, fit_members, headline
 
     selection = read_json(layout.selection)
     chosen = selected_config(cfg, selection)
     meta = Meta.from_dict(read_json(layout.meta))
     dev = pd.read_parquet(layout.dev)
     epochs = refit_epochs(chosen, selection["fold_best_epochs"])
-    print(f"[refit] {selection['label']} on all {len(dev)} dev rows for {epochs} epochs")
-    backbone, res = fit(chosen, meta, dev, None, epochs=epochs)
-
+    bagged = spec(chosen)
+    what = f"{bagged['n_estimators']} bagged members" if bagged else "one model"
+    print(f"[refit] {selection['label']} on all {len(dev)} dev rows for {epochs} epochs ({what})")
     hyper = hyperparameters(chosen)
-    fp = artifact.save(layout.model_dir, backbone, res.scaler, meta, hyper)
+    if bagged:
+        backbones, res, scalers = fit_members(chosen, meta, dev, epochs=epochs)
+        fp = artifact.save(layout.model_dir, backbones, scalers, meta, hyper)
+        backbone, res.scaler = backbones[0], scalers[0]
+    else:
+        backbone, res = fit(chosen, meta, dev, None, epochs=epochs)
+        fp = artifact.save(layout.model_dir, backbone, res.scaler, meta, hyper)
     (layout.model_dir / "config.yaml").write_text(OmegaConf.to_yaml(chosen))
 
     c = tracking.client(cfg)
@@ -77,14 +84,15 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     )
     mlflow.set_tracking_uri(c.tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        # pip_requirements given explicitly: inferring them imports and probes the env (slow).
-        example = artifact.LoadedModel.scale(dev.head(2), res.scaler)[0].numpy()
-        mlflow.pytorch.log_model(
-            backbone,
-            name="model",
-            input_example=example,
-            pip_requirements=[f"torch=={torch.__version__}"],
-        )
+        if not bagged:  # an ensemble has no single torch module: its bundle is the model
+            # pip_requirements given explicitly: inferring them imports and probes the env.
+            example = artifact.LoadedModel.scale(dev.head(2), res.scaler)[0].numpy()
+            mlflow.pytorch.log_model(
+                backbone,
+                name="model",
+                input_example=example,
+                pip_requirements=[f"torch=={torch.__version__}"],
+            )
         mlflow.log_artifacts(str(layout.model_dir), artifact_path="bundle")
     cv = {"metric": selection["metric"], **selection["score"], "method": selection.get("method")}
     info = {

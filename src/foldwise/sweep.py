@@ -92,12 +92,19 @@ def apply(cfg: DictConfig, overrides: dict[str, Any]) -> DictConfig:
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
-    """The part of a config that defines a fit (:data:`HYPER_KEYS`), as plain containers."""
-    return {
+    """The part of a config that defines a fit (:data:`HYPER_KEYS`, and the ensemble when
+    there is one: a single model's hash is the same as before ensembles existed)."""
+    out = {
         k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig)
         else cfg[k]
         for k in HYPER_KEYS
     }  # fmt: skip
+    from foldwise.ensemble import spec
+
+    ens = spec(cfg)
+    if ens is not None:
+        out["ensemble"] = ens
+    return out
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -394,8 +401,10 @@ def plan_stacks(
     cfg: DictConfig, layout: P.Layout, configs: list[dict], pending: list[tuple[str, int]]
 ) -> tuple[list[list[str]], dict[str, Any]]:
     """Group the pending tasks into stacks (see :func:`foldwise.engine.plan`); returns
-    the stacks (task names) and the tasks by name."""
+    the stacks (task names) and, by task name, the engine tasks that train it (itself,
+    or an ensemble's members: planned as the models they are, always in one stack)."""
     from foldwise import engine
+    from foldwise.ensemble import expand
     from foldwise.train import make_task
 
     inputs = _inputs(str(layout.root))
@@ -407,12 +416,16 @@ def plan_stacks(
             full_cfgs[h] = apply(cfg, by_hash[h]["overrides"])
         full = full_cfgs[h]
         tr, va = inputs.folds[f]
-        tasks.append(make_task(full, task_name(h, f), tr, {"val": va}))
+        tasks += expand(make_task(full, task_name(h, f), tr, {"val": va}))
     workers = int(cfg.sweep.n_jobs) if cfg.sweep.launcher == "joblib" else 1
     stacks = engine.plan(
         tasks, inputs.meta, min_stacks=min(workers, len(tasks)), **engine_settings(cfg)
     )
-    return [[tasks[i].key for i in s] for s in stacks], {t.key: t for t in tasks}
+    by_parent: dict[str, list[Any]] = {}
+    for t in tasks:
+        by_parent.setdefault(t.group or t.key, []).append(t)
+    parent = lambda t: t.group or t.key  # noqa: E731
+    return [list(dict.fromkeys(parent(tasks[i]) for i in s)) for s in stacks], by_parent
 
 
 # Plans with at least this many models to train get a time estimate before training.
@@ -441,7 +454,7 @@ def estimate_seconds(
     known = read_json(epochs_index(layout.root)) if epochs_index(layout.root).is_file() else {}
     probes, total, measured, models = {}, 0.0, 0, 0
     for names in stacks:
-        ts = [tasks[n] for n in names]
+        ts = [t for n in names for t in tasks[n]]
         arch = ts[0].arch()
         if arch not in probes:
             probes[arch] = probe(
@@ -450,7 +463,7 @@ def estimate_seconds(
             )  # fmt: skip
         epochs = []
         for t in ts:
-            h = parse_task_name(t.key)[0]
+            h = parse_task_name(t.group or t.key)[0]
             if h in known and t.hyper.early_stopping:
                 epochs.append(known[h]["mean"])
                 measured += 1
@@ -526,7 +539,7 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
     A failed model (non-finite loss, an error in its configuration) is recorded as
     failed (result file and MLflow status) and the rest of its stack trains on.
     """
-    from foldwise import engine, tracking
+    from foldwise import engine, ensemble, tracking
     from foldwise.train import make_task
 
     number = int(cfg.stack)
@@ -608,7 +621,7 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
 
         background.submit(open_runs)
         try:
-            engine.train(
+            ensemble.train(
                 todo,
                 inputs.x,
                 inputs.y,

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from foldwise import engine
 from foldwise.data import Meta, feature_columns
+from foldwise.ensemble import spec as ensemble_spec
 from foldwise.models import build_backbone
 
 
@@ -51,6 +52,7 @@ def make_task(
         evals={k: np.asarray(v, dtype=np.int64) for k, v in (evals or {}).items()},
         label=label,
         predict=predict,
+        ensemble=ensemble_spec(cfg),
     )
 
 
@@ -130,6 +132,7 @@ def train_cached(tasks, x, y, meta, cfg, layout, done, progress, what: str) -> N
     (by task key) and, when it succeeded, into the job cache ``.foldwise/jobs/<key>.json``,
     so a method that builds its own tasks (nested CV, curves) resumes after an interruption.
     """
+    from foldwise import ensemble
     from foldwise.files import write_json
     from foldwise.results import job_cache
     from foldwise.sweep import engine_settings
@@ -137,7 +140,7 @@ def train_cached(tasks, x, y, meta, cfg, layout, done, progress, what: str) -> N
     if not tasks:
         return
     settings = engine_settings(cfg)
-    stacks = engine.plan(tasks, meta, **settings)
+    stacks = ensemble.plan(tasks, meta, **settings)
 
     def on_done(task, outcome) -> None:
         result = outcome.result()
@@ -153,7 +156,38 @@ def train_cached(tasks, x, y, meta, cfg, layout, done, progress, what: str) -> N
         progress.epoch(number, len(stacks), info.epoch, info.max_epochs, info.work_epochs,
                        info.seconds, info.remaining, info.active)  # fmt: skip
 
-    engine.train(
+    ensemble.train(
         tasks, x, y, meta, accelerator=str(cfg.trainer.accelerator),
         precision=settings["precision"], stacks=stacks, on_done=on_done, on_epoch=on_epoch,
     )  # fmt: skip
+
+
+def fit_members(
+    cfg: DictConfig, meta: Meta, train: pd.DataFrame, *, epochs: int | None = None
+) -> tuple[list[torch.nn.Module], FitResult, list[dict]]:
+    """Train ``cfg``'s ensemble on ``train``: its members in one stack. Returns the member
+    networks, the ensemble's result (scores of the averaged predictions on ``train``,
+    out-of-bag scores, mean curves) and each member's scaler."""
+    from foldwise import ensemble
+
+    x, y = arrays(train)
+    parent = make_task(cfg, "fit", np.arange(len(train)), epochs=epochs)
+    members = ensemble.expand(parent)
+    outs = engine.train(
+        members, x, y, meta, accelerator=str(cfg.trainer.accelerator),
+        precision=int(cfg.trainer.get("precision", 32)), keep_state=True,
+    )  # fmt: skip
+    failed = [o.error for o in outs if o.status != "ok"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(outs)} members failed: {failed[0]}")
+    nets = []
+    for o in outs:
+        net = build_backbone(cfg.model, meta)
+        net.load_state_dict({k: v.float() for k, v in o.state_dict.items()})
+        nets.append(net.eval())
+    both = ensemble.combine(parent, members, outs, y, meta.regression)
+    res = FitResult(
+        metrics=both.metrics, history=both.history, best_epoch=both.best_epoch,
+        epochs_trained=both.epochs_trained, n_train=both.n_train, n_val=0,
+    )  # fmt: skip
+    return nets, res, [o.scaler for o in outs]

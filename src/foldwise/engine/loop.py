@@ -141,7 +141,8 @@ class StackTrainer(pl.LightningModule):
         # Padded row sets scored at each epoch end ("inner", eval sets) and at the end ("fit").
         self.sets: dict[str, tuple[Tensor, Tensor]] = {}
         names = ["fit", "inner", *dict.fromkeys(k for t in tasks for k in t.evals)]
-        self.set_names = [n for n in names if n != "fit"]
+        self.set_names = [n for n in names if n != "fit"]  # scored every epoch
+        names += [k for k in dict.fromkeys(k for t in tasks for k in t.finals) if k not in names]
         for name in names:
             rows = [self._rows(m, name) for m in range(self.n_models)]
             if name == "fit" or any(len(r) for r in rows):
@@ -306,17 +307,18 @@ class StackTrainer(pl.LightningModule):
 
     @torch.no_grad()
     def predict_rows(
-        self, name: str, models: Tensor, params: dict[str, Tensor]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Per-row prediction (class or value), loss and — for two classes — probability
-        of class 1 of ``models`` on row set ``name`` ([m, L], padded like the set; callers
-        cut each model's row count)."""
+        self, name: str, models: Tensor, params: dict[str, Tensor], proba: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Per-row prediction (class or value), loss, — for two classes — probability of
+        class 1, and with ``proba`` every class's probability, of ``models`` on row set
+        ``name`` ([m, L(, C)], padded like the set; callers cut each model's row count)."""
         was_training = self.stack.training
         self.stack.eval()
         idx_all, _ = self.sets[name]
         idx = idx_all.index_select(0, models)
         chunk = max(64, self.eval_budget // max(1, len(models) * self.act_width))
-        preds, losses, probs = [], [], []
+        preds, losses, probs, full = [], [], [], []
+        proba = proba and isinstance(self.head, Classifier)
         for a in range(0, idx.shape[1], chunk):
             i = idx[:, a : a + chunk]
             out = self.head.outputs(self.stack(self._inputs(i, models), params=params), models)
@@ -325,6 +327,8 @@ class StackTrainer(pl.LightningModule):
             losses.append(self.head.loss(out, self.y[i]))
             if prob is not None:
                 probs.append(prob)
+            if proba:
+                full.append(out.softmax(-1))
         self.stack.train(was_training)
         prob = torch.cat(probs, 1).double().cpu().numpy() if probs else None
         pred = torch.cat(preds, 1)
@@ -332,6 +336,7 @@ class StackTrainer(pl.LightningModule):
             pred.double().cpu().numpy() if pred.is_floating_point() else pred.cpu().numpy(),
             torch.cat(losses, 1).double().cpu().numpy(),
             prob,
+            torch.cat(full, 1).double().cpu().numpy() if full else None,
         )
 
     def _remember(self, m: int) -> None:
@@ -360,7 +365,8 @@ class StackTrainer(pl.LightningModule):
                 final[name] = self.score(name, sel, params)
         wanted = [n for n in dict.fromkeys(p for m in models for p in self.tasks[m].predict)
                   if n in self.sets]  # fmt: skip
-        predicted = {n: self.predict_rows(n, sel, params) for n in wanted}
+        proba = any(self.tasks[m].proba for m in models)
+        predicted = {n: self.predict_rows(n, sel, params, proba) for n in wanted}
         for k, m in enumerate(models):
             self.state[m] = "done"
             metrics = {
@@ -380,7 +386,7 @@ class StackTrainer(pl.LightningModule):
                 n_val=len(p.evals.get("val", ())),
                 scaler=self._scaler(p),
             )
-            for n, (pred, loss, prob) in predicted.items():
+            for n, (pred, loss, prob, full) in predicted.items():
                 if n in self.tasks[m].predict:
                     r = len(self._rows(m, n))
                     out.predictions[n] = {
@@ -392,6 +398,8 @@ class StackTrainer(pl.LightningModule):
                     }
                     if prob is not None:  # binary: P(class 1), for ROC-AUC
                         out.predictions[n]["prob"] = [float(f"{v:.7g}") for v in prob[k, :r]]
+                    if full is not None and self.tasks[m].proba:  # ensembles average these
+                        out.predictions[n]["proba"] = full[k, :r].tolist()
             if self.keep_state:
                 out.state_dict = {n: t[k].detach().cpu().clone() for n, t in params.items()}
             self._deliver(m, out)

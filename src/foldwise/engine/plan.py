@@ -85,5 +85,26 @@ def plan_stacks(
     for arch, members in groups.items():
         n = math.ceil(len(members) / per_group[arch])
         size = math.ceil(len(members) / n)  # equal sizes, not one big and one tiny
-        stacks += [members[i : i + size] for i in range(0, len(members), size)]
+        stacks += _pack(members, [tasks[i].group for i in members], size)
+    return stacks
+
+
+def _pack(members: list[int], groups: list[str], size: int) -> list[list[int]]:
+    """Consecutive chunks of about ``size`` tasks that never split a group (the members
+    of one ensemble are combined as they finish, so they must share a stack); a group
+    larger than ``size`` gets a stack of its own."""
+    units: list[list[int]] = []
+    last = None
+    for i, g in zip(members, groups, strict=True):
+        if units and g and g == last:
+            units[-1].append(i)
+        else:
+            units.append([i])
+        last = g
+    stacks: list[list[int]] = []
+    for unit in units:
+        if stacks and len(stacks[-1]) + len(unit) <= size:
+            stacks[-1] += unit
+        else:
+            stacks.append(list(unit))
     return stacks

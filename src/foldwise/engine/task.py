@@ -50,6 +50,14 @@ class Task:
     evals: dict[str, np.ndarray] = field(default_factory=dict)
     label: str = ""
     predict: tuple[str, ...] = ()  # eval sets whose per-row predictions the outcome keeps
+    # Row sets only predicted once training ends (not scored every epoch), e.g. a bagging
+    # member's fold-training rows for the out-of-bag score; name them in ``predict`` too.
+    finals: dict[str, np.ndarray] = field(default_factory=dict)
+    proba: bool = False  # predictions also keep every class's probability ("proba")
+    group: str = ""  # tasks sharing a group are planned into one stack (ensemble members)
+    # An ensemble this task stands for (``cfg.ensemble``); the engine never reads it:
+    # :mod:`foldwise.ensemble` expands such a task into member tasks before training.
+    ensemble: dict[str, Any] | None = None
 
     def arch(self) -> tuple:
         """Tasks with equal ``arch()`` can train in one stack (dropout is per model)."""
@@ -100,7 +108,7 @@ class Prepared:
 
     fit: np.ndarray  # positions the model trains on (with multiplicity), in batch-draw order
     inner: np.ndarray | None  # early-stopping rows, disjoint from ``fit``'s rows
-    evals: dict[str, np.ndarray]
+    evals: dict[str, np.ndarray]  # scored every epoch; ``finals`` rows join them here
     mean: np.ndarray
     scale: np.ndarray
     y_mean: float = 0.0  # regression: the target's mean and scale over the fit rows
@@ -143,7 +151,7 @@ def prepare(task: Task, x: np.ndarray, y: np.ndarray, *, regression: bool = Fals
     return Prepared(
         fit=np.asarray(fit, dtype=np.int64),
         inner=None if inner is None else np.asarray(inner, dtype=np.int64),
-        evals={k: np.asarray(v, dtype=np.int64) for k, v in task.evals.items()},
+        evals={k: np.asarray(v, dtype=np.int64) for k, v in {**task.finals, **task.evals}.items()},
         mean=scaler.mean_.astype(np.float64),
         scale=scaler.scale_.astype(np.float64),
         **target,

@@ -282,6 +282,13 @@ def summarize(
         row_resamples=row_resamples, seed=seed,
     )  # fmt: skip
     _with_prediction_metrics(stats, kind, results, confidence, n_dev)
+    # Bagged configurations: each resample's out-of-bag score (computed on its training
+    # rows), summarised as the mean over resamples (no interval: not a held-out estimate
+    # of the same kind as the validation score; a yardstick beside it).
+    for key in results[0]["metrics"]:
+        if key.startswith("oob_") and all(key in r["metrics"] for r in results):
+            values = [r["metrics"][key] for r in results]
+            stats[key] = _point(float(np.mean(values)), len(values))
     return stats, method
 
 
