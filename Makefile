@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro test test-fast lint ui params bench bench-parts bench-schemes clean
+.PHONY: install repro report test test-fast lint ui params bench bench-parts bench-schemes clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ install: $(STAMP)
 
 repro: install  ## run the whole pipeline (DVC skips stages whose inputs did not change)
 	$(RUN) dvc repro
+
+report: install  ## write results/report.html from what has run so far, without DVC (preview before the lockbox opens)
+	$(RUN) $(BIN)/python pipelines/report.py
 
 test: install  ## lint, then every test (unit + end-to-end)
 	$(BIN)/ruff check .

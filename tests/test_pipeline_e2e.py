@@ -58,7 +58,7 @@ def check_tree(uri: str, sweeps: int = 1) -> dict[str, list]:
 def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     p = make_project(tmp_path, sqlite_uri, tiny_params())
     out = p.dvc("repro").stdout
-    for stage in ("prepare", "split", "sweep", "aggregate", "refit", "test"):
+    for stage in ("prepare", "split", "sweep", "aggregate", "refit", "test", "report"):
         assert f"Running stage '{stage}'" in out
     assert f"{N_CONFIGS * N_FOLDS} models: {N_CONFIGS * N_FOLDS} to train" in out
 
@@ -153,6 +153,10 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert len((root / "lockbox/audit.jsonl").read_text().splitlines()) == 1
     refused_doc = json.loads((root / "results/test_metrics.json").read_text())
     assert refused_doc["status"] == "refused" and "test" not in refused_doc  # no stale scores
+    # the report (`make report`: DVC stops at the failed test stage) says so, without scores
+    p.stage("report")
+    page = (root / "results/report.html").read_text()
+    assert "The lockbox refused this selection" in page and "bootstrap interval" not in page
 
     # ...unless overridden with a reason: audited and flagged.
     p.set_params(

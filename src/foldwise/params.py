@@ -97,6 +97,11 @@ class Layout:
         return self.root / "results/cv_confusion.csv"
 
     @property
+    def report(self) -> Path:
+        """The self-contained HTML report of the run."""
+        return self.root / "results/report.html"
+
+    @property
     def audit_log(self) -> Path:
         """Every opening of the lockbox, one JSON line each; kept in git."""
         return self.root / "lockbox/audit.jsonl"
