@@ -14,6 +14,7 @@ the sweep run.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -144,11 +145,10 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     for curve, data in rows.items():
         table = pd.DataFrame(data, columns=["x", "fold", "n_train", *metrics])
         table.to_csv(out_dir / f"{curve}_folds.csv", index=False)
+        summ = method.summarize_curve(table, "x", [*metrics, "n_train"]) if data else table
         if data:  # the plotted score again under a task-neutral name, for dvc.yaml's plots
-            for side in ("train", "val"):
-                table[f"{side}_score"] = table[f"{side}_{score}"]
-        names = [*metrics, "train_score", "val_score", "n_train"]
-        summ = method.summarize_curve(table, "x", names) if data else table
+            for side, stat in itertools.product(("train", "val"), ("mean", "std", "low", "high")):
+                summ[f"{side}_score_{stat}"] = summ[f"{side}_{score}_{stat}"]
         summ.to_csv(out_dir / f"{curve}.csv", index=False)
         if data:
             figures[curve] = _figure(summ, curve, param, selection, chosen, score)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from foldwise import scores
 from foldwise.methods.resampling import t_summary
 
 
@@ -33,12 +34,14 @@ def nested_subsets(train: Sequence[int], fractions: Sequence[float], seed: int) 
 def summarize_curve(
     rows: pd.DataFrame, x: str, metrics: Sequence[str], confidence: float = 0.95
 ) -> pd.DataFrame:
-    """Per ``x`` value: ``<metric>_mean``, ``_std``, ``_low``, ``_high`` over folds."""
+    """Per ``x`` value: ``<metric>_mean``, ``_std``, ``_low``, ``_high`` over folds; the
+    band is clipped to the metric's range (an F1 band ends at 1 however few folds)."""
     out = []
     for value, group in rows.groupby(x, sort=True):
         row: dict = {x: value, "folds": len(group)}
         for m in metrics:
-            st = t_summary(group[m].to_numpy(dtype=float), confidence)
+            bounds = scores.bounds(m) if m.startswith(("train_", "val_")) else (-np.inf, np.inf)
+            st = t_summary(group[m].to_numpy(dtype=float), confidence, bounds)
             row[f"{m}_mean"], row[f"{m}_std"] = st["mean"], st["std"]
             row[f"{m}_low"], row[f"{m}_high"] = st["ci_low"], st["ci_high"]
         out.append(row)
