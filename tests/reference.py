@@ -9,6 +9,8 @@ Dropout must be 0 (``nn.Dropout`` draws from the global generator, the engine fr
 per model). Regression (``meta.regression``): no stratification; the network predicts
 the target standardised with the fit rows' mean and (population) std, trained with
 ``F.mse_loss`` on that scale; every reported score is in the target's units.
+Boosting's per-row ``task.weights`` multiply each row's loss (normalised to mean 1 over
+the fit rows; scores stay unweighted) and ``task.targets`` replace the target.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def reference_fit(task: Task, x: np.ndarray, y: np.ndarray, meta, dtype=torch.fl
     assert h.dropout == 0 and task.model.get("dropout", 0) == 0
     rows = np.asarray(task.train)
     regression = getattr(meta, "regression", False)
+    if task.targets is not None:
+        y = np.asarray(task.targets)
     if h.early_stopping:
         yr = y[rows]
         n_inner = math.ceil(h.inner_fraction * len(rows))
@@ -75,6 +79,8 @@ def reference_fit(task: Task, x: np.ndarray, y: np.ndarray, meta, dtype=torch.fl
         fit, inner = rows, None
     scaler = StandardScaler().fit(x[fit].astype(np.float32))
     target = (float(y[fit].mean()), float(y[fit].std())) if regression else None
+    weights = np.ones(len(y)) if task.weights is None else np.asarray(task.weights, dtype=float)
+    wf = torch.tensor(weights[fit] / weights[fit].mean(), dtype=dtype)
 
     def t(r):
         xs = (x[r] - scaler.mean_) / scaler.scale_
@@ -98,15 +104,16 @@ def reference_fit(task: Task, x: np.ndarray, y: np.ndarray, meta, dtype=torch.fl
             b = perm[i : i + task.batch_size]
             logits = net(xf[b])
             if target is not None:
-                loss = F.mse_loss(logits[:, 0], (yf[b] - target[0]) / target[1])
+                rows_loss = (logits[:, 0] - (yf[b] - target[0]) / target[1]) ** 2
                 preds.append(logits[:, 0].detach() * target[1] + target[0])
             else:
-                loss = F.cross_entropy(logits, yf[b])
+                rows_loss = F.cross_entropy(logits, yf[b], reduction="none")
                 preds.append(logits.argmax(1))
+            loss = (rows_loss * wf[b]).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-            loss_sum += float(loss.detach()) * len(b)
+            loss_sum += float(rows_loss.detach().sum())
             labels.append(yf[b])
         p, lab = torch.cat(preds).numpy(), torch.cat(labels).numpy()
         if target is not None:

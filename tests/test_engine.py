@@ -314,3 +314,28 @@ def test_batched_regression_metrics_equal_scikit_learn():
         assert got["loss"][i] == got["mse"][i]
         assert got["mae"][i] == pytest.approx(mean_absolute_error(yt, yp), rel=1e-12)
         assert got["r2"][i] == pytest.approx(r2_score(yt, yp), rel=1e-9)
+
+
+# ------------------------------------------------------------------ boosting's inputs
+def test_row_weights_and_targets_equal_the_reference(digits, diabetes):
+    """AdaBoost's sample weights and gradient boosting's residual targets: each model
+    its own, in one stack with an ordinary model, as the reference loop computes them."""
+    import dataclasses
+
+    rng = np.random.default_rng(0)
+    for x, y, meta, folds in (digits, diabetes):
+        plain = make_tasks(folds, MLP, GRID[:2], epochs=3, early=False)
+        w = rng.uniform(0.1, 3.0, len(y))
+        tasks = [dataclasses.replace(plain[0], key="weighted", weights=w), plain[1]]
+        if meta.regression:
+            resid = y - rng.normal(y.mean(), 20, len(y))
+            tasks.append(dataclasses.replace(plain[2], key="residuals", targets=resid,
+                                             weights=w))  # fmt: skip
+        outs = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64)
+        for task, out in zip(tasks, outs, strict=True):
+            ref = reference_fit(task, x, y, meta)
+            for k in out.metrics:
+                assert out.metrics[k] == pytest.approx(ref.metrics[k], rel=1e-9, abs=1e-9), k
+        # the weights really change the fit
+        unweighted = engine.train(plain[:1], x, y, meta, accelerator="cpu", precision=64)[0]
+        assert unweighted.metrics["train_loss"] != outs[0].metrics["train_loss"]

@@ -10,6 +10,7 @@ fingerprint that the lockbox uses to recognise
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,13 @@ def fingerprint(
 
 
 def members_fingerprint(
-    members: list[tuple[dict[str, torch.Tensor], dict[str, Any]]], config: dict[str, Any]
+    members: list[tuple[dict[str, torch.Tensor], dict[str, Any]]],
+    config: dict[str, Any],
+    combine: dict[str, Any] | None = None,
 ) -> str:
-    """:func:`fingerprint` of an ensemble: every member's weights and scaler, in order.
-    A single model is an ensemble of one (the same hash as before ensembles existed)."""
+    """:func:`fingerprint` of an ensemble: every member's weights and scaler, in order,
+    and how they combine (boosting's weights). A single model is an ensemble of one (the
+    same hash as before ensembles existed)."""
     h = hashlib.sha256()
     for state_dict, scaler in members:
         for key in sorted(state_dict):
@@ -45,6 +49,8 @@ def members_fingerprint(
         if "y_mean" in scaler:  # regression: the target's standardisation
             h.update(np.asarray([scaler["y_mean"], scaler["y_scale"]], dtype=np.float64).tobytes())
     h.update(OmegaConf.to_yaml(OmegaConf.create(config), sort_keys=True).encode())
+    if combine:
+        h.update(json.dumps(combine, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -54,16 +60,20 @@ def save(
     scalers: dict | list[dict],
     meta: Meta,
     config: dict[str, Any],
+    combine: dict[str, Any] | None = None,
 ) -> str:
     """Write the bundle atomically (temp file + rename); return its fingerprint.
 
-    One network and scaler, or an ensemble's members (lists, in member order)."""
+    One network and scaler, or an ensemble's members (lists, in member order) and how
+    they combine (``combine``: bagging averages; boosting's ``alphas`` and ``f0``)."""
     single = not isinstance(backbones, list)
     nets = [backbones] if single else backbones
     scs = [scalers] if single else scalers
     states = [{k: v.detach().cpu() for k, v in n.state_dict().items()} for n in nets]
-    fp = members_fingerprint(list(zip(states, scs, strict=True)), config)
+    fp = members_fingerprint(list(zip(states, scs, strict=True)), config, combine)
     bundle: dict[str, Any] = {"meta": meta.to_dict(), "config": config, "fingerprint": fp}
+    if combine:
+        bundle["combine"] = combine
     if single:
         bundle.update(state_dict=states[0], scaler=scs[0])
     else:
@@ -92,8 +102,9 @@ class LoadedModel:
             net.load_state_dict(m["state_dict"])
             self.members.append((net.eval(), m["scaler"]))
         self.backbone, self.scaler = self.members[0]
+        self.combine = bundle.get("combine") or {"name": "bagging"}
         self.fingerprint = members_fingerprint(
-            [(m["state_dict"], m["scaler"]) for m in members], self.config
+            [(m["state_dict"], m["scaler"]) for m in members], self.config, bundle.get("combine")
         )
         if self.fingerprint != bundle["fingerprint"]:
             raise ValueError(f"{path} is corrupt: its weights do not match its fingerprint.")
@@ -115,6 +126,9 @@ class LoadedModel:
                 outs.append(out[:, 0] * scaler["y_scale"] + scaler["y_mean"])
             else:
                 outs.append(out.log_softmax(1))
+        name = self.combine["name"]
+        if name in ("adaboost", "gradient_boosting"):
+            return self._boosted(outs, y)
         if self.meta.regression:
             avg, yv = torch.stack(outs).mean(0), y.double()
             return {"y": yv.numpy(), "pred": avg.numpy(), "loss": ((avg - yv) ** 2).numpy(),
@@ -125,6 +139,23 @@ class LoadedModel:
         loss = -logp[torch.arange(len(y)), y]
         return {"y": y.numpy(), "pred": logp.argmax(1).numpy(), "loss": loss.numpy(),
                 "prob": prob}  # fmt: skip
+
+    def _boosted(self, outs: list[torch.Tensor], y: torch.Tensor) -> dict[str, np.ndarray | None]:
+        """Boosting's combination (:mod:`foldwise.ensemble.boosting`): SAMME's weighted
+        votes, or ``F_0 + Σ ν·h_m``."""
+        from foldwise.ensemble import boosting
+
+        alphas = self.combine["alphas"]
+        if self.meta.regression:
+            f = boosting.staged(self.combine["f0"], [o.numpy() for o in outs], alphas[0])[-1]
+            yv = y.double().numpy()
+            return {"y": yv, "pred": f, "loss": (f - yv) ** 2, "prob": None}
+        k = self.meta.n_classes
+        proba = boosting.samme_proba([o.argmax(1).numpy() for o in outs], alphas, k)
+        yv = y.numpy()
+        p_true = np.clip(proba[np.arange(len(yv)), yv], 1e-12, None)
+        return {"y": yv, "pred": proba.argmax(1), "loss": -np.log(p_true),
+                "prob": proba[:, 1] if k == 2 else None}  # fmt: skip
 
     @staticmethod
     def scale(df: pd.DataFrame, scaler: dict) -> tuple[torch.Tensor, torch.Tensor]:

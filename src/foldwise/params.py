@@ -223,8 +223,10 @@ def validate(cfg: DictConfig) -> None:
         )
     for key in ("model.hidden", "model.depth", "trainer.batch_size", "trainer.max_epochs"):
         value = _need(cfg, key, f"set {key} to a positive integer")
-        if not isinstance(value, int) or value < 1:
-            raise FoldwiseError(f"params: {key} must be a positive integer, got {value!r}.")
+        least = 0 if key == "model.depth" and cfg.model.name == "mlp" else 1  # 0: linear
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            kind = "an integer >= 0 (0: a linear model)" if least == 0 else "a positive integer"
+            raise FoldwiseError(f"params: {key} must be {kind}, got {value!r}.")
     dropout = _need(cfg, "model.dropout", "e.g. model.dropout=0.1")
     if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
         raise FoldwiseError(f"params: model.dropout must be in [0, 1), got {dropout!r}.")
@@ -374,7 +376,7 @@ def validate(cfg: DictConfig) -> None:
         raise FoldwiseError("params: lockbox.bootstrap_resamples must be at least 100.")
 
 
-ENSEMBLES = ("none", "bagging")
+ENSEMBLES = ("none", "bagging", "adaboost", "gradient_boosting")
 
 
 def _check_ensemble(cfg: DictConfig) -> None:
@@ -387,8 +389,23 @@ def _check_ensemble(cfg: DictConfig) -> None:
     for key, vals in swept.items():
         if not isinstance(vals, str):
             values[key] = list(vals)
+    task = str(cfg.data.get("task") or "classification")
     for name in values.get("ensemble.name", []):
         _one_of(name, ENSEMBLES, "ensemble.name")
+        wrong = {"adaboost": "regression", "gradient_boosting": "classification"}.get(name)
+        if wrong == task:
+            other = "gradient_boosting" if name == "adaboost" else "adaboost"
+            raise FoldwiseError(
+                f"params: ensemble={name} boosts "
+                + ("classifiers (SAMME)" if name == "adaboost" else "regressors (squared loss)")
+                + f", and data={cfg.data.name} is a {task} task.",
+                f"use ensemble={other} (or bagging) for {task}.",
+            )
+    for lr in values.get("ensemble.learning_rate", []):
+        if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
+            raise FoldwiseError(
+                f"params: ensemble.learning_rate must be a positive number, got {lr!r}."
+            )
     for n in values.get("ensemble.n_estimators", []):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise FoldwiseError(

@@ -53,12 +53,12 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     dev = pd.read_parquet(layout.dev)
     epochs = refit_epochs(chosen, selection["fold_best_epochs"])
     bagged = spec(chosen)
-    what = f"{bagged['n_estimators']} bagged members" if bagged else "one model"
+    what = f"{bagged['name']}, up to {bagged['n_estimators']} members" if bagged else "one model"
     print(f"[refit] {selection['label']} on all {len(dev)} dev rows for {epochs} epochs ({what})")
     hyper = hyperparameters(chosen)
     if bagged:
-        backbones, res, scalers = fit_members(chosen, meta, dev, epochs=epochs)
-        fp = artifact.save(layout.model_dir, backbones, scalers, meta, hyper)
+        backbones, res, scalers, combine = fit_members(chosen, meta, dev, epochs=epochs)
+        fp = artifact.save(layout.model_dir, backbones, scalers, meta, hyper, combine)
         backbone, res.scaler = backbones[0], scalers[0]
     else:
         backbone, res = fit(chosen, meta, dev, None, epochs=epochs)

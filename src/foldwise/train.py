@@ -164,30 +164,39 @@ def train_cached(tasks, x, y, meta, cfg, layout, done, progress, what: str) -> N
 
 def fit_members(
     cfg: DictConfig, meta: Meta, train: pd.DataFrame, *, epochs: int | None = None
-) -> tuple[list[torch.nn.Module], FitResult, list[dict]]:
-    """Train ``cfg``'s ensemble on ``train``: its members in one stack. Returns the member
-    networks, the ensemble's result (scores of the averaged predictions on ``train``,
-    out-of-bag scores, mean curves) and each member's scaler."""
+) -> tuple[list[torch.nn.Module], FitResult, list[dict], dict]:
+    """Train ``cfg``'s ensemble on ``train`` (bagging: its members in one stack; boosting:
+    round by round). Returns the member networks, the ensemble's result (scores of its
+    predictions on ``train``, out-of-bag scores, staged curves), each member's scaler and
+    how members combine (``{"name": ..., "alphas": [...], "f0": ...}``)."""
     from foldwise import ensemble
 
     x, y = arrays(train)
     parent = make_task(cfg, "fit", np.arange(len(train)), epochs=epochs)
-    members = ensemble.expand(parent)
-    outs = engine.train(
-        members, x, y, meta, accelerator=str(cfg.trainer.accelerator),
-        precision=int(cfg.trainer.get("precision", 32)), keep_state=True,
-    )  # fmt: skip
-    failed = [o.error for o in outs if o.status != "ok"]
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {len(outs)} members failed: {failed[0]}")
+    kw = dict(accelerator=str(cfg.trainer.accelerator),
+              precision=int(cfg.trainer.get("precision", 32)), keep_state=True)  # fmt: skip
+    name = parent.ensemble["name"]
+    if name in ensemble.BOOSTING:
+        (b,) = ensemble.boost([parent], x, y, meta, **kw)
+        if b.outcome.status != "ok":
+            raise RuntimeError(f"training failed: {b.outcome.error}")
+        outs, both = b.learners, b.outcome
+        combine = {"name": name, "alphas": b.alphas, "f0": b.f0}
+    else:
+        members = ensemble.expand(parent)
+        outs = engine.train(members, x, y, meta, **kw)
+        failed = [o.error for o in outs if o.status != "ok"]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(outs)} members failed: {failed[0]}")
+        both = ensemble.combine(parent, members, outs, y, meta.regression)
+        combine = {"name": name}
     nets = []
     for o in outs:
         net = build_backbone(cfg.model, meta)
         net.load_state_dict({k: v.float() for k, v in o.state_dict.items()})
         nets.append(net.eval())
-    both = ensemble.combine(parent, members, outs, y, meta.regression)
     res = FitResult(
         metrics=both.metrics, history=both.history, best_epoch=both.best_epoch,
         epochs_trained=both.epochs_trained, n_train=both.n_train, n_val=0,
     )  # fmt: skip
-    return nets, res, [o.scaler for o in outs]
+    return nets, res, [o.scaler for o in outs], combine

@@ -110,7 +110,9 @@ def build_stack(
     stacked on ``device``; ``trainer_kw`` go to :class:`StackTrainer`."""
     xt, yt = _on_device(x, y, device, dtype)
     regression = getattr(meta, "regression", False)
-    prepared = [prepare(t, x, y, regression=regression) for t in tasks]
+    prepared = [
+        prepare(t, x, y if t.targets is None else t.targets, regression=regression) for t in tasks
+    ]
     modules = [_build(t, meta).to(dtype) for t in tasks]
     stack = Stack(modules, [t.hyper.dropout for t in tasks], _sample_shape(meta))
     return StackTrainer(

@@ -138,6 +138,21 @@ class StackTrainer(pl.LightningModule):
         scale = np.stack([p.scale for p in prepared])
         self.register_buffer("mean", torch.from_numpy(mean).to(dtype), persistent=False)
         self.register_buffer("scale", torch.from_numpy(scale).to(dtype), persistent=False)
+        # Boosting's per-model rows: loss weights (mean 1 over each model's fit rows, so a
+        # batch's weighted mean loss estimates the weighted objective without bias) and
+        # targets. Absent (None) for ordinary tasks: no [M, N] tensors then.
+        row_w = row_y = None
+        if any(t.weights is not None for t in tasks):
+            rw = np.ones((len(tasks), len(y)))
+            for m, (t, p) in enumerate(zip(tasks, prepared, strict=True)):
+                if t.weights is not None:
+                    rw[m] = np.asarray(t.weights, dtype=float) / np.mean(t.weights[p.fit])
+            row_w = torch.from_numpy(rw).to(dtype)
+        if any(t.targets is not None for t in tasks):
+            ry = np.stack([y.cpu().numpy() if t.targets is None else t.targets for t in tasks])
+            row_y = torch.from_numpy(ry).to(y.dtype)
+        self.register_buffer("row_w", row_w, persistent=False)
+        self.register_buffer("row_y", row_y, persistent=False)
         # Padded row sets scored at each epoch end ("inner", eval sets) and at the end ("fit").
         self.sets: dict[str, tuple[Tensor, Tensor]] = {}
         names = ["fit", "inner", *dict.fromkeys(k for t in tasks for k in t.evals)]
@@ -202,6 +217,15 @@ class StackTrainer(pl.LightningModule):
         scale = self.scale if models is None else self.scale.index_select(0, models)
         return (self.x[idx] - mean.unsqueeze(1)) / scale.unsqueeze(1)
 
+    @staticmethod
+    def _rows_of(table: Tensor, idx: Tensor, models: Tensor | None) -> Tensor:
+        """``table`` [M, N] at each model's rows ``idx`` [m, B]."""
+        t = table if models is None else table.index_select(0, models)
+        return t.gather(1, idx)
+
+    def _targets(self, idx: Tensor, models: Tensor | None) -> Tensor:
+        return self.y[idx] if self.row_y is None else self._rows_of(self.row_y, idx, models)
+
     def training_step(self, batch, batch_idx):
         idx, w, active = batch
         flags = active.tolist()
@@ -216,9 +240,12 @@ class StackTrainer(pl.LightningModule):
             masks = masks and {k: m.index_select(0, sub) for k, m in masks.items()}
         params = None if sub is None else self.stack.params(sub)
         out = self.head.outputs(self.stack(self._inputs(idx, sub), masks, params=params), sub)
-        y = self.y[idx]
+        y = self._targets(idx, sub)
         losses = self.head.loss(out, y)
-        per_model = (losses * w).sum(1) / w.sum(1).clamp(min=1)
+        weighted = (
+            losses * w if self.row_w is None else losses * w * self._rows_of(self.row_w, idx, sub)
+        )
+        per_model = weighted.sum(1) / w.sum(1).clamp(min=1)
         self.adam.zero_grad()
         self.manual_backward(self.head.objective(per_model, sub).sum())
         self.adam.step(active)
@@ -301,7 +328,8 @@ class StackTrainer(pl.LightningModule):
         for a in range(0, idx.shape[1], chunk):
             i, ww = idx[:, a : a + chunk], w[:, a : a + chunk]
             out = self.head.outputs(self.stack(self._inputs(i, models), params=params), models)
-            counts.add(self.head.loss(out, self.y[i]), out, self.y[i], ww)
+            yi = self._targets(i, models)
+            counts.add(self.head.loss(out, yi), out, yi, ww)
         self.stack.train(was_training)
         return counts.compute()
 
@@ -324,7 +352,7 @@ class StackTrainer(pl.LightningModule):
             out = self.head.outputs(self.stack(self._inputs(i, models), params=params), models)
             pred, prob = self.head.decide(out)
             preds.append(pred)
-            losses.append(self.head.loss(out, self.y[i]))
+            losses.append(self.head.loss(out, self._targets(i, models)))
             if prob is not None:
                 probs.append(prob)
             if proba:

@@ -55,6 +55,11 @@ class Task:
     finals: dict[str, np.ndarray] = field(default_factory=dict)
     proba: bool = False  # predictions also keep every class's probability ("proba")
     group: str = ""  # tasks sharing a group are planned into one stack (ensemble members)
+    # Boosting: per-row loss weights (AdaBoost's sample weights) and per-row regression
+    # targets (gradient boosting's residuals), each over every row of the engine's data
+    # arrays; None: weight 1, and the data's own target.
+    weights: np.ndarray | None = None
+    targets: np.ndarray | None = None
     # An ensemble this task stands for (``cfg.ensemble``); the engine never reads it:
     # :mod:`foldwise.ensemble` expands such a task into member tasks before training.
     ensemble: dict[str, Any] | None = None

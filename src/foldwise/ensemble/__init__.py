@@ -3,11 +3,24 @@ members, which train as tasks of one stack; their outcomes combine back into one
 parent outcome, so every method (the sweep, nested CV, curves) sees an ensemble as it
 sees a single model.
 
-``ensemble.name``: ``none`` (a single model: the parent task itself) or ``bagging``
-(``n_estimators`` members on bootstrap draws of ``max_samples`` × the parent's training
-rows; see :mod:`foldwise.methods.bagging`). Members keep their own seeds (different
-initial weights and batch orders) and early-stop on inner rows carved from their own
-draw, as any single model does.
+``ensemble.name``:
+
+- ``none``: a single model, the parent task itself;
+- ``bagging``: ``n_estimators`` members on bootstrap draws of ``max_samples`` × the
+  parent's training rows (:mod:`foldwise.ensemble.bagging`), trained as one stack.
+  Members keep their own seeds (initial weights, batch order) and early-stop on inner
+  rows carved from their own draw, as any single model does;
+- ``adaboost`` (classification) and ``gradient_boosting`` (regression): up to
+  ``n_estimators`` weak learners (the configuration's network: a small MLP, or
+  ``model.depth=0`` for a linear model) trained one *round* at a time, every parent's
+  round-m learner in one stack, with SAMME's sample weights in the loss or the current
+  residuals as the target (:mod:`foldwise.ensemble.boosting`). Weak learners train on
+  every training row for ``trainer.max_epochs`` epochs (no early-stopping rows: the
+  weighted error is measured on all of them, as scikit-learn's AdaBoost does).
+
+Every ensemble's result also records its *staged* scores — the ensemble of its first
+1, 2, …, B members — as ``stage_<split>_<score>`` curves (step = members), the data of
+the "score vs number of estimators" plots.
 """
 
 from __future__ import annotations
@@ -20,9 +33,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from foldwise.engine import Outcome, Task
-from foldwise.ensemble import bagging
+from foldwise.ensemble import bagging, boosting
 
-NAMES = ("none", "bagging")
+NAMES = ("none", "bagging", "adaboost", "gradient_boosting")
+BOOSTING = ("adaboost", "gradient_boosting")
 FOLD = "fold"  # a member's prediction set: its parent's (distinct) training rows
 
 
@@ -39,9 +53,10 @@ def member_seed(seed: int, b: int) -> int:
 
 
 def expand(parent: Task) -> list[Task]:
-    """The tasks that train ``parent``: itself, or its bagging members."""
+    """The tasks that train ``parent``: itself, or its bagging members. (A boosting
+    parent trains round by round, one learner at a time: one task stands for it.)"""
     s = parent.ensemble
-    if not s:
+    if not s or s["name"] in BOOSTING:
         return [parent]
     rows = np.unique(parent.train)
     seed = bagging.draw_seed(rows, parent.seed)
@@ -86,16 +101,20 @@ def combine(parent: Task, members: Sequence[Task], outcomes: Sequence[Outcome], 
         pos = np.searchsorted(rows, oob_rows)
         metrics |= {f"oob_{k}": v for k, v in bagging.scores_of(task, y[rows][pos], oob).items()}
     predictions = {}
+    history = _mean_history([o.history for o in outcomes])
+    history |= _staged(task, "train", y[rows], fold, lambda vs: bagging.average(vs))
     if "val" in parent.evals and len(parent.evals["val"]):
         yv = y[parent.evals["val"]]
-        val = bagging.average([np.asarray(o.predictions["val"][key]) for o in outcomes])
+        members_val = [np.asarray(o.predictions["val"][key]) for o in outcomes]
+        val = bagging.average(members_val)
         metrics |= {f"val_{k}": v for k, v in bagging.scores_of(task, yv, val).items()}
+        history |= _staged(task, "val", yv, members_val, lambda vs: bagging.average(vs))
         if "val" in parent.predict:
             predictions["val"] = _prediction(yv, val, regression)
     return Outcome(
         status="ok",
         metrics=metrics,
-        history=_mean_history([o.history for o in outcomes]),
+        history=history,
         best_epoch=round(float(np.median([o.best_epoch for o in outcomes]))),
         epochs_trained=max(o.epochs_trained for o in outcomes),
         n_train=len(rows),
@@ -111,6 +130,20 @@ def _prediction(y: np.ndarray, averaged: np.ndarray, regression: bool) -> dict[s
     out = {"pred": averaged.argmax(1).tolist(), "loss": bagging.row_losses(y, averaged).tolist()}
     if averaged.shape[1] == 2:
         out["prob"] = averaged[:, 1].tolist()
+    return out
+
+
+Combine = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+def _staged(
+    task: str, side: str, y: np.ndarray, members: Sequence[np.ndarray], ensemble_of: Combine
+) -> dict[str, list[float]]:
+    """``stage_<side>_<score>``: the scores of the ensemble of the first 1..B members."""
+    out: dict[str, list[float]] = {}
+    for b in range(1, len(members) + 1):
+        for k, v in bagging.scores_of(task, y, ensemble_of(members[:b])).items():
+            out.setdefault(f"stage_{side}_{k}", []).append(float(v))
     return out
 
 
@@ -171,6 +204,153 @@ def plan(parents: Sequence[Task], meta: Any, **plan_kw: Any) -> list[list[int]]:
     return [list(dict.fromkeys(owner[j] for j in s)) for s in stacks]
 
 
+@dataclasses.dataclass
+class Boosted:
+    """A boosting parent's learners and how they combine."""
+
+    parent: Task
+    rows: np.ndarray  # its distinct training rows
+    learners: list[Outcome] = dataclasses.field(default_factory=list)
+    alphas: list[float] = dataclasses.field(default_factory=list)  # GB: ν per stage
+    fold: list[np.ndarray] = dataclasses.field(default_factory=list)  # per learner, on rows
+    val: list[np.ndarray] = dataclasses.field(default_factory=list)
+    f0: float = 0.0  # gradient boosting's initial constant
+    weights: np.ndarray | None = None  # SAMME's current sample weights over ``rows``
+    stop: str | None = None
+    error: str | None = None
+    outcome: Outcome | None = None
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.parent.ensemble or {}
+
+    def combined(self, regression: bool, n_classes: int) -> Combine:
+        """The first b learners' predictions → the ensemble's (probabilities, or values)."""
+        if regression:
+            return lambda hs: boosting.staged(self.f0, hs, self.alphas[0])[-1]
+        return lambda ps: boosting.samme_proba(ps, self.alphas[: len(ps)], n_classes)
+
+
+def boost(
+    parents: Sequence[Task],
+    x: np.ndarray,
+    y: np.ndarray,
+    meta: Any,
+    *,
+    keep_state: bool = False,
+    on_done: Callable[[Task, Outcome], None] | None = None,
+    **engine_kw: Any,
+) -> list[Boosted]:
+    """Train boosting parents round by round (every parent's round-m learner in the
+    engine's stacks together) and combine each into one outcome (module doc)."""
+    from foldwise import engine
+
+    regression = getattr(meta, "regression", False)
+    k = int(getattr(meta, "n_classes", 0))
+    state = [Boosted(p, np.unique(p.train)) for p in parents]
+    for b in state:
+        if regression:
+            b.f0 = float(np.mean(y[b.rows]))
+        else:
+            b.weights = boosting.initial_weights(len(b.rows))
+    rounds = max((int(b.spec["n_estimators"]) for b in state), default=0)
+    for r in range(rounds):
+        active = [b for b in state if b.stop is None and b.error is None
+                  and r < int(b.spec["n_estimators"])]  # fmt: skip
+        if not active:
+            break
+        tasks = [_learner(b, r, y, regression) for b in active]
+        outs = engine.train(tasks, x, y, meta, keep_state=keep_state, **engine_kw)
+        for b, out in zip(active, outs, strict=True):
+            _absorb(b, out, r, y, regression, k)
+    for b in state:
+        b.outcome = _boosted_outcome(b, y, regression, k)
+        if on_done is not None:
+            on_done(b.parent, b.outcome)
+    return state
+
+
+def _learner(b: Boosted, r: int, y: np.ndarray, regression: bool) -> Task:
+    p = b.parent
+    weights = targets = None
+    if regression:  # the residuals of the ensemble so far, at every row it is scored on
+        f = np.full(len(y), b.f0)
+        for a, h_rows, h_val in zip(b.alphas, b.fold, b.val, strict=False):
+            f[b.rows] += a * h_rows
+            if len(h_val):
+                f[p.evals["val"]] += a * h_val
+        targets = boosting.residuals(y, f)
+    else:
+        weights = np.ones(len(y))
+        weights[b.rows] = b.weights
+    val = "val" in p.evals and len(p.evals["val"]) > 0
+    return dataclasses.replace(
+        p,
+        key=f"{p.key}#r{r}",
+        seed=member_seed(p.seed, r),
+        hyper=dataclasses.replace(p.hyper, early_stopping=False),
+        train=b.rows,
+        finals={FOLD: b.rows},
+        predict=("val", FOLD) if val else (FOLD,),
+        weights=weights,
+        targets=targets,
+        label=f"{p.label} · round {r}" if p.label else "",
+        ensemble=None,
+        group="",
+        proba=False,
+    )
+
+
+def _absorb(b: Boosted, out: Outcome, r: int, y: np.ndarray, regression: bool, k: int) -> None:
+    """One round's learner into its parent's state (SAMME's update, or a GB stage)."""
+    if out.status != "ok":
+        b.error = f"round {r}: {out.error}"
+        return
+    h_rows = np.asarray(out.predictions[FOLD]["pred"])
+    h_val = np.asarray(out.predictions["val"]["pred"]) if "val" in out.predictions else []
+    if regression:
+        b.alphas.append(float(b.spec.get("learning_rate", 1.0)))
+    else:
+        last = r == int(b.spec["n_estimators"]) - 1
+        w = boosting.clip_weights(b.weights, np.zeros(len(b.rows), dtype=bool))
+        step = boosting.samme_round(w, h_rows != y[b.rows], k, float(b.spec["learning_rate"]),
+                                    last)  # fmt: skip
+        if step.alpha is None:  # dropped: no better than chance
+            b.stop = step.stop
+            if not b.learners:
+                b.error = f"AdaBoost cannot be fit: the first {step.stop}"
+            return
+        b.alphas.append(step.alpha)
+        b.weights, b.stop = step.weights, step.stop
+    b.learners.append(out)
+    b.fold.append(h_rows)
+    b.val.append(h_val)
+
+
+def _boosted_outcome(b: Boosted, y: np.ndarray, regression: bool, k: int) -> Outcome:
+    if b.error:
+        return Outcome(status="failed", error=b.error)
+    task = "regression" if regression else "classification"
+    p, ensemble_of = b.parent, b.combined(regression, k)
+    metrics = {f"train_{s}": v for s, v in
+               bagging.scores_of(task, y[b.rows], ensemble_of(b.fold)).items()}  # fmt: skip
+    metrics["n_learners"] = float(len(b.learners))
+    history = _staged(task, "train", y[b.rows], b.fold, ensemble_of)
+    predictions = {}
+    if "val" in p.evals and len(p.evals["val"]):
+        yv = y[p.evals["val"]]
+        val = ensemble_of(b.val)
+        metrics |= {f"val_{s}": v for s, v in bagging.scores_of(task, yv, val).items()}
+        history |= _staged(task, "val", yv, b.val, ensemble_of)
+        if "val" in p.predict:
+            predictions["val"] = _prediction(yv, val, regression)
+    epochs = b.learners[0].epochs_trained
+    return Outcome(
+        status="ok", metrics=metrics, history=history, best_epoch=epochs, epochs_trained=epochs,
+        n_train=len(b.rows), n_val=len(p.evals.get("val", ())), predictions=predictions,
+    )  # fmt: skip
+
+
 def train(
     parents: Sequence[Task],
     x: np.ndarray,
@@ -188,12 +368,20 @@ def train(
     """
     from foldwise import engine
 
-    collector = Collector(parents, y, getattr(meta, "regression", False), on_done)
+    boosted = {i for i, p in enumerate(parents) if p.ensemble and p.ensemble["name"] in BOOSTING}
+    others = [p for i, p in enumerate(parents) if i not in boosted]
+    collector = Collector(others, y, getattr(meta, "regression", False), on_done)
     members = collector.tasks()
-    if stacks is not None:
-        index = {m.key: i for i, m in enumerate(members)}
-        stacks = [[index[m.key] for p in s for m in collector.members[parents[p].key]]
-                  for s in stacks]  # fmt: skip
-    engine.train(members, x, y, meta, stacks=stacks, on_done=collector.done, **engine_kw)
-    return [collector.results.get(p.key, Outcome(status="failed", error="not trained"))
-            for p in parents]  # fmt: skip
+    if members:
+        if stacks is not None:
+            index = {m.key: i for i, m in enumerate(members)}
+            stacks = [[index[m.key] for p in s if p not in boosted
+                       for m in collector.members[parents[p].key]] for s in stacks]  # fmt: skip
+            stacks = [s for s in stacks if s]
+        engine.train(members, x, y, meta, stacks=stacks, on_done=collector.done, **engine_kw)
+    results = dict(collector.results)
+    if boosted:
+        for b in boost([parents[i] for i in sorted(boosted)], x, y, meta, on_done=on_done,
+                       **engine_kw):  # fmt: skip
+            results[b.parent.key] = b.outcome
+    return [results.get(p.key, Outcome(status="failed", error="not trained")) for p in parents]
