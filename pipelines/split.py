@@ -5,7 +5,7 @@ data/lockbox/test.parquet is written here and read only by the `test` stage.
 
 import pandas as pd
 
-from foldwise import params
+from foldwise import params, rows
 from foldwise.errors import run_stage
 from foldwise.files import read_json, repo_root, write_json, write_table
 from foldwise.split import split
@@ -17,18 +17,23 @@ def main() -> None:
     cfg = params.load()
     layout = params.Layout(repo_root())
     meta = read_json(layout.meta)
+    table = pd.read_parquet(layout.table)
+    # Which rows earlier lockbox openings have seen (refuses if the records disagree).
+    seen = rows.plan(cfg, layout.root, table)
     # Validates (and runs the leakage guards) before anything is written.
     result = split(
-        pd.read_parquet(layout.table),
+        table,
         cfg,
         class_names=meta["classes"],
+        test_ids=seen.test_ids,
         regression=meta.get("task") == "regression",
     )
+    # Refuses a test set that reuses seen rows (unless lockbox.reuse_rows_reason).
+    m = {**result.manifest, **rows.admit(seen, cfg, result)}
     write_table(layout.test, result.test)
     write_table(layout.dev, result.dev)
     write_json(layout.folds, result.folds_doc)
-    write_json(layout.manifest, result.manifest)
-    m = result.manifest
+    write_json(layout.manifest, m)
     options = ", ".join(f"{k}={v}" for k, v in m["options"].items())
     print(
         f"[split] test (lockbox, by {m['lockbox_by']}): {m['n_test']} rows · dev: {m['n_dev']} "
@@ -37,6 +42,13 @@ def main() -> None:
     )
     for c in result.checks:
         print(f"[split] {MARK[c.outcome]} {c.name}: {c.detail}")
+    if m["reused_rows"]:
+        r = m["reused_rows"]
+        print(
+            f"[split] WARN reused rows: {r['n_seen']} of {r['n_test']} test rows were seen at "
+            f"earlier openings (lockbox.reuse_rows_reason: {r['reason']!r}); the result will "
+            "be flagged reused_rows."
+        )
 
 
 if __name__ == "__main__":

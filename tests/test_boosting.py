@@ -4,6 +4,8 @@ are fed the same weak-learner predictions; gradient boosting's stages by hand.""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -16,8 +18,8 @@ class Scripted(ClassifierMixin, BaseEstimator):
     """A weak learner whose predictions are fixed in advance (round by round); it records
     the sample weights scikit-learn fits it with. Column 0 of X is the row index."""
 
-    log: list[np.ndarray] = []
-    script: list[np.ndarray] = []
+    log: ClassVar[list[np.ndarray]] = []
+    script: ClassVar[list[np.ndarray]] = []
 
     def fit(self, X, y, sample_weight=None):
         self.classes_ = np.unique(y)

@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from conftest import TINY, Project, make_project, run_tree, tiny_params
 from foldwise.files import sha256_file
+from lockbox_back_doors import back_doors
 
 pytestmark = pytest.mark.slow
 
@@ -175,6 +176,8 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
         "False",
         "True",
     ]
+    # The same opened project: edited files, deleted records and a new seed are refused.
+    back_doors(p, sqlite_uri)
 
 
 def test_repro_against_mlflow_server(tmp_path, mlflow_server):

@@ -1,6 +1,7 @@
 """The lockbox: the test set is opened once per selected model, and every opening is audited.
 
-Rules, keyed by the SHA-256 of the test rows (so a new split is a new lockbox):
+Rules, keyed by the SHA-256 of the test rows (a new split of rows an opening has
+already seen is refused earlier, by the split stage: :mod:`foldwise.rows`):
 
 * **first opening** — evaluate, record it in the audit log, report;
 * **same model again** (same weight fingerprint) — report the recorded result;
@@ -12,19 +13,21 @@ Rules, keyed by the SHA-256 of the test rows (so a new split is a new lockbox):
   ``reused_test_set``, and each reason authorises exactly one opening.
 
 The audit log (``lockbox/audit.jsonl``) is append-only JSON lines, kept in git,
-never in DVC's cache: the history of looks must survive ``dvc checkout``.
+never in DVC's cache: the history of looks must survive ``dvc checkout``. A ledger
+outside git and MLflow record every opening too, and the test stage refuses when they
+disagree or a file was edited after an opening (:mod:`foldwise.ledger`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from foldwise import audit as audit_log
+from foldwise import ledger
 from foldwise.errors import FoldwiseError
 from foldwise.scores import higher_is_better
 
@@ -86,6 +89,7 @@ def metrics_document(entry: dict[str, Any]) -> dict[str, Any]:
         "look": entry["look"],
         "reused_test_set": entry["reused_test_set"],
         "override_reason": entry.get("override_reason"),
+        **ledger.metrics_fields(entry),
         "config": entry["config_hash"],
         "label": entry["label"],
         "model_sha256": entry["model_sha256"],
@@ -151,13 +155,21 @@ def run(cfg: Any, layout: Any) -> dict[str, Any]:
     """
     authority = audit_log.authority(layout.root)
     authority.parent.mkdir(parents=True, exist_ok=True)
-    with open(authority.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with ledger.locked(layout.root):
+        # The records agree (audit log vs ledger), and the test rows and manifest are what
+        # the split stage wrote and what earlier openings recorded: before loading a model.
+        ledger.check(cfg, layout, _read_test(layout))
         entry = _open(cfg, layout, authority)
         if authority.resolve() != layout.audit_log.resolve():
             layout.audit_log.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(authority, layout.audit_log)
     return entry
+
+
+def _read_test(layout: Any) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(layout.test)
 
 
 def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
@@ -175,11 +187,6 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     manifest = read_json(layout.manifest)
     test = pd.read_parquet(layout.test)
     test_sha = sha256_table(test)
-    if test_sha != manifest["test_sha256"]:
-        raise FoldwiseError(
-            "data/lockbox/test.parquet does not match the split manifest's test hash.",
-            "the lockbox was modified outside the split stage; re-run `dvc repro split`.",
-        )
     reason = cfg.lockbox.override_reason
     reason = None if reason is None else str(reason)  # YAML may have parsed it as a number
     try:
@@ -194,6 +201,8 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         })  # fmt: skip
         write_confusion(layout.test_confusion, {})
         raise
+    if decision.kind != "repeat":  # a new look: MLflow must not know openings the log lost
+        ledger.check_mlflow(cfg, audit_log.read_audit(audit), manifest, test_sha)
     if decision.kind == "repeat":
         entry = decision.recorded
         write_json(layout.test_metrics, metrics_document(entry))
@@ -244,6 +253,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         }
     from foldwise import tracking  # MLflow: only for a new opening, not a repeat
 
+    entry.update(ledger.opening_fields(cfg, layout, manifest))  # rows, opener, manifest hash
     c = tracking.client(cfg)
     run_id = tracking.start_run(
         c,
@@ -259,9 +269,13 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
             f"{tracking.TAG}config_hash": info["config_hash"],
             f"{tracking.TAG}git_commit": entry["git_commit"],
             **({f"{tracking.TAG}override_reason": entry["override_reason"]} if reused else {}),
+            **ledger.mlflow_tags(entry),
         },
         parent=info["sweep_run_id"],
     )
+    entry["mlflow_run_id"] = run_id
+    # Recorded (ledger, then audit log) before the scores reach MLflow or the terminal.
+    ledger.record(layout.root, audit, entry)
     tracking.log(
         c,
         run_id,
@@ -272,8 +286,6 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         | {f"test_{k}_ci_high": s["ci_high"] for k, s in scores.items()},
     )
     c.set_terminated(run_id)
-    entry["mlflow_run_id"] = run_id
-    audit_log.append_audit(audit, entry)  # recorded before anyone sees the numbers
     write_json(layout.test_metrics, metrics_document(entry))
     write_confusion(layout.test_confusion, entry)
     _report(entry)

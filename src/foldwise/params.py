@@ -374,6 +374,13 @@ def validate(cfg: DictConfig) -> None:
         raise FoldwiseError(f"params: lockbox.confidence must be in (0, 1), got {conf!r}.")
     if cfg.lockbox.bootstrap_resamples < 100:
         raise FoldwiseError("params: lockbox.bootstrap_resamples must be at least 100.")
+    test_rows = cfg.lockbox.get("test_rows", "all")
+    if test_rows not in ("all", "new"):
+        raise FoldwiseError(
+            f"params: lockbox.test_rows must be all or new, got {test_rows!r}.",
+            "all: draw the test set from every row; new: test only on rows no earlier "
+            "opening has seen.",
+        )
 
 
 ENSEMBLES = ("none", "bagging", "adaboost", "gradient_boosting")

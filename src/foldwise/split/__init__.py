@@ -100,6 +100,30 @@ def holdout(
     return tidy(dev), tidy(test)
 
 
+def fixed_holdout(
+    table: pd.DataFrame,
+    test_ids: np.ndarray,
+    class_names: list[str] | None = None,
+    regression: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(dev, test)`` with the given test rows, both in row-id order."""
+    in_test = table["row_id"].isin(test_ids)
+    dev, test = table[~in_test], table[in_test]
+    missing = (
+        []
+        if regression
+        else sorted(set(np.unique(table["target"])) - set(np.unique(dev["target"])))
+    )
+    if missing:
+        raise FoldwiseError(
+            f"the new rows hold every row of classes {[_name(c, class_names) for c in missing]}; "
+            "testing only on them leaves no dev rows of those classes to learn from.",
+            "add rows of those classes to the dev data as well.",
+        )
+    tidy = lambda df: df.sort_values("row_id").reset_index(drop=True)  # noqa: E731
+    return tidy(dev), tidy(test)
+
+
 def _by_group(table: pd.DataFrame, test_fraction: float, seed: int):
     from sklearn.model_selection import GroupShuffleSplit
 
@@ -162,18 +186,25 @@ def split(
     table: pd.DataFrame,
     cfg: DictConfig,
     class_names: list[str] | None = None,
+    test_ids: np.ndarray | None = None,
     *,
     regression: bool = False,
 ) -> SplitResult:
     """Holdout, resamples, guards; everything is checked before anything is returned.
 
     ``class_names`` (the original labels, see :class:`foldwise.data.Meta`) only make
-    error messages speak the user's labels instead of codes.
+    error messages speak the user's labels instead of codes. ``test_ids`` fixes the test
+    rows instead of drawing them (``lockbox.test_rows=new``: the rows no opening has seen).
     """
     scheme = make_scheme(cfg.split, int(cfg.seed))
     mode = lockbox_mode(scheme, table, regression)
     frac = float(cfg.split.test_fraction)
-    dev, test = holdout(table, frac, int(cfg.seed), class_names, by=mode, regression=regression)
+    if test_ids is None:
+        dev, test = holdout(table, frac, int(cfg.seed), class_names, by=mode,
+                            regression=regression)  # fmt: skip
+    else:
+        dev, test = fixed_holdout(table, test_ids, class_names, regression)
+        mode = "new_rows"
     order = dev_order(dev, scheme)
     groups = order["group"].to_numpy() if "group" in order.columns else None
     resamples = scheme.split(
