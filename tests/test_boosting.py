@@ -99,3 +99,19 @@ def test_gradient_boosting_stages_by_hand():
     np.testing.assert_allclose(stages[1], [5.0, 5.5, 7.5])
     np.testing.assert_allclose(stages[2], [4.75, 5.75, 8.0])
     np.testing.assert_allclose(boosting.residuals(y, stages[1]), [-2.0, -0.5, 2.5])
+
+
+def test_boosting_the_wrong_task_is_refused_with_the_fix():
+    from conftest import ROOT
+    from foldwise import params
+    from foldwise.compose import compose_params
+    from foldwise.errors import FoldwiseError
+
+    cfg = compose_params(["data=diabetes", "split=kfold", "ensemble=adaboost"], root=ROOT)
+    with pytest.raises(
+        FoldwiseError, match=r"(?s)boosts classifiers.*use ensemble=gradient_boosting"
+    ):
+        params.validate(cfg)
+    cfg = compose_params(["ensemble=gradient_boosting"], root=ROOT)
+    with pytest.raises(FoldwiseError, match=r"(?s)boosts regressors.*use ensemble=adaboost"):
+        params.validate(cfg)

@@ -27,6 +27,7 @@ def test_diabetes_regression_end_to_end(tmp_path):
         *TINY, "data=diabetes", "split=kfold", "nested.enabled=true",
         "nested.inner.scheme=kfold", "nested.inner.n_splits=2",
         "curves.validation.values=[4,16]", "curves.learning.fractions=[0.5,1.0]",
+        "+sweep.grid.ensemble.name=[none,gradient_boosting]", "ensemble.n_estimators=3",
     ]  # fmt: skip
     project = make_project(tmp_path, uri, compose_params(overrides, root=ROOT))
     out = project.dvc("repro")
@@ -76,3 +77,9 @@ def test_diabetes_regression_end_to_end(tmp_path):
     assert {"val_mse", "val_mae", "val_r2"} <= set(fold.data.metrics)
     (lock,) = by_type["lockbox"]
     assert lock.data.metrics["test_r2"] == pytest.approx(test["test"]["r2"]["value"])
+
+    # gradient boosting was judged by the same CV: its staged residual fits are recorded
+    gb = [r for r in by_type["fold"] if "n_learners" in r.data.metrics]
+    assert gb and all(r.data.metrics["n_learners"] == 3 for r in gb)
+    curves = pd.read_csv(project.path / "results/ensembles.csv")
+    assert set(curves["score"]) == {"r2"} and curves["members"].max() == 3

@@ -386,6 +386,36 @@ def pooled_confusion(
     return pd.DataFrame([(name(a), name(b)) for a, b in out], columns=["actual", "predicted"])
 
 
+def ensemble_curves(summaries: Sequence[ConfigSummary], results: dict[str, list]) -> Any:
+    """Per ensemble configuration and number of members b: the train and validation
+    score (F1, or R² for regression) of the ensemble of its first b members, mean and
+    95 % t band over resamples — from the ``stage_*`` curves each result records."""
+    import pandas as pd
+
+    from foldwise.methods.curves import summarize_curve
+
+    parts = []
+    for s in summaries:
+        ok = [r for r in results[s.hash] if r is not None and r.get("status") == "ok"]
+        if not ok or not all("stage_val_f1" in r["history"] or "stage_val_r2" in r["history"]
+                             for r in ok):  # fmt: skip
+            continue
+        score = "r2" if "stage_val_r2" in ok[0]["history"] else "f1"
+        rows = [
+            {"x": b + 1, "fold": i, "train_score": tr, "val_score": va}
+            for i, r in enumerate(ok)
+            for b, (tr, va) in enumerate(zip(r["history"][f"stage_train_{score}"],
+                                             r["history"][f"stage_val_{score}"], strict=True))
+        ]  # fmt: skip
+        curve = summarize_curve(pd.DataFrame(rows), "x", ["train_score", "val_score"])
+        curve.insert(0, "config", s.label)
+        curve.insert(1, "score", score)
+        parts.append(curve.rename(columns={"x": "members"}))
+    columns = ["config", "score", "members", "val_score_mean", "val_score_low", "val_score_high",
+               "train_score_mean"]  # fmt: skip
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
 def run(cfg: Any, layout: Any) -> ConfigSummary:
     """The aggregate stage: read the sweep's results, select, write, log to MLflow."""
     import pandas as pd
@@ -439,6 +469,8 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         [] if regression else results[selected.hash], session.doc.get("classes"), apparent
     )  # regression has no classes: the file keeps its header only
     confusion.to_csv(layout.cv_confusion, index=False)
+    # Ensembles: score vs number of members (empty, header only, without ensembles).
+    ensemble_curves(summaries, results).to_csv(layout.ensembles, index=False)
     selection = {
         "config_hash": selected.hash,
         "label": selected.label,

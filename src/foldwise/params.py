@@ -97,6 +97,11 @@ class Layout:
         return self.root / "results/cv_confusion.csv"
 
     @property
+    def ensembles(self) -> Path:
+        """Score vs number of members of every ensemble configuration (DVC plot)."""
+        return self.root / "results/ensembles.csv"
+
+    @property
     def report(self) -> Path:
         """The self-contained HTML report of the run."""
         return self.root / "results/report.html"

@@ -157,6 +157,24 @@ def bias_variance(
     return data_uri(fig)
 
 
+def ensembles(table: pd.DataFrame, ylabel: str) -> str:
+    """Validation (solid) and training (dotted) score of the first b members vs b, one
+    colour per ensemble configuration, with the validation band over resamples."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for i, (config, t) in enumerate(table.groupby("config", sort=False)):
+        colour = f"C{i}"
+        ax.plot(t["members"], t["val_score_mean"], "-o", color=colour, label=f"{config} · val")
+        ax.fill_between(t["members"], t["val_score_low"], t["val_score_high"], color=colour,
+                        alpha=0.15)  # fmt: skip
+        ax.plot(t["members"], t["train_score_mean"], ":", color=colour, label=f"{config} · train")
+    ax.set_xlabel("members (the ensemble of the first b)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return data_uri(fig)
+
+
 def cv_vs_test(
     metric: str, cv: tuple[float, float | None, float | None], test: tuple[float, float, float]
 ) -> str:

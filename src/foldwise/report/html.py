@@ -667,6 +667,42 @@ def bias_variance_section(inp: Inputs) -> Raw:
     )
 
 
+def ensembles_section(inp: Inputs) -> Raw:
+    title = "Ensembles: score vs number of members"
+    t = inp.ensembles
+    if t is None or t.empty:
+        return section("ensembles", title, [p(
+            "No ensemble configuration in this sweep (ensemble=bagging, adaboost or "
+            "gradient_boosting, or sweep.grid.ensemble.name).", "note")])  # fmt: skip
+    score = "R²" if str(t["score"].iloc[0]) == "r2" else "macro-F1"
+    return section(
+        "ensembles",
+        title,
+        [
+            p(
+                f"For each ensemble configuration, the {score} of the ensemble of its first b "
+                "members, on each fold's validation rows (solid: mean and 95 % band over "
+                "folds) and training rows (dotted). Bagging averages away variance, so the "
+                "validation score rises and flattens as members are added; boosting lowers "
+                "bias round by round, so the training score climbs and the validation score "
+                "follows it until the learners start fitting noise."
+            ),
+            img(figures.ensembles(t, f"{score} (mean over folds)"), "score vs number of members"),
+            _numbers(
+                t,
+                [
+                    "config",
+                    "members",
+                    "val_score_mean",
+                    "val_score_low",
+                    "val_score_high",
+                    "train_score_mean",
+                ],
+            ),
+        ],
+    )
+
+
 def nested_section(inp: Inputs) -> Raw:
     title = "Nested cross-validation"
     n = inp.nested
@@ -799,6 +835,7 @@ SECTIONS = (
     ("folds", "Per fold"),
     ("curves", "Curves"),
     ("bias-variance", "Bias–variance"),
+    ("ensembles", "Ensembles"),
     ("nested", "Nested CV"),
     ("test", "Test"),
 )
@@ -818,6 +855,7 @@ def render(inp: Inputs) -> str:
         per_fold(inp),
         curves_section(inp),
         bias_variance_section(inp),
+        ensembles_section(inp),
         nested_section(inp),
         test_section(inp),
     ]

@@ -47,6 +47,7 @@ class Inputs:
     test: dict[str, Any] | None = None  # results/test_metrics.json
     cv_confusion: Confusion | None = None
     test_confusion: Confusion | None = None
+    ensembles: pd.DataFrame | None = None  # results/ensembles.csv: score vs members
     generated_at: str = ""
     git_commit: str = ""
 
@@ -140,6 +141,7 @@ def read(layout: Layout) -> Inputs:
         test=_json(layout.test_metrics),
         cv_confusion=confusion_from_pairs(_csv(layout.cv_confusion), classes),
         test_confusion=confusion_from_pairs(_csv(layout.test_confusion), classes),
+        ensembles=_csv(layout.ensembles),
         generated_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         git_commit=git_commit(layout.root),
     )

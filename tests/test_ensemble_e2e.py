@@ -1,0 +1,77 @@
+"""Single, bagged and boosted models in one sweep, end to end: `dvc repro` on iris with
+real MLflow — the same CV judges all three, the selected one is refit as what it is
+(one network, B members or weighted weak learners) and the lockbox opens once for it."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import accuracy_score
+
+from conftest import ROOT, make_project, run_tree
+from foldwise.compose import compose_params
+
+pytestmark = pytest.mark.slow
+
+OVERRIDES = [
+    "data=iris",
+    "split.n_splits=3",
+    "trainer.max_epochs=15",
+    "trainer.accelerator=cpu",
+    "+sweep.grid.ensemble.name=[none,bagging,adaboost]",
+    "sweep.grid.model.hidden=[4]",
+    "sweep.grid.optim.lr=[0.03]",
+    "ensemble.n_estimators=4",
+    "curves.learning.enabled=false",
+    "curves.validation.enabled=false",
+    "curves.bias_variance.enabled=false",
+    "lockbox.bootstrap_resamples=200",
+]
+
+
+def test_single_bagged_and_boosted_side_by_side(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    project = make_project(tmp_path, uri, compose_params(OVERRIDES, root=ROOT))
+    out = project.dvc("repro")
+    cv = json.loads((project.path / "results/cv_metrics.json").read_text())
+    labels = {k.split("name=")[1]: v for k, v in cv["configs"].items()}
+    assert set(labels) == {"none", "bagging", "adaboost"}
+    for entry in labels.values():  # one CV, one kind of interval, for all three
+        assert entry["complete"] and entry["val_f1"]["ci_low"] is not None
+    assert "oob_f1" in labels["bagging"] and "oob_f1" not in labels["none"]
+
+    jobs = project.path / "results/sweep/jobs"
+    boosted = [json.loads(p.read_text()) for p in jobs.glob("*.json")
+               if "n_learners" in json.loads(p.read_text())["metrics"]]  # fmt: skip
+    assert len(boosted) == 3 and all(1 <= r["metrics"]["n_learners"] <= 4 for r in boosted)
+    curves = pd.read_csv(project.path / "results/ensembles.csv")
+    assert set(curves["config"].str.split("name=").str[1]) == {"bagging", "adaboost"}
+    assert curves.groupby("config")["members"].max().min() >= 1
+
+    # the selected model, refit as what it is, scored by the lockbox exactly as saved
+    sel = json.loads((project.path / "results/selection.json").read_text())
+    bundle = torch.load(project.path / "models/final/model.pt", weights_only=False)
+    name = sel["label"].split("name=")[1]
+    if name == "none":
+        assert "members" not in bundle and "one model" in out.stdout
+    else:
+        assert 1 <= len(bundle["members"]) <= 4 and bundle["combine"]["name"] == name
+        assert f"({name}, up to 4 members)" in out.stdout
+    from foldwise.artifact import LoadedModel
+
+    model = LoadedModel(project.path / "models/final/model.pt")
+    rows = model.predict(pd.read_parquet(project.path / "data/lockbox/test.parquet"))
+    test = json.loads((project.path / "results/test_metrics.json").read_text())
+    assert test["test"]["acc"]["value"] == pytest.approx(accuracy_score(rows["y"], rows["pred"]))
+    assert test["look"] == 1
+
+    # MLflow: a fold run of a boosted configuration carries its staged curve (per member)
+    by_type = run_tree(uri)
+    c = __import__("mlflow").MlflowClient(uri)
+    folds = [r for r in by_type["fold"] if "n_learners" in r.data.metrics]
+    assert folds
+    staged = c.get_metric_history(folds[0].info.run_id, "epoch/stage_val_f1")
+    assert 1 <= len(staged) <= 4
