@@ -156,9 +156,11 @@ def test_every_section_is_there_and_the_test_section_says_the_lockbox_is_closed(
         "folds",
         "curves",
         "bias-variance",
+        "ensembles",
         "nested",
         "test",
     ]
+    assert "No ensemble configuration" in parts["ensembles"]
     assert "train_val_disjoint" in parts["data"] and "2 duplicates" in parts["data"]
     assert "beats the closest rival" in parts["leaderboard"]
     assert "good fit" in parts["leaderboard"] and "p = 0.210" in parts["leaderboard"]
@@ -383,3 +385,16 @@ def test_curve_panels_follow_the_selection_metric_then_the_loss():
     reg = curve_table([1, 2], ("loss", "mse", "mae", "r2", "score"))
     reg["val_r2_mean"] = reg["val_score_mean"] = [0.3, 0.4]
     assert figures.curve_metrics(reg, "mse") == ["mse", "r2"]
+
+
+def test_ensembles_section_draws_score_vs_members():
+    import pandas as pd
+
+    inp = classification()
+    inp.ensembles = pd.DataFrame(
+        {"config": ["mlp name=bagging"] * 3, "score": ["f1"] * 3, "members": [1, 2, 3],
+         "val_score_mean": [0.9, 0.92, 0.93], "val_score_low": [0.88, 0.9, 0.91],
+         "val_score_high": [0.92, 0.94, 0.95], "train_score_mean": [0.95, 0.97, 0.98]}
+    )  # fmt: skip
+    part = sections(html.render(inp))["ensembles"]
+    assert "data:image/png;base64," in part and "macro-F1" in part and "0.9300" in part
