@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro report test test-fast lint ui params bench bench-parts bench-schemes clean
+.PHONY: install repro report test test-fast lint ui params bench bench-parts bench-schemes bench-ensembles clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench: install  ## foldwise's sweep vs one-at-a-time, a plain PyTorch loop and s
 
 bench-schemes: install  ## plain vs nested CV, bootstrap .632+, leave-one-out cost and estimate (~20 min)
 	$(RUN) $(BIN)/python benchmarks/bench_schemes.py
+
+bench-ensembles: install  ## stacked bagging cost, single vs bagged vs boosted CV, bias–variance (~1 min)
+	$(RUN) $(BIN)/python benchmarks/bench_ensembles.py
 
 bench-parts: install  ## where a sweep's time goes: processes, MLflow batching, Lightning per step
 	$(RUN) $(BIN)/python benchmarks/bench_sweep.py
