@@ -27,6 +27,17 @@ def per_sample_loss(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(m * b, c), y.reshape(m * b), reduction="none").view(m, b)
 
 
+def _accumulate(counts: object, parts: dict[str, Tensor], models: Tensor | None) -> None:
+    """Add a batch's per-model sums to ``counts``' running totals (by attribute name);
+    ``models`` names the batch's models when it is not the whole stack."""
+    for name, value in parts.items():
+        total = getattr(counts, name)
+        if models is None:
+            total += value
+        else:
+            total.index_add_(0, models, value)
+
+
 @dataclass
 class Counts:
     """Running sums per model: loss, rows, correct rows, and per-class tp / predicted / true."""
@@ -66,12 +77,7 @@ class Counts:
             "true": support,
             "tp": tp,
         }
-        for name, value in parts.items():
-            total = getattr(self, name)
-            if models is None:
-                total += value
-            else:
-                total.index_add_(0, models, value)
+        _accumulate(self, parts, models)
 
     def compute(self) -> dict[str, np.ndarray]:
         """``{"loss", "acc", "f1"}``, each an array of one value per model (NaN with no rows)."""
@@ -115,12 +121,7 @@ class SquaredCounts:
             "sy": (y64 * w).sum(1),
             "syy": (y64 * y64 * w).sum(1),
         }
-        for name, value in parts.items():
-            total = getattr(self, name)
-            if models is None:
-                total += value
-            else:
-                total.index_add_(0, models, value)
+        _accumulate(self, parts, models)
 
     def compute(self) -> dict[str, np.ndarray]:
         """``{"loss", "mse", "mae", "r2"}`` per model (NaN with no rows). R² is
