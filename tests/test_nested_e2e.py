@@ -64,6 +64,59 @@ def test_nested_cv_end_to_end(tmp_path):
     again = json.loads((project.path / "results/nested.json").read_text())
     assert again["outer"] == report["outer"]
 
+    # refit=fold_ensemble: nested CV now estimates "select, then average the winner's fold
+    # models" (no outer refits), and that estimate is the final model's CV estimate.
+    fe = compose_params([*OVERRIDES, "refit=fold_ensemble"], root=ROOT)
+    project.set_params(fe)
+    out = project.dvc("repro", "refit")
+    assert "inner-fold ensemble per outer fold" in out.stdout
+    nested = json.loads((project.path / "results/nested.json").read_text())
+    assert nested["refit"] == "fold_ensemble" and len(nested["outer"]) == 3
+    info = json.loads((project.path / "models/final/info.json").read_text())
+    assert info["refit"] == "fold_ensemble" and info["folds"] == 3
+    assert info["cv"]["method"] == "nested CV"
+    assert info["cv"]["mean"] == pytest.approx(nested["nested"]["mean"])
+    # the fold models are the very models CV scored
+    assert info["max_fold_score_drift"] < 1e-6
+    jobs = project.path / "results/sweep/jobs"
+    sel = json.loads((project.path / "results/selection.json").read_text())
+    for fold, m in info["fold_metrics"].items():
+        swept = json.loads((jobs / f"{sel['config_hash']}-fold{fold}.json").read_text())
+        assert m["val_f1"] == pytest.approx(swept["metrics"]["val_f1"], abs=1e-6)
+    _check_fold_ensemble(project)
+
+    # without nested CV the fold ensemble has no honest estimate, and says so
+    project.set_params(compose_params([*OVERRIDES[:-2], "refit=fold_ensemble"], root=ROOT))
+    out = project.dvc("repro", "test")
+    info = json.loads((project.path / "models/final/info.json").read_text())
+    assert info["cv"] is None and "nested.enabled=true" in info["cv_unavailable"]
+    assert "CV estimate of this fold_ensemble model: not available" in out.stdout
+    test = json.loads((project.path / "results/test_metrics.json").read_text())
+    assert test["refit"] == "fold_ensemble" and "cv_vs_test" not in test
+
+
+def _check_fold_ensemble(project) -> None:
+    """The saved fold ensemble predicts the mean of its members' probabilities, each
+    member with its own fold's scaler (computed here by hand)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from foldwise.artifact import LoadedModel
+
+    model = LoadedModel(project.path / "models/final/model.pt")
+    assert len(model.members) == 3 and model.combine["name"] == "fold_ensemble"
+    from foldwise.data import feature_columns
+
+    dev = pd.read_parquet(project.path / "data/split/dev.parquet")
+    feats = feature_columns(dev)
+    probs = []
+    for net, sc in model.members:
+        x = (dev[feats].to_numpy() - np.asarray(sc["mean"])) / np.asarray(sc["scale"])
+        with torch.no_grad():
+            probs.append(net(torch.tensor(x, dtype=torch.float32)).softmax(1).double().numpy())
+    assert (model.predict(dev)["pred"] == np.mean(probs, 0).argmax(1)).all()
+
 
 def test_nested_is_off_by_default(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -97,6 +97,7 @@ def metrics_document(entry: dict[str, Any]) -> dict[str, Any]:
         "opened_at": entry["opened_at"],
         "confidence": entry["confidence"],
         **({"cv_vs_test": cv_vs_test(entry)} if entry.get("cv") else {}),
+        **({"refit": entry["refit"]} if entry.get("refit", "all_dev") != "all_dev" else {}),
     }
 
 
@@ -244,6 +245,8 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         "scores": scores,
         "confidence": confidence,
         "cv": info.get("cv"),
+        "refit": info.get("refit", "all_dev"),
+        **({"cv_unavailable": info["cv_unavailable"]} if info.get("cv_unavailable") else {}),
     }
     if not model.meta.regression:
         # counts[i][j]: test rows of class i predicted as j (classes in model.meta order)
@@ -306,6 +309,8 @@ def _report(entry: dict[str, Any]) -> None:
             f"({c:.0%} {s.get('interval', 'percentile')} bootstrap CI {s['ci_low']:.4f} – "
             f"{s['ci_high']:.4f}, n={entry['n_test']})"
         )
+    if entry.get("cv_unavailable"):
+        print(f"[test] CV estimate of this {entry.get('refit')} model: {entry['cv_unavailable']}")
     if entry.get("cv"):
         g = cv_vs_test(entry)
         cv, t = g["cv"], g["test"]

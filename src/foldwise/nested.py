@@ -12,6 +12,11 @@ outer folds; the refits are a second call. Every finished model is cached in
 resumes. The summary is :func:`foldwise.methods.nested.summarize`. The lockbox is
 never read.
 
+With ``refit=fold_ensemble`` the procedure being estimated ends in the average of the
+winner's fold models, so each outer fold scores the average of the inner winner's
+inner-fold models (which also predict the outer validation rows) and nothing is refit:
+the refit stage reports this nested estimate as the fold ensemble's CV estimate.
+
 MLflow: a ``nested`` run under the sweep run, with one ``outer_fold`` run per outer
 fold beneath it (the winner, its outer scores, and the inner results as a table
 artifact).
@@ -19,6 +24,7 @@ artifact).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -46,6 +52,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
 
     from foldwise.aggregate import higher_is_better, select, summarize_config
     from foldwise.data import Meta
+    from foldwise.ensemble import bagging
     from foldwise.progress import Progress, default_every
     from foldwise.refit import refit_epochs
     from foldwise.results import Session, collect, job_cache
@@ -82,7 +89,11 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
                 "params.yaml gives other configurations than the sweep trained.",
                 "re-run the sweep first: dvc repro",
             )
+    # refit=fold_ensemble: the procedure ends in the average of the inner winner's inner-fold
+    # models, so those models also predict the outer validation rows (and no refit runs).
+    fold_ensemble = str((cfg.get("refit") or {}).get("name", "all_dev")) == "fold_ensemble"
     base = {
+        **({"fold_ensemble": 1} if fold_ensemble else {}),
         "nested": 1,
         "split": split_key(manifest),
         "inner": OmegaConf.to_container(cfg.nested.inner, resolve=True),
@@ -103,14 +114,24 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
                     done[k] = read_json(cached)
                     continue
                 where = f"outer {o.index} inner {r.index}"
-                tasks.append(make_task(full[conf["hash"]], k, pos(r.train), {"val": pos(r.val)},
-                                       label=f"{conf['label']} · {where}"))  # fmt: skip
+                task = make_task(full[conf["hash"]], k, pos(r.train), {"val": pos(r.val)},
+                                 label=f"{conf['label']} · {where}")  # fmt: skip
+                if fold_ensemble:
+                    task = dataclasses.replace(task, finals={"outer": pos(o.val)},
+                                               predict=("outer",), proba=True)  # fmt: skip
+                tasks.append(task)
                 keys.append((o.index, conf, r.index))
     n_inner = len(outer) * len(session.configs) * len(inner_sets[outer[0].index])
     print(
         f"[nested] {len(outer)} outer folds × {len(session.configs)} configurations × "
         f"{len(inner_sets[outer[0].index])} inner folds ({inner_scheme.describe()}) = {n_inner} "
-        f"inner models + {len(outer)} refits; {n_inner - len(tasks)} inner models cached",
+        f"inner models + "
+        + (
+            "the winner's inner-fold ensemble per outer fold (refit=fold_ensemble)"
+            if fold_ensemble
+            else f"{len(outer)} refits"
+        )
+        + f"; {n_inner - len(tasks)} inner models cached",
         flush=True,
     )
     progress = Progress(total=n_inner, done=n_inner - len(tasks), every=default_every())
@@ -134,6 +155,8 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         ]
         win = select(summaries, metric, rule)
         chosen[o.index] = win
+        if fold_ensemble:
+            continue
         epochs = refit_epochs(full[win.hash], win.best_epochs)
         k = key(config=win.hash, outer=o.index, refit=epochs)
         if job_cache(layout.root, k).is_file():
@@ -147,6 +170,22 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     train_cached(refits, x, y, meta, cfg, layout, done, progress, "refit")
 
     outer_results = []
+    if fold_ensemble:
+        task_kind = "regression" if meta.regression else "classification"
+        for o in outer:
+            win = chosen[o.index]
+            inner = results[o.index][win.hash]
+            if any(r is None or r["status"] != "ok" for r in inner):
+                raise FoldwiseError(f"an inner model of {win.label} in outer fold {o.index} "
+                                    "failed; its fold ensemble cannot be scored.")  # fmt: skip
+            fold_preds = [np.asarray(r["predictions"]["outer"]["pred" if meta.regression
+                                                           else "proba"], dtype=float)
+                          for r in inner]  # fmt: skip
+            averaged = bagging.average(fold_preds)
+            scored = bagging.scores_of(task_kind, y[pos(o.val)], averaged)
+            outer_results.append({"fold": o.index, "winner": win.hash, "label": win.label,
+                                  "metrics": {f"val_{k}": v for k, v in scored.items()},
+                                  "inner": win.stats[metric]})  # fmt: skip
     for o_index, k in refit_keys:
         r = done[k]
         if r["status"] != "ok":
@@ -162,6 +201,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     ]
     report = method.summarize(outer_results, plain, metric)
     report["enabled"] = True
+    report["refit"] = "fold_ensemble" if fold_ensemble else "all_dev"
     report["selected"] = selection["label"]
     report["higher_is_better"] = higher_is_better(metric)
     report["mlflow_run_id"] = _track(cfg, selection, outer_results, results, session, report)

@@ -282,6 +282,7 @@ def validate(cfg: DictConfig) -> None:
             raise FoldwiseError(f"params: sweep.grid.{key} has no values.")
     _one_of(cfg.sweep.launcher, LAUNCHERS, "sweep.launcher")
     _check_ensemble(cfg)
+    _check_refit(cfg, scheme)
 
     _one_of(cfg.selection.rule, SELECTION_RULES, "selection.rule")
     diag = cfg.get("diagnosis") or {}
@@ -430,6 +431,37 @@ def _check_ensemble(cfg: DictConfig) -> None:
                 f"params: ensemble.max_samples must be a fraction in (0, 1], got {f!r}.",
                 "each member draws this share of its training rows (with replacement).",
             )
+
+
+REFITS = ("all_dev", "fold_ensemble")
+# Resampling kinds whose resamples are a handful of fold models worth averaging.
+FOLD_ENSEMBLE_KINDS = ("folds", "repeated", "holdout")
+
+
+def _check_refit(cfg: DictConfig, scheme: type) -> None:
+    """``refit.name``; a fold ensemble needs few fold models, and averageable ones."""
+    name = str((cfg.get("refit") or {}).get("name", "all_dev"))
+    _one_of(name, REFITS, "refit.name")
+    if name != "fold_ensemble":
+        return
+    if scheme.kind not in FOLD_ENSEMBLE_KINDS:
+        raise FoldwiseError(
+            f"params: refit=fold_ensemble averages the split's fold models, and "
+            f"split={cfg.split.scheme} is {scheme.kind} resampling (one model per resample: "
+            "hundreds of them).",
+            "use a k-fold, repeated or holdout scheme, or refit=all_dev.",
+        )
+    names = [str(cfg.ensemble.name)] if cfg.get("ensemble") else []
+    swept = grid_leaves(cfg).get("ensemble.name", [])
+    names += [] if isinstance(swept, str) else [str(v) for v in swept]
+    boosted = sorted({n for n in names if n in ("adaboost", "gradient_boosting")})
+    if boosted:
+        raise FoldwiseError(
+            f"params: refit=fold_ensemble averages fold models' probabilities (or values), "
+            f"and ensemble={boosted[0]} combines its learners by weighted votes (or sums) "
+            "that foldwise does not average across folds.",
+            "use refit=all_dev with boosting, or fold_ensemble with ensemble=none or bagging.",
+        )
 
 
 def grid_leaves(cfg: DictConfig) -> dict[str, object]:

@@ -40,6 +40,23 @@ def selected_config(cfg: DictConfig, selection: dict[str, Any]) -> DictConfig:
     return chosen
 
 
+def fold_ensemble_estimate(cfg: DictConfig, layout: Layout) -> tuple[dict | None, str | None]:
+    """The honest CV estimate of a fold ensemble: nested CV's, when the nested stage ran
+    with ``refit=fold_ensemble`` (each outer fold scored the average of the inner winner's
+    inner-fold models); otherwise ``(None, why)``. Never the plain CV mean: every dev row
+    trained K−1 of the K models it would be scored by."""
+    nested = read_json(layout.nested_metrics) if layout.nested_metrics.is_file() else {}
+    if nested.get("enabled") and nested.get("refit") == "fold_ensemble":
+        st = nested["nested"]
+        stats = {k: st.get(k) for k in ("mean", "se", "ci_low", "ci_high", "n")}
+        return {"metric": nested["metric"], "method": "nested CV", **stats}, None
+    return None, (
+        "not available: every dev row trained K−1 of the fold ensemble's K models, so no dev "
+        "row can score it; the plain CV mean is the single fold models' score, not the "
+        "ensemble's. For an honest estimate: -S nested.enabled=true."
+    )
+
+
 def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     import mlflow
 
@@ -53,16 +70,26 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     dev = pd.read_parquet(layout.dev)
     epochs = refit_epochs(chosen, selection["fold_best_epochs"])
     bagged = spec(chosen)
+    how = str((cfg.get("refit") or {}).get("name", "all_dev"))
     what = f"{bagged['name']}, up to {bagged['n_estimators']} members" if bagged else "one model"
-    print(f"[refit] {selection['label']} on all {len(dev)} dev rows for {epochs} epochs ({what})")
     hyper = hyperparameters(chosen)
-    if bagged:
-        backbones, res, scalers, combine = fit_members(chosen, meta, dev, epochs=epochs)
-        fp = artifact.save(layout.model_dir, backbones, scalers, meta, hyper, combine)
-        backbone, res.scaler = backbones[0], scalers[0]
+    cv = {"metric": selection["metric"], **selection["score"], "method": selection.get("method")}
+    extra: dict[str, Any] = {}
+    if how == "fold_ensemble":
+        backbone, res, fp, extra = _fold_ensemble(cfg, chosen, selection, meta, dev, layout, what)
+        cv = extra.pop("cv")
+        epochs = res.best_epoch
     else:
-        backbone, res = fit(chosen, meta, dev, None, epochs=epochs)
-        fp = artifact.save(layout.model_dir, backbone, res.scaler, meta, hyper)
+        print(f"[refit] {selection['label']} on all {len(dev)} dev rows for {epochs} epochs "
+              f"({what})")  # fmt: skip
+        if bagged:
+            backbones, res, scalers, combine = fit_members(chosen, meta, dev, epochs=epochs)
+            fp = artifact.save(layout.model_dir, backbones, scalers, meta, hyper, combine)
+            backbone, res.scaler = backbones[0], scalers[0]
+        else:
+            backbone, res = fit(chosen, meta, dev, None, epochs=epochs)
+            fp = artifact.save(layout.model_dir, backbone, res.scaler, meta, hyper)
+    single = how == "all_dev" and not bagged
     (layout.model_dir / "config.yaml").write_text(OmegaConf.to_yaml(chosen))
 
     c = tracking.client(cfg)
@@ -77,14 +104,14 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     tracking.log(
         c,
         run_id,
-        params={**flatten(hyper), "refit_epochs": epochs, "n_train": len(dev)},
+        params={**flatten(hyper), "refit": how, "refit_epochs": epochs, "n_train": len(dev)},
         metrics=res.metrics,
         history=res.history,
         history_prefix="epoch/",
     )
     mlflow.set_tracking_uri(c.tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        if not bagged:  # an ensemble has no single torch module: its bundle is the model
+        if single:  # an ensemble has no single torch module: its bundle is the model
             # pip_requirements given explicitly: inferring them imports and probes the env.
             example = artifact.LoadedModel.scale(dev.head(2), res.scaler)[0].numpy()
             mlflow.pytorch.log_model(
@@ -94,9 +121,10 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
                 pip_requirements=[f"torch=={torch.__version__}"],
             )
         mlflow.log_artifacts(str(layout.model_dir), artifact_path="bundle")
-    cv = {"metric": selection["metric"], **selection["score"], "method": selection.get("method")}
     info = {
-        "cv": cv,  # the CV estimate the test stage sets beside the test result
+        "cv": cv,  # the CV estimate the test stage sets beside the test result (or None)
+        "refit": how,
+        **extra,
         "model_sha256": fp,
         "config_hash": selection["config_hash"],
         "label": selection["label"],
@@ -108,8 +136,46 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         "experiment_id": selection["experiment_id"],
     }
     write_json(layout.model_dir / "info.json", info)
+    if extra.get("cv_unavailable"):
+        print(f"[refit] CV estimate of the fold ensemble: {extra['cv_unavailable']}")
+    elif how == "fold_ensemble":
+        interval = f"[{cv['ci_low']:.4f}, {cv['ci_high']:.4f}]"
+        print(f"[refit] CV estimate of the fold ensemble ({cv['method']}): "
+              f"{cv['metric']} {cv['mean']:.4f} {interval}")  # fmt: skip
     print(
         f"[refit] saved {layout.model_dir.relative_to(layout.root)} (model sha256 {fp[:12]}), "
         f"{headline(res.metrics, 'train')}; MLflow run {run_id}"
     )
     return info
+
+
+def _fold_ensemble(cfg, chosen, selection, meta, dev, layout, what) -> tuple:
+    """``refit=fold_ensemble``: the selected configuration's fold models, trained again
+    exactly as the sweep trained them (checked: their fold scores against the sweep's),
+    saved as one bundle that averages them."""
+    from foldwise.results import Session, collect
+    from foldwise.split import load_folds
+    from foldwise.train import fit_folds
+
+    folds = [r for r in load_folds(read_json(layout.folds)) if r.role == "resample"]
+    dev = dev.sort_values("row_id", kind="stable").reset_index(drop=True)
+    print(f"[refit] {selection['label']}: the fold ensemble of its {len(folds)} fold models "
+          f"({what} each), trained again as the sweep trained them")  # fmt: skip
+    fm = fit_folds(chosen, meta, dev, folds)
+    combine = {"name": "fold_ensemble", "folds": len(folds),
+               "members_per_fold": len(fm.nets) // len(folds)}  # fmt: skip
+    fp = artifact.save(layout.model_dir, fm.nets, fm.scalers, meta, hyperparameters(chosen),
+                       combine)  # fmt: skip
+    res = fm.result
+    res.scaler = fm.scalers[0]
+    swept = collect(Session(read_json(layout.sweep_dir / "session.json")),
+                    layout.sweep_dir)[selection["config_hash"]]  # fmt: skip
+    metric = selection["metric"]
+    drift = max(abs(fm.fold_metrics[f.index][metric] - swept[f.index]["metrics"][metric])
+                for f in folds)  # fmt: skip
+    print(f"[refit] fold models vs the sweep's: max |Δ {metric}| = {drift:.2g} over "
+          f"{len(folds)} folds")  # fmt: skip
+    cv, why = fold_ensemble_estimate(cfg, layout)
+    extra = {"cv": cv, "folds": len(folds), "fold_metrics": fm.fold_metrics,
+             "max_fold_score_drift": drift, **({"cv_unavailable": why} if why else {})}  # fmt: skip
+    return fm.nets[0], res, fp, extra

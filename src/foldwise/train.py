@@ -200,3 +200,64 @@ def fit_members(
         epochs_trained=both.epochs_trained, n_train=both.n_train, n_val=0,
     )  # fmt: skip
     return nets, res, [o.scaler for o in outs], combine
+
+
+@dataclass
+class FoldModels:
+    """The selected configuration's fold models, trained again for ``refit=fold_ensemble``."""
+
+    nets: list[torch.nn.Module]  # every fold's members, fold by fold
+    scalers: list[dict]
+    result: FitResult  # the fold ensemble's scores on every dev row (apparent)
+    fold_metrics: dict[int, dict[str, float]]  # each fold model's scores on its fold
+
+
+def fit_folds(cfg: DictConfig, meta: Meta, dev: pd.DataFrame, folds: list) -> FoldModels:
+    """Train ``cfg`` on each fold's training rows exactly as the sweep did (the same
+    tasks: rows, seed, early stopping on inner rows of the fold's training part), all in
+    one engine call, and keep their weights. ``dev`` is in row-id order; ``folds`` are
+    the split's resamples (:class:`foldwise.split.Resample`)."""
+    import dataclasses
+
+    from foldwise import ensemble
+
+    x, y = arrays(dev)
+    pos = lambda ids: np.searchsorted(dev["row_id"].to_numpy(), np.asarray(ids))  # noqa: E731
+    everyone = np.arange(len(dev))
+    parents = []
+    for f in folds:
+        task = make_task(cfg, f"fold{f.index}", pos(f.train), {"val": pos(f.val)})
+        parents.append(
+            dataclasses.replace(task, finals={"dev": everyone}, predict=("val", "dev"), proba=True)
+        )
+    members = {p.key: ensemble.expand(p) for p in parents}
+    flat = [m for p in parents for m in members[p.key]]
+    accelerator, precision = str(cfg.trainer.accelerator), int(cfg.trainer.get("precision", 32))
+    outs = engine.train(flat, x, y, meta, accelerator=accelerator, precision=precision,
+                        keep_state=True)  # fmt: skip
+    failed = [o.error for o in outs if o.status != "ok"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(outs)} fold models failed: {failed[0]}")
+    by_key = dict(zip((m.key for m in flat), outs, strict=True))
+    fold_metrics, dev_preds = {}, []
+    for f, p in zip(folds, parents, strict=True):
+        ms = members[p.key]
+        both = ensemble.combine(p, ms, [by_key[m.key] for m in ms], y, meta.regression)
+        fold_metrics[f.index] = {k: v for k, v in both.metrics.items() if k.startswith("val_")}
+        d = both.predictions["dev"]
+        dev_preds.append(np.asarray(d["pred"] if meta.regression else d["proba"], dtype=float))
+    from foldwise.ensemble import bagging
+
+    task = "regression" if meta.regression else "classification"
+    apparent = bagging.scores_of(task, y, bagging.average(dev_preds))
+    nets = []
+    for o in outs:
+        net = build_backbone(cfg.model, meta)
+        net.load_state_dict({k: v.float() for k, v in o.state_dict.items()})
+        nets.append(net.eval())
+    res = FitResult(
+        metrics={f"train_{k}": v for k, v in apparent.items()}, history={},
+        best_epoch=round(float(np.median([o.best_epoch for o in outs]))),
+        epochs_trained=max(o.epochs_trained for o in outs), n_train=len(dev), n_val=0,
+    )  # fmt: skip
+    return FoldModels(nets, [o.scaler for o in outs], res, fold_metrics)

@@ -69,7 +69,7 @@ def expand(parent: Task) -> list[Task]:
                 key=f"{parent.key}#m{b}",
                 seed=member_seed(parent.seed, b),
                 train=np.asarray(drawn, dtype=np.int64),
-                finals={FOLD: rows},
+                finals={**parent.finals, FOLD: rows},
                 predict=tuple(dict.fromkeys(("val", FOLD, *parent.predict))),
                 proba=True,
                 group=parent.key,
@@ -110,7 +110,11 @@ def combine(parent: Task, members: Sequence[Task], outcomes: Sequence[Outcome], 
         metrics |= {f"val_{k}": v for k, v in bagging.scores_of(task, yv, val).items()}
         history |= _staged(task, "val", yv, members_val, lambda vs: bagging.average(vs))
         if "val" in parent.predict:
-            predictions["val"] = _prediction(yv, val, regression)
+            predictions["val"] = _prediction(yv, val, regression, parent.proba)
+    for name in parent.predict:  # other row sets predicted at the end (e.g. a fold ensemble's)
+        if name != "val" and name in parent.finals:
+            avg = bagging.average([np.asarray(o.predictions[name][key]) for o in outcomes])
+            predictions[name] = _prediction(y[parent.finals[name]], avg, regression, parent.proba)
     return Outcome(
         status="ok",
         metrics=metrics,
@@ -123,13 +127,17 @@ def combine(parent: Task, members: Sequence[Task], outcomes: Sequence[Outcome], 
     )
 
 
-def _prediction(y: np.ndarray, averaged: np.ndarray, regression: bool) -> dict[str, list]:
+def _prediction(
+    y: np.ndarray, averaged: np.ndarray, regression: bool, proba: bool = False
+) -> dict[str, list]:
     """The ensemble's per-row prediction record, as a single model's (see Outcome)."""
     if regression:
         return {"pred": averaged.tolist(), "loss": ((averaged - y) ** 2).tolist()}
     out = {"pred": averaged.argmax(1).tolist(), "loss": bagging.row_losses(y, averaged).tolist()}
     if averaged.shape[1] == 2:
         out["prob"] = averaged[:, 1].tolist()
+    if proba:
+        out["proba"] = averaged.tolist()
     return out
 
 

@@ -802,6 +802,14 @@ def test_section(inp: Inputs) -> Raw:
         )
     )
     g = t.get("cv_vs_test")
+    if not g and t.get("refit") == "fold_ensemble":
+        body.append(
+            p(
+                "No CV estimate sits beside this test result: the final model is the fold "
+                "ensemble, which every dev row helped train, so only nested CV "
+                "(nested.enabled=true) can estimate it honestly."
+            )
+        )
     if g:
         cv, ts = g.get("cv") or {}, g.get("test") or {}
         body += [
