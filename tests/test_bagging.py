@@ -78,3 +78,33 @@ def test_a_failed_member_fails_its_ensemble():
     outs = [Outcome(status="failed", error="loss became non-finite"), Outcome(status="ok")]
     got = combine(parent, members, outs, np.zeros(10, dtype=int), regression=False)
     assert got.status == "failed" and "1 of 2 bagging members failed" in got.error
+
+
+def test_staged_predictions_and_extra_row_sets_are_averaged_by_hand():
+    """With ``staged``, the val record keeps each stage's class (first b members); a row
+    set predicted at the end (here "outer", as nested CV's fold ensemble asks) is
+    averaged like val, with every class's probability when ``proba``."""
+    import dataclasses
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 40)
+    train, val, outer = np.arange(20), np.arange(20, 30), np.arange(30, 40)
+    parent = Task("p", {"name": "mlp"}, Hyper(0.01, 0, 0, 3, False, 0.2, 2), 8, 1, train,
+                  {"val": val}, predict=("val", "outer"), finals={"outer": outer}, proba=True,
+                  staged=True, ensemble={"name": "bagging", "n_estimators": 3,
+                                         "max_samples": 1.0})  # fmt: skip
+    members = expand(parent)
+    assert all(set(m.finals) == {"outer", "fold"} and "outer" in m.predict for m in members)
+    probas = [rng.dirichlet(np.ones(3), 40) for _ in members]
+    outs = [dataclasses.replace(_member_outcome(p[val].tolist(), p[train].tolist()),
+                                predictions={"val": {"proba": p[val].tolist()},
+                                             "fold": {"proba": p[train].tolist()},
+                                             "outer": {"proba": p[outer].tolist()}})
+            for p in probas]  # fmt: skip
+    got = combine(parent, members, outs, y, regression=False)
+    staged = got.predictions["val"]["staged"]
+    assert len(staged) == 3
+    for b in range(3):
+        assert staged[b] == np.mean(probas[: b + 1], axis=0)[val].argmax(1).tolist()
+    np.testing.assert_allclose(got.predictions["outer"]["proba"], np.mean(probas, 0)[outer])
+    assert got.predictions["outer"]["pred"] == np.mean(probas, 0)[outer].argmax(1).tolist()

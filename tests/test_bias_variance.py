@@ -68,3 +68,22 @@ def test_squared_equals_mlxtend():
     loss, bias2, var = mlxtend_on(pred, y, "mse")
     assert (d.expected_loss, d.bias, d.variance) == pytest.approx((loss, bias2, var))
     assert d.expected_loss == pytest.approx(d.bias + d.variance) and d.noise is None
+
+
+def test_ensemble_terms_by_members_decompose_each_stage():
+    """The curves stage's table: row b decomposes the draws' stage-b predictions; the
+    single network's terms ride along as constant ``single_*`` columns."""
+    from foldwise.curves import ensemble_bias_variance
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 25)
+    staged = rng.integers(0, 3, (6, 4, 25)).tolist()  # 6 draws × 4 stages × 25 rows
+    staged[2] = staged[2][:3]  # a boosted draw that stopped after 3 rounds
+    single = rng.integers(0, 3, (6, 25)).tolist()
+    table = ensemble_bias_variance(staged, single, y, zero_one)
+    assert table["members"].tolist() == [1, 2, 3]
+    for b in range(3):
+        want = zero_one(np.array([s[b] for s in staged]), y)
+        assert table.loc[b, "bias"] == pytest.approx(want.bias)
+        assert table.loc[b, "net_variance"] == pytest.approx(want.net_variance)
+    assert (table["single_variance"] == zero_one(np.array(single), y).variance).all()

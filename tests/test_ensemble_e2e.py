@@ -27,7 +27,8 @@ OVERRIDES = [
     "ensemble.n_estimators=4",
     "curves.learning.enabled=false",
     "curves.validation.enabled=false",
-    "curves.bias_variance.enabled=false",
+    "curves.validation.values=[4]",  # the bias–variance curve needs one value
+    "curves.bias_variance.models=4",
     "lockbox.bootstrap_resamples=200",
 ]
 
@@ -67,6 +68,18 @@ def test_single_bagged_and_boosted_side_by_side(tmp_path):
     test = json.loads((project.path / "results/test_metrics.json").read_text())
     assert test["test"]["acc"]["value"] == pytest.approx(accuracy_score(rows["y"], rows["pred"]))
     assert test["look"] == 1
+
+    # bias–variance vs members (bagging, beside the network alone) and vs rounds (AdaBoost)
+    bag = pd.read_csv(project.path / "results/curves/bias_variance_bagging.csv")
+    assert bag["members"].tolist() == [1, 2, 3, 4]
+    assert {"bias", "net_variance", "single_bias", "single_net_variance"} <= set(bag.columns)
+    boost = pd.read_csv(project.path / "results/curves/bias_variance_boosting.csv")
+    assert 1 <= len(boost) <= 4 and boost["members"].iloc[0] == 1
+    for t in (bag, boost):  # Domingos: without label noise, loss = bias + net variance
+        assert (t["expected_loss"] - t["bias"] - t["net_variance"]).abs().max() < 1e-9
+    summary = json.loads((project.path / "results/curves/summary.json").read_text())
+    assert "name=bagging" in summary["bias_variance_bagging"]["config"]
+    assert "name=adaboost" in summary["bias_variance_boosting"]["config"]
 
     # MLflow: a fold run of a boosted configuration carries its staged curve (per member)
     by_type = run_tree(uri)

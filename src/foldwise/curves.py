@@ -14,6 +14,7 @@ the sweep run.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,13 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     if manifest["kind"] not in CURVE_KINDS:
         doc = {"skipped": f"split={manifest['scheme']} has no folds to draw curves over"}
         write_json(out_dir / "summary.json", doc)
-        for name in ("learning", "validation", "bias_variance"):  # keep the plot files valid
+        for name in (
+            "learning",
+            "validation",
+            "bias_variance",
+            "bias_variance_bagging",
+            "bias_variance_boosting",
+        ):  # keep the plot files valid
             pd.DataFrame(columns=["x"]).to_csv(out_dir / f"{name}.csv", index=False)
         print(f"[curves] skipped: {doc['skipped']} (use a k-fold scheme for curves)")
         return doc
@@ -106,37 +113,57 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
             dev_ids, test_size=frac, stratify=None if meta.regression else y,
             random_state=int(cfg.seed),
         )  # fmt: skip
+        draws_rows = [np.random.default_rng([int(cfg.seed), b]).choice(train_part, len(train_part))
+                      for b in range(int(bv.models))]  # fmt: skip
+
+        def bv_tasks(curve: str, xv: Any, conf: DictConfig, what: str, staged: bool = False):
+            h = config_hash(conf)
+            for b, draw in enumerate(draws_rows):
+                k = key(curve="bias_variance", config=h, draw=b, eval_fraction=frac,
+                        **({"staged": 1} if staged else {}))  # fmt: skip
+                task = make_task(conf, k, pos(draw), {"val": pos(eval_part)}, predict=("val",),
+                                 label=f"bias-variance {what} · draw {b}")  # fmt: skip
+                plan.append((curve, xv, b, dataclasses.replace(task, staged=staged)))
+
         for value in c.validation["values"]:
-            varied = apply(chosen, {param: value})
-            h = config_hash(varied)
-            for b in range(int(bv.models)):
-                draw = np.random.default_rng([int(cfg.seed), b]).choice(train_part, len(train_part))
-                k = key(curve="bias_variance", config=h, draw=b, eval_fraction=frac)
-                task = make_task(varied, k, pos(draw), {"val": pos(eval_part)}, predict=("val",),
-                                 label=f"bias-variance {param}={value} · draw {b}")  # fmt: skip
-                plan.append(("bias_variance", value, b, task))
+            bv_tasks("bias_variance", value, apply(chosen, {param: value}), f"{param}={value}")
         y_eval = y[pos(eval_part)]
+        if bv.get("ensembles", True):  # per ensemble kind in the sweep: terms vs members
+            for kind, (label, full) in ensemble_representatives(cfg, layout).items():
+                bv_tasks("ensemble_bv", kind, full, label, staged=True)
+                if kind == "bagging":  # the same network alone: what bagging starts from
+                    single = apply(full, {"ensemble.name": "none"})
+                    bv_tasks("ensemble_single", kind, single, f"{label} · single")
     done: dict[str, dict] = {}
-    todo = []
+    todo: dict[str, Any] = {}  # by key: a curve may share a model with another
     for _, _, _, task in plan:
         cached = job_cache(layout.root, task.key)
         if cached.is_file():
             done[task.key] = read_json(cached)
         else:
-            todo.append(task)
-    print(f"[curves] {len(plan)} models ({len(plan) - len(todo)} cached) over {len(folds)} folds "
+            todo[task.key] = task
+    n_models = len({task.key for *_, task in plan})
+    print(f"[curves] {n_models} models ({n_models - len(todo)} cached) over {len(folds)} folds "
           f"for {selection['label']}", flush=True)  # fmt: skip
-    progress = Progress(total=len(plan), done=len(plan) - len(todo), every=default_every())
-    train_cached(todo, x, y, meta, cfg, layout, done, progress, "curve")
+    progress = Progress(total=n_models, done=n_models - len(todo), every=default_every())
+    train_cached(list(todo.values()), x, y, meta, cfg, layout, done, progress, "curve")
 
     rows: dict[str, list] = {"learning": [], "validation": []}
     draws: dict[Any, list] = {}
+    staged_draws: dict[str, list] = {}  # ensemble kind -> per draw, [B stages][rows]
+    single_draws: dict[str, list] = {}  # bagging -> per draw, its network alone
     for curve, xv, fold, task in plan:
         r = done[task.key]
         if r["status"] != "ok":
             raise FoldwiseError(f"a {curve}-curve model failed ({task.label}): {r.get('error')}")
         if curve == "bias_variance":
             draws.setdefault(xv, []).append(r["predictions"]["val"]["pred"])
+            continue
+        if curve == "ensemble_bv":
+            staged_draws.setdefault(xv, []).append(r["predictions"]["val"]["staged"])
+            continue
+        if curve == "ensemble_single":
+            single_draws.setdefault(xv, []).append(r["predictions"]["val"]["pred"])
             continue
         rows[curve].append({"x": xv, "fold": fold, "n_train": r["n_train"],
                             **{m: r["metrics"][m] for m in metrics}})  # fmt: skip
@@ -168,11 +195,74 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
             "loss": "squared" if meta.regression else "0-1",
             "rows": table.to_dict(orient="records"),
         }  # fmt: skip
+    reps = {kind: label for kind, (label, _) in ensemble_representatives(cfg, layout).items()}
+    for kind in ENSEMBLE_KINDS:
+        path = out_dir / f"bias_variance_{kind}.csv"
+        if kind not in staged_draws:  # no such ensemble in the sweep: a valid, empty plot
+            pd.DataFrame(columns=["members"]).to_csv(path, index=False)
+            continue
+        decompose = bias_variance.squared if meta.regression else bias_variance.zero_one
+        table = ensemble_bias_variance(staged_draws[kind], single_draws.get(kind), y_eval,
+                                       decompose)  # fmt: skip
+        table.to_csv(path, index=False)
+        figures[f"bias_variance_{kind}"] = _ens_bv_figure(table, kind, reps[kind],
+                                                          meta.regression)  # fmt: skip
+        figures[f"bias_variance_{kind}"].savefig(out_dir / f"bias_variance_{kind}.png", dpi=110)
+        summary[f"bias_variance_{kind}"] = {
+            "config": reps[kind], "models_per_point": int(bv.models),
+            "rows": table.to_dict(orient="records"),
+        }  # fmt: skip
     summary["mlflow_run_id"] = _track(cfg, selection, out_dir, figures)
     write_json(out_dir / "summary.json", summary)
     for curve in figures:
         print(f"[curves] {curve} curve: {(out_dir / f'{curve}.png').relative_to(layout.root)}")
     return summary
+
+
+# Ensemble kinds whose bias–variance the curves stage draws against the number of members.
+ENSEMBLE_KINDS = {"bagging": ("bagging",), "boosting": ("adaboost", "gradient_boosting")}
+
+
+def ensemble_representatives(cfg: DictConfig, layout: Layout) -> dict[str, tuple[str, Any]]:
+    """Per ensemble kind in the sweep, its best-ranked complete configuration:
+    ``kind -> (label, composed config)`` (none when the sweep has no ensemble)."""
+    from foldwise.results import Session
+    from foldwise.sweep import apply
+
+    if not layout.cv_table.is_file():
+        return {}
+    table = pd.read_csv(layout.cv_table)
+    session = Session(read_json(layout.sweep_dir / "session.json"))
+    out: dict[str, tuple[str, Any]] = {}
+    for _, row in table.sort_values("rank", na_position="last").iterrows():
+        if not bool(row["complete"]):
+            continue
+        conf = session.config(row["config"])
+        full = apply(cfg, conf["overrides"])
+        name = str(full.ensemble.name) if full.get("ensemble") else "none"
+        for kind, names in ENSEMBLE_KINDS.items():
+            if name in names and kind not in out:
+                out[kind] = (conf["label"], full)
+    return out
+
+
+def ensemble_bias_variance(
+    staged: list[list[list]], single: list[list] | None, y: np.ndarray, decompose: Any
+) -> pd.DataFrame:
+    """Bias–variance of the ensemble of its first b members, b = 1..B, from ``staged``
+    (per draw: [B][rows] predictions); with ``single`` (per draw: the network alone),
+    that model's terms as ``single_*`` columns beside every row."""
+    n_stages = min(len(s) for s in staged)  # boosting may stop early on some draws
+    rows = []
+    for b in range(n_stages):
+        d = decompose(np.array([s[b] for s in staged]), y).to_dict()
+        rows.append({"members": b + 1, **{k: v for k, v in d.items() if k != "noise"}})
+    table = pd.DataFrame(rows)
+    if single:
+        d = decompose(np.array(single), y).to_dict()
+        for k in ("expected_loss", "bias", "variance", "net_variance"):
+            table[f"single_{k}"] = d[k]
+    return table
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -242,6 +332,33 @@ def _bv_figure(table: pd.DataFrame, param: str, chosen: DictConfig, regression: 
         ax.set_title("Bias–variance trade-off (Domingos 0-1 decomposition)")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _ens_bv_figure(table: pd.DataFrame, kind: str, label: str, regression: bool):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    var = "variance" if regression else "net_variance"
+    bias_name = "bias²" if regression else "bias"
+    ax.plot(table["members"], table["expected_loss"], "k-o", label="expected loss")
+    ax.plot(table["members"], table["bias"], "C3-s", label=bias_name)
+    ax.plot(table["members"], table[var], "C0-^", label=var.replace("_", " "))
+    if "single_bias" in table.columns:  # bagging: where its network alone stands
+        ax.axhline(table["single_bias"].iloc[0], color="C3", ls=":", label=f"{bias_name}, single")
+        ax.axhline(table[f"single_{var}"].iloc[0], color="C0", ls=":",
+                   label=f"{var.replace('_', ' ')}, single")  # fmt: skip
+    ax.set_xlabel("members (the ensemble of the first b)" if kind == "bagging"
+                  else "boosting rounds")  # fmt: skip
+    ax.set_ylabel(("squared error" if regression else "0-1 loss") + " on the evaluation part")
+    ax.set_title(f"Bias–variance vs {'members' if kind == 'bagging' else 'rounds'}: {label}",
+                 fontsize="small")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
 

@@ -63,6 +63,9 @@ class Task:
     # An ensemble this task stands for (``cfg.ensemble``); the engine never reads it:
     # :mod:`foldwise.ensemble` expands such a task into member tasks before training.
     ensemble: dict[str, Any] | None = None
+    # An ensemble's "val" prediction record also keeps ``staged``: the prediction of the
+    # ensemble of its first 1, 2, …, B members (the bias–variance-by-members curves).
+    staged: bool = False
 
     def arch(self) -> tuple:
         """Tasks with equal ``arch()`` can train in one stack (dropout is per model)."""

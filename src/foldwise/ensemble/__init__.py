@@ -20,7 +20,8 @@ sees a single model.
 
 Every ensemble's result also records its *staged* scores — the ensemble of its first
 1, 2, …, B members — as ``stage_<split>_<score>`` curves (step = members), the data of
-the "score vs number of estimators" plots.
+the "score vs number of estimators" plots; with ``Task.staged`` its validation
+predictions keep each stage's prediction too (bias–variance vs members).
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def combine(parent: Task, members: Sequence[Task], outcomes: Sequence[Outcome], 
         history |= _staged(task, "val", yv, members_val, lambda vs: bagging.average(vs))
         if "val" in parent.predict:
             predictions["val"] = _prediction(yv, val, regression, parent.proba)
+            if parent.staged:
+                predictions["val"]["staged"] = _staged_predictions(members_val, bagging.average,
+                                                                   regression)  # fmt: skip
     for name in parent.predict:  # other row sets predicted at the end (e.g. a fold ensemble's)
         if name != "val" and name in parent.finals:
             avg = bagging.average([np.asarray(o.predictions[name][key]) for o in outcomes])
@@ -142,6 +146,17 @@ def _prediction(
 
 
 Combine = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+def _staged_predictions(
+    members: Sequence[np.ndarray], ensemble_of: Combine, regression: bool
+) -> list[list]:
+    """Per b = 1..B, the prediction (class, or value) of the ensemble of the first b."""
+    out = []
+    for b in range(1, len(members) + 1):
+        combined = ensemble_of(members[:b])
+        out.append((combined if regression else combined.argmax(1)).tolist())
+    return out
 
 
 def _staged(
@@ -352,6 +367,8 @@ def _boosted_outcome(b: Boosted, y: np.ndarray, regression: bool, k: int) -> Out
         history |= _staged(task, "val", yv, b.val, ensemble_of)
         if "val" in p.predict:
             predictions["val"] = _prediction(yv, val, regression)
+            if p.staged:
+                predictions["val"]["staged"] = _staged_predictions(b.val, ensemble_of, regression)
     epochs = b.learners[0].epochs_trained
     return Outcome(
         status="ok", metrics=metrics, history=history, best_epoch=epochs, epochs_trained=epochs,

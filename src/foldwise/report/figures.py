@@ -157,6 +157,23 @@ def bias_variance(
     return data_uri(fig)
 
 
+def members_bias_variance(table: pd.DataFrame, *, xlabel: str, ylabel: str, squared: bool) -> str:
+    """The decomposition's terms against the number of members (or rounds); dotted
+    lines: the same network alone (``single_*`` columns, bagging)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for col, label, style in SQUARED if squared else ZERO_ONE[:3]:
+        ax.plot(table["members"], table[col], style, label=label)
+        if f"single_{col}" in table.columns and col != "expected_loss":
+            ax.axhline(table[f"single_{col}"].iloc[0], color=style[:2], ls=":",
+                       label=f"{label}, single model")  # fmt: skip
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return data_uri(fig)
+
+
 def ensembles(table: pd.DataFrame, ylabel: str) -> str:
     """Validation (solid) and training (dotted) score of the first b members vs b, one
     colour per ensemble configuration, with the validation band over resamples."""

@@ -699,8 +699,47 @@ def ensembles_section(inp: Inputs) -> Raw:
                     "train_score_mean",
                 ],
             ),
+            *_members_bias_variance(inp),
         ],
     )
+
+
+def _members_bias_variance(inp: Inputs) -> list[Raw]:
+    """The curves stage's bias–variance vs members (bagging) and rounds (boosting)."""
+    out: list[Raw] = []
+    summary = inp.curves_summary or {}
+    squared = bool(inp.meta and inp.meta.get("task") == "regression")
+    loss = "squared error" if squared else "0-1 loss"
+    for kind, xlabel, why in (
+        ("bagging", "members (the ensemble of the first b)",
+         "Bagging averages members trained on bootstrap draws: the variance term should "
+         "fall below the single network's (dotted) while the bias stays near it."),
+        ("boosting", "boosting rounds",
+         "Each round fits what the ensemble so far gets wrong: the bias should fall round "
+         "by round, while the variance may grow."),
+    ):  # fmt: skip
+        table = inp.curves.get(f"bias_variance_{kind}")
+        if table is None or table.empty or "bias" not in table.columns:
+            continue
+        info = summary.get(f"bias_variance_{kind}") or {}
+        out += [
+            Raw(
+                f"<h3>Bias–variance vs {xlabel.split(' ')[0]}: {esc(info.get('config', kind))}</h3>"
+            ),
+            p(
+                f"{why} Each point decomposes the {loss} of {info.get('models_per_point', 'B')} "
+                "ensembles, each trained on a bootstrap draw of a fixed training part of the dev "
+                "rows, on one fixed evaluation part (the bias–variance method of the curves "
+                "stage)."
+            ),
+            img(
+                figures.members_bias_variance(
+                    table, xlabel=xlabel, ylabel=f"{loss} (evaluation part)", squared=squared
+                ),
+                f"bias–variance vs {xlabel}",
+            ),
+        ]
+    return out
 
 
 def nested_section(inp: Inputs) -> Raw:

@@ -121,7 +121,8 @@ def read(layout: Layout) -> Inputs:
     ranking = _csv(layout.cv_table)
     kind, fold_scores = _fold_scores(layout)
     curves = {}
-    for name in ("learning", "validation", "bias_variance"):
+    for name in ("learning", "validation", "bias_variance", "bias_variance_bagging",
+                 "bias_variance_boosting"):  # fmt: skip
         table = _csv(layout.curves_dir / f"{name}.csv")
         if table is not None:
             curves[name] = table
