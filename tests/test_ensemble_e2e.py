@@ -69,6 +69,28 @@ def test_single_bagged_and_boosted_side_by_side(tmp_path):
     assert test["test"]["acc"]["value"] == pytest.approx(accuracy_score(rows["y"], rows["pred"]))
     assert test["look"] == 1
 
+    # using it: MLflow's pyfunc and `foldwise predict` on the raw test rows (original
+    # column names, unscaled) give the classes the test stage scored
+    import mlflow
+    import numpy as np
+
+    from foldwise.data import feature_columns
+
+    info = json.loads((project.path / "models/final/info.json").read_text())
+    lockbox = pd.read_parquet(project.path / "data/lockbox/test.parquet")
+    raw = lockbox[feature_columns(lockbox)].set_axis(list(model.meta.feature_names), axis=1)
+    mlflow.set_tracking_uri(uri)
+    served = mlflow.pyfunc.load_model(f"runs:/{info['mlflow_run_id']}/model").predict(raw)
+    labels = np.asarray(model.meta.classes)[rows["pred"]]
+    assert (served["prediction"].to_numpy() == labels).all()
+    raw.to_parquet(tmp_path / "raw.parquet")
+    project.run("foldwise", "predict", "--input", str(tmp_path / "raw.parquet"),
+                "--output", str(tmp_path / "cli.csv"))  # fmt: skip
+    cli = pd.read_csv(tmp_path / "cli.csv")
+    assert (cli["prediction"].astype(str).to_numpy() == labels.astype(str)).all()
+    want = served.drop(columns="prediction").to_numpy()
+    np.testing.assert_allclose(cli.drop(columns="prediction").to_numpy(), want, rtol=1e-12)
+
     # bias–variance vs members (bagging, beside the network alone) and vs rounds (AdaBoost)
     bag = pd.read_csv(project.path / "results/curves/bias_variance_bagging.csv")
     assert bag["members"].tolist() == [1, 2, 3, 4]

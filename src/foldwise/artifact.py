@@ -100,7 +100,9 @@ class LoadedModel:
         for m in members:
             net = build_backbone(OmegaConf.create(self.config["model"]), self.meta)
             net.load_state_dict(m["state_dict"])
-            self.members.append((net.eval(), m["scaler"]))
+            # Scored in float64: the same rows give the same numbers in any process, whatever
+            # its thread count (float32 sums vary in their last bits with the blocking).
+            self.members.append((net.double().eval(), m["scaler"]))
         self.backbone, self.scaler = self.members[0]
         self.combine = bundle.get("combine") or {"name": "bagging"}
         self.fingerprint = members_fingerprint(
@@ -113,34 +115,49 @@ class LoadedModel:
         return self.scale(df, self.scaler)
 
     @torch.no_grad()
-    def predict(self, df: pd.DataFrame) -> dict[str, np.ndarray | None]:
-        """Scores of every row of a canonical table: ``y``, ``pred`` (class, or value in
-        the target's units), per-row ``loss`` (cross-entropy, or squared error) and
-        ``prob`` (P(class 1) for two classes, else None). An ensemble averages its
-        members' probabilities (or values), each member with its own scaler."""
+    def outputs(self, x: np.ndarray) -> dict[str, np.ndarray | None]:
+        """The model on raw (unscaled) features ``x`` [n, d], in the canonical column order:
+        ``pred`` (class code, or value in the target's units) and ``proba`` [n, C] (None
+        for regression). Each member standardises with its own scaler; an ensemble
+        averages its members' probabilities (or values), a boosted one combines them by
+        its weights."""
         outs = []
         for net, scaler in self.members:
-            x, y = self.scale(df, scaler)
-            out = net(x).double()
+            xs = (np.asarray(x, dtype=np.float64) - np.asarray(scaler["mean"])) / np.asarray(
+                scaler["scale"]
+            )
+            out = net(torch.from_numpy(xs))
             if self.meta.regression:
                 outs.append(out[:, 0] * scaler["y_scale"] + scaler["y_mean"])
             else:
                 outs.append(out.log_softmax(1))
-        name = self.combine["name"]
-        if name in ("adaboost", "gradient_boosting"):
-            return self._boosted(outs, y)
+        if self.combine["name"] in ("adaboost", "gradient_boosting"):
+            return self._boosted(outs)
         if self.meta.regression:
-            avg, yv = torch.stack(outs).mean(0), y.double()
-            return {"y": yv.numpy(), "pred": avg.numpy(), "loss": ((avg - yv) ** 2).numpy(),
-                    "prob": None}  # fmt: skip
-        # log of the mean probability, exactly: logsumexp of the members' log-probabilities
+            return {"pred": torch.stack(outs).mean(0).numpy(), "proba": None}
+        # the mean probability, exactly: logsumexp of the members' log-probabilities
         logp = torch.logsumexp(torch.stack(outs), 0) - math.log(len(outs))
-        prob = logp[:, 1].exp().numpy() if logp.shape[1] == 2 else None
-        loss = -logp[torch.arange(len(y)), y]
-        return {"y": y.numpy(), "pred": logp.argmax(1).numpy(), "loss": loss.numpy(),
-                "prob": prob}  # fmt: skip
+        return {"pred": logp.argmax(1).numpy(), "proba": logp.exp().numpy(), "logp": logp.numpy()}
 
-    def _boosted(self, outs: list[torch.Tensor], y: torch.Tensor) -> dict[str, np.ndarray | None]:
+    def predict(self, df: pd.DataFrame) -> dict[str, np.ndarray | None]:
+        """Scores of every row of a canonical table: ``y``, ``pred`` (class, or value in
+        the target's units), per-row ``loss`` (cross-entropy, or squared error) and
+        ``prob`` (P(class 1) for two classes, else None)."""
+        out = self.outputs(df[feature_columns(df)].to_numpy(dtype=np.float64))
+        if self.meta.regression:
+            yv = df["target"].to_numpy(dtype=np.float64)
+            return {"y": yv, "pred": out["pred"], "loss": (out["pred"] - yv) ** 2, "prob": None}
+        yv = df["target"].to_numpy(dtype=np.int64)
+        rows = np.arange(len(yv))
+        if "logp" in out:
+            loss = -out["logp"][rows, yv]
+        else:
+            loss = -np.log(np.clip(out["proba"][rows, yv], 1e-12, None))
+        proba = out["proba"]
+        return {"y": yv, "pred": out["pred"], "loss": loss,
+                "prob": proba[:, 1] if proba.shape[1] == 2 else None}  # fmt: skip
+
+    def _boosted(self, outs: list[torch.Tensor]) -> dict[str, np.ndarray | None]:
         """Boosting's combination (:mod:`foldwise.ensemble.boosting`): SAMME's weighted
         votes, or ``F_0 + Σ ν·h_m``."""
         from foldwise.ensemble import boosting
@@ -148,14 +165,10 @@ class LoadedModel:
         alphas = self.combine["alphas"]
         if self.meta.regression:
             f = boosting.staged(self.combine["f0"], [o.numpy() for o in outs], alphas[0])[-1]
-            yv = y.double().numpy()
-            return {"y": yv, "pred": f, "loss": (f - yv) ** 2, "prob": None}
+            return {"pred": np.asarray(f), "proba": None}
         k = self.meta.n_classes
         proba = boosting.samme_proba([o.argmax(1).numpy() for o in outs], alphas, k)
-        yv = y.numpy()
-        p_true = np.clip(proba[np.arange(len(yv)), yv], 1e-12, None)
-        return {"y": yv, "pred": proba.argmax(1), "loss": -np.log(p_true),
-                "prob": proba[:, 1] if k == 2 else None}  # fmt: skip
+        return {"pred": proba.argmax(1), "proba": proba}
 
     @staticmethod
     def scale(df: pd.DataFrame, scaler: dict) -> tuple[torch.Tensor, torch.Tensor]:

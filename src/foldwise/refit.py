@@ -12,7 +12,6 @@ import statistics
 from typing import Any
 
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from foldwise import artifact
@@ -60,7 +59,8 @@ def fold_ensemble_estimate(cfg: DictConfig, layout: Layout) -> tuple[dict | None
 def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     import mlflow
 
-    from foldwise import tracking
+    from foldwise import pyfunc, tracking
+    from foldwise.data import feature_columns
     from foldwise.ensemble import spec
     from foldwise.train import fit, fit_members, headline
 
@@ -76,7 +76,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     cv = {"metric": selection["metric"], **selection["score"], "method": selection.get("method")}
     extra: dict[str, Any] = {}
     if how == "fold_ensemble":
-        backbone, res, fp, extra = _fold_ensemble(cfg, chosen, selection, meta, dev, layout, what)
+        res, fp, extra = _fold_ensemble(cfg, chosen, selection, meta, dev, layout, what)
         cv = extra.pop("cv")
         epochs = res.best_epoch
     else:
@@ -85,11 +85,9 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         if bagged:
             backbones, res, scalers, combine = fit_members(chosen, meta, dev, epochs=epochs)
             fp = artifact.save(layout.model_dir, backbones, scalers, meta, hyper, combine)
-            backbone, res.scaler = backbones[0], scalers[0]
         else:
             backbone, res = fit(chosen, meta, dev, None, epochs=epochs)
             fp = artifact.save(layout.model_dir, backbone, res.scaler, meta, hyper)
-    single = how == "all_dev" and not bagged
     (layout.model_dir / "config.yaml").write_text(OmegaConf.to_yaml(chosen))
 
     c = tracking.client(cfg)
@@ -111,15 +109,10 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     )
     mlflow.set_tracking_uri(c.tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        if single:  # an ensemble has no single torch module: its bundle is the model
-            # pip_requirements given explicitly: inferring them imports and probes the env.
-            example = artifact.LoadedModel.scale(dev.head(2), res.scaler)[0].numpy()
-            mlflow.pytorch.log_model(
-                backbone,
-                name="model",
-                input_example=example,
-                pip_requirements=[f"torch=={torch.__version__}"],
-            )
+        # The logged model is the whole bundle (scalers, members, how they combine) behind
+        # MLflow's pyfunc: raw feature rows in, classes and probabilities (or values) out.
+        raw = dev[feature_columns(dev)].head(5).set_axis(list(meta.feature_names), axis=1)
+        pyfunc.log(layout.model_dir / "model.pt", raw)
         mlflow.log_artifacts(str(layout.model_dir), artifact_path="bundle")
     info = {
         "cv": cv,  # the CV estimate the test stage sets beside the test result (or None)
@@ -167,7 +160,6 @@ def _fold_ensemble(cfg, chosen, selection, meta, dev, layout, what) -> tuple:
     fp = artifact.save(layout.model_dir, fm.nets, fm.scalers, meta, hyperparameters(chosen),
                        combine)  # fmt: skip
     res = fm.result
-    res.scaler = fm.scalers[0]
     swept = collect(Session(read_json(layout.sweep_dir / "session.json")),
                     layout.sweep_dir)[selection["config_hash"]]  # fmt: skip
     metric = selection["metric"]
@@ -178,4 +170,4 @@ def _fold_ensemble(cfg, chosen, selection, meta, dev, layout, what) -> tuple:
     cv, why = fold_ensemble_estimate(cfg, layout)
     extra = {"cv": cv, "folds": len(folds), "fold_metrics": fm.fold_metrics,
              "max_fold_score_drift": drift, **({"cv_unavailable": why} if why else {})}  # fmt: skip
-    return fm.nets[0], res, fp, extra
+    return res, fp, extra
