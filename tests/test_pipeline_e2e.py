@@ -115,7 +115,8 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert list(bv["x"]) == [8, 32, 128, 512]
     assert np.allclose(bv["expected_loss"], bv["bias"] + bv["net_variance"])
     plots = json.loads(p.dvc("plots", "show", "--json").stdout)
-    assert len(plots["data"]) == 6  # 3 curves, ensembles (none here), 2 confusion matrices
+    # 3 curves, ensembles and their 2 bias–variance plots (empty here), 2 confusion matrices
+    assert len(plots["data"]) == 8
     audit = (root / "lockbox/audit.jsonl").read_text().splitlines()
     assert len(audit) == 1
     tree = check_tree(sqlite_uri)

@@ -24,6 +24,10 @@ BASE = [
     *IRIS,
     "data.group_column=site",
     "data.time_column=day",
+    # the curves do not depend on the scheme (test_pipeline_e2e covers them): off here
+    "curves.learning.enabled=false",
+    "curves.validation.enabled=false",
+    "curves.bias_variance.enabled=false",
 ]
 
 # Small options per scheme (every scheme's other options keep their defaults).
