@@ -8,7 +8,7 @@ import pandas as pd
 from foldwise import params, rows
 from foldwise.errors import run_stage
 from foldwise.files import read_json, repo_root, write_json, write_table
-from foldwise.split import split
+from foldwise.split import dev_manifest, split
 
 MARK = {"pass": "ok  ", "warn": "WARN", "skip": "-   ", "fail": "FAIL"}
 
@@ -34,6 +34,7 @@ def main() -> None:
     write_table(layout.dev, result.dev)
     write_json(layout.folds, result.folds_doc)
     write_json(layout.manifest, m)
+    write_json(layout.dev_manifest, dev_manifest(m))
     options = ", ".join(f"{k}={v}" for k, v in m["options"].items())
     print(
         f"[split] test (lockbox, by {m['lockbox_by']}): {m['n_test']} rows · dev: {m['n_dev']} "

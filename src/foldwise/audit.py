@@ -46,6 +46,13 @@ def append_audit(path: Path, entry: dict[str, Any]) -> None:
         os.fsync(fh.fileno())
 
 
+def openings_of_rows(root: Path, test_row_ids: str) -> list[dict[str, Any]]:
+    """Earlier openings of a test set made of these rows (``rows.encode_ids``), whatever
+    their values are now."""
+    return [e for e in read_audit(authority(root))
+            if (e.get("row_ids") or {}).get("test") == test_row_ids]  # fmt: skip
+
+
 def openings(root: Path, test_sha256: str) -> list[dict[str, Any]]:
     """Earlier openings of the test set with this hash."""
     return [e for e in read_audit(authority(root)) if e["test_sha256"] == test_sha256]

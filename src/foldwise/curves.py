@@ -55,7 +55,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
 
     out_dir = layout.curves_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = read_json(layout.manifest)
+    manifest = read_json(layout.dev_manifest)
     if manifest["kind"] not in CURVE_KINDS:
         doc = {"skipped": f"split={manifest['scheme']} has no folds to draw curves over"}
         write_json(out_dir / "summary.json", doc)

@@ -62,7 +62,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     from foldwise.train import arrays, make_task, train_cached
 
     t0 = time.perf_counter()
-    manifest = read_json(layout.manifest)
+    manifest = read_json(layout.dev_manifest)
     if manifest["kind"] not in method.OUTER_KINDS:
         raise FoldwiseError(
             f"nested CV uses the split's resamples as outer folds, but split={manifest['scheme']} "

@@ -52,6 +52,12 @@ class Layout:
         return self.root / "data/split/manifest.json"
 
     @property
+    def dev_manifest(self) -> Path:
+        """The manifest's dev side (:func:`foldwise.split.dev_manifest`): what the stages
+        before the test stage read, so that they never depend on the test rows' values."""
+        return self.root / "data/split/dev_manifest.json"
+
+    @property
     def test(self) -> Path:
         """The lockbox: read by the test stage and nothing else."""
         return self.root / "data/lockbox/test.parquet"

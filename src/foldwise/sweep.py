@@ -143,11 +143,11 @@ def base_key(cfg: DictConfig) -> str:
 
 
 # ------------------------------------------------------------------------ session
-def _warn_if_lockbox_open(layout: P.Layout, test_sha256: str) -> None:
+def _warn_if_lockbox_open(layout: P.Layout, test_row_ids: str | None) -> None:
     """Say before training, not after, that the test stage will refuse a new model."""
-    from foldwise.audit import openings
+    from foldwise.audit import openings_of_rows
 
-    seen = openings(layout.root, test_sha256)
+    seen = openings_of_rows(layout.root, test_row_ids) if test_row_ids else []
     if seen:
         last = seen[-1]
         print(
@@ -164,11 +164,11 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     """Plan the sweep, open (or reopen) its MLflow runs, and write the session file."""
     from foldwise import tracking
 
-    for need in (layout.manifest, layout.folds, layout.dev, layout.meta):
+    for need in (layout.dev_manifest, layout.folds, layout.dev, layout.meta):
         if not need.is_file():
             raise FoldwiseError(f"{need} is missing.", "run the earlier stages: dvc repro split")
-    manifest = read_json(layout.manifest)
-    _warn_if_lockbox_open(layout, manifest["test_sha256"])
+    manifest = read_json(layout.dev_manifest)
+    _warn_if_lockbox_open(layout, manifest.get("test_row_ids"))
     n_folds = int(manifest["n_splits"])
     kind = manifest.get("kind", "folds")
     fold_runs = n_folds <= int(cfg.tracking.get("max_fold_runs", 25))
@@ -196,7 +196,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     exp_id = tracking.experiment_id(c, str(cfg.tracking.experiment))
     commit = git_commit(layout.root)
     common = {
-        f"{tracking.TAG}split_manifest": sha256_file(layout.manifest)[:16],
+        f"{tracking.TAG}split_manifest": sha256_file(layout.dev_manifest)[:16],
         f"{tracking.TAG}git_commit": commit,
         "mlflow.source.git.commit": commit.removesuffix("+dirty"),
     }

@@ -235,6 +235,22 @@ def split(
     return SplitResult(dev, test, resamples, folds_doc, manifest, checks)
 
 
+# The manifest's keys that describe the dev rows and their resamples (plus the test
+# set's row *ids*, not its values): all that the sweep, nested, curves and refit stages
+# may depend on. Editing the test rows' feature values leaves this file byte-identical,
+# so DVC re-runs nothing between the split and the test stage (tests/test_leakage_e2e.py).
+DEV_KEYS = ("scheme", "kind", "options", "n_splits", "shuffle", "seed", "test_fraction",
+            "lockbox_by", "task", "n_dev", "dev_sha256", "folds_sha256")  # fmt: skip
+
+
+def dev_manifest(manifest: dict) -> dict:
+    """``manifest`` without anything computed from the test rows' values."""
+    out = {k: manifest[k] for k in DEV_KEYS if k in manifest}
+    if "row_ids" in manifest:
+        out["test_row_ids"] = manifest["row_ids"]["test"]
+    return out
+
+
 def folds_document(scheme: Scheme, dev: pd.DataFrame, resamples: list[Resample]) -> dict:
     """``folds.json``: a resample's ``train`` is omitted when it is the other dev rows."""
     dev_ids = sorted(dev["row_id"].tolist())
