@@ -6,11 +6,10 @@ results/selection.json (the configuration the refit will train).
 
 from foldwise import aggregate, params
 from foldwise.errors import run_stage
-from foldwise.files import repo_root
 
 
 def main() -> None:
-    aggregate.run(params.load(), params.Layout(repo_root()))
+    aggregate.run(*params.start("aggregate"))
 
 
 if __name__ == "__main__":

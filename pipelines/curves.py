@@ -5,11 +5,10 @@ Writes results/curves/ (CSV summaries declared as DVC plots, per-fold rows, PNG 
 
 from foldwise import curves, params
 from foldwise.errors import run_stage
-from foldwise.files import repo_root
 
 
 def main() -> None:
-    curves.run(params.load(), params.Layout(repo_root()))
+    curves.run(*params.start("curves"))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,10 @@ the selection, the optimism between them, and each outer fold's winner.
 
 from foldwise import nested, params
 from foldwise.errors import run_stage
-from foldwise.files import repo_root
 
 
 def main() -> None:
-    nested.run(params.load(), params.Layout(repo_root()))
+    nested.run(*params.start("nested"))
 
 
 if __name__ == "__main__":

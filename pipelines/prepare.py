@@ -3,12 +3,11 @@
 from foldwise import params
 from foldwise.data import prepare
 from foldwise.errors import run_stage
-from foldwise.files import repo_root, write_json, write_table
+from foldwise.files import write_json, write_table
 
 
 def main() -> None:
-    cfg = params.load()
-    layout = params.Layout(repo_root())
+    cfg, layout = params.start("prepare")
     table, meta = prepare(cfg)
     write_table(layout.table, table)
     write_json(layout.meta, meta.to_dict())

@@ -2,11 +2,10 @@
 
 from foldwise import params, refit
 from foldwise.errors import run_stage
-from foldwise.files import repo_root
 
 
 def main() -> None:
-    refit.run(params.load(), params.Layout(repo_root()))
+    refit.run(*params.start("refit"))
 
 
 if __name__ == "__main__":

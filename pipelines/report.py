@@ -6,11 +6,10 @@ lockbox is opened.
 
 from foldwise import params, report
 from foldwise.errors import run_stage
-from foldwise.files import repo_root
 
 
 def main() -> None:
-    report.run(params.load(), params.Layout(repo_root()))
+    report.run(*params.start("report"))
 
 
 if __name__ == "__main__":

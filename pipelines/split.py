@@ -7,15 +7,14 @@ import pandas as pd
 
 from foldwise import params, rows
 from foldwise.errors import run_stage
-from foldwise.files import read_json, repo_root, write_json, write_table
+from foldwise.files import read_json, write_json, write_table
 from foldwise.split import dev_manifest, split
 
 MARK = {"pass": "ok  ", "warn": "WARN", "skip": "-   ", "fail": "FAIL"}
 
 
 def main() -> None:
-    cfg = params.load()
-    layout = params.Layout(repo_root())
+    cfg, layout = params.start("split")
     meta = read_json(layout.meta)
     table = pd.read_parquet(layout.table)
     # Which rows earlier lockbox openings have seen (refuses if the records disagree).

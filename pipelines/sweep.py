@@ -45,7 +45,7 @@ def main() -> int:
             "change hyperparameters and the search space in params.yaml or with "
             "`dvc exp run -S ...`, so DVC tracks them.",
         )
-    cfg = params.load(LAYOUT.root / "params.yaml")
+    cfg, _ = params.start("sweep", LAYOUT.root)
     session = sweep.begin(cfg, LAYOUT)
     print(sweep.describe(session), flush=True)
     sweep.restore_cached(cfg, LAYOUT)

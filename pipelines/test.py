@@ -5,11 +5,10 @@ Writes results/test_metrics.json (DVC metrics) and appends to lockbox/audit.json
 
 from foldwise import lockbox, params
 from foldwise.errors import run_stage
-from foldwise.files import repo_root
 
 
 def main() -> None:
-    lockbox.run(params.load(), params.Layout(repo_root()))
+    lockbox.run(*params.start("test"))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ DVC's own composition writes the same file; this entry point exists for plain
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from foldwise.errors import FoldwiseError, run_stage
-from foldwise.files import atomic_write_text, repo_root
+from foldwise.files import atomic_write_text, check_writable, repo_root
 from foldwise.params import validate
 
 
@@ -26,15 +27,52 @@ def compose_params(overrides: list[str] | None = None, root: Path | None = None)
         return compose(config_name="config", overrides=overrides or [])
 
 
+def explain(err: Exception, conf: Path) -> FoldwiseError:
+    """Hydra's refusal of an override, with the fix: a group's options, the closest key."""
+    from foldwise.params import known_keys
+
+    first = str(err).splitlines()[0]
+    missing = re.search(r"Could not find '([^'/]+)/([^']+)'", first)
+    if missing and (conf / missing[1]).is_dir():
+        group, option = missing[1], missing[2]
+        options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+        return FoldwiseError(
+            f"unknown {group} {option!r}: conf/{group}/ has no {option}.yaml.",
+            f"use one of: {', '.join(options)} (e.g. {group}={options[0]}).",
+        )
+    unknown = re.search(r"Could not override '([^']+)'", first)
+    keys = known_keys(conf.resolve())
+    if unknown and keys is not None:
+        key = unknown[1]
+        if key.startswith("sweep.grid."):  # keys conf/'s grid lacks need '+'
+            swept = key.removeprefix("sweep.grid.")
+            close = swept if swept in keys.leaves else keys.closest(swept)
+            return FoldwiseError(
+                f"sweep.grid has no key {swept} yet (conf/sweep/grid.yaml does not sweep it).",
+                f"add a key to the search space with '+': +sweep.grid.{close or swept}=[...].",
+            )
+        groups = sorted(p.name for p in conf.iterdir() if p.is_dir())
+        close = keys.closest(key, [*keys.leaves, *groups])
+        return FoldwiseError(
+            f"{key} is not a foldwise setting: conf/ defines no such key or group.",
+            (f"did you mean {close}? " if close else "")
+            + "Use a key or group that exists (see conf/). A '+' in front would add the key, "
+            "but no code reads it, so foldwise refuses it too.",
+        )
+    return FoldwiseError(first, "check the overrides against conf/ (Hydra's override syntax).")
+
+
 def main(argv: list[str]) -> None:
     from hydra.errors import HydraException
 
     try:
         cfg = compose_params(argv)
     except HydraException as err:  # unknown group option, bad override syntax, ...
-        raise FoldwiseError(str(err).splitlines()[0], "check the overrides against conf/") from err
-    validate(cfg)  # before writing: a rejected override leaves params.yaml as it was
+        raise explain(err, repo_root() / "conf") from err
+    # Before writing: a rejected override leaves params.yaml as it was.
+    validate(cfg, conf_dir=repo_root() / "conf")
     path = repo_root() / "params.yaml"
+    check_writable([path], repo_root())
     atomic_write_text(path, OmegaConf.to_yaml(cfg))
     print(f"wrote {path}")
 

@@ -134,14 +134,15 @@ def _from_file(cfg: DictConfig) -> Loaded:
             "content changes; move it under data/raw/ (see data/raw/README.md).",
             file=sys.stderr,
         )
-    is_parquet = path.suffix.lower() in (".parquet", ".pq")
-    df = pd.read_parquet(path) if is_parquet else pd.read_csv(path)
+    df = read_table(path, cfg)
     target = str(cfg.target)
     if target not in df.columns:
+        close = _closest(target, [str(c) for c in df.columns])
         raise FoldwiseError(
             f"data.target: column {target!r} is not in {path.name} "
             f"(columns: {', '.join(map(str, df.columns[:20]))}).",
-            "set data.target to the name of the label column.",
+            (f"did you mean data.target={close}? " if close else "")
+            + "set data.target to the name of the label column.",
         )
     drop = [str(c) for c in (cfg.get("drop") or [])]
     unknown = [c for c in drop if c not in df.columns]
@@ -152,10 +153,20 @@ def _from_file(cfg: DictConfig) -> Loaded:
         if id_col not in df.columns:
             raise FoldwiseError(f"data.id_column: column {id_col!r} is not in {path.name}.")
         ids = df[id_col]
-        if ids.duplicated().any() or ids.isna().any():
+        if ids.isna().any():
             raise FoldwiseError(
-                f"data.id_column: {id_col!r} has duplicate or missing values.",
-                "use a column with one unique value per row, or id_column=null.",
+                f"data.id_column: {int(ids.isna().sum())} rows have no value in {id_col!r}.",
+                "give every row an id, or set data.id_column=null to number rows by position.",
+            )
+        if ids.duplicated().any():
+            dup = ids[ids.duplicated(keep=False)]
+            shown = ", ".join(map(str, pd.unique(dup)[:5]))
+            raise FoldwiseError(
+                f"data.id_column: {id_col!r} has duplicate ids: {dup.nunique()} ids are shared "
+                f"by {len(dup)} rows (e.g. {shown}). Split files name rows by id, so a "
+                "duplicated id would put one id on both sides of a split.",
+                "make the ids unique (or drop the repeated rows), or set data.id_column=null "
+                "to number rows by position.",
             )
         if not pd.api.types.is_integer_dtype(ids):
             raise FoldwiseError(
@@ -181,6 +192,117 @@ def _from_file(cfg: DictConfig) -> Loaded:
     if cfg.get("task", "classification") == "regression":
         return features, labels, ids, extra
     return features, labels.astype(str), ids, extra
+
+
+SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def csv_separator(cfg: DictConfig) -> str:
+    """``data.sep`` (default ``,``); ``\\t`` or ``tab`` (as written on a command line) is a tab."""
+    sep = str(cfg.get("sep") or ",")
+    return {"\\t": "\t", "tab": "\t"}.get(sep, sep)
+
+
+def read_table(path: Path, cfg: DictConfig) -> pd.DataFrame:
+    """A user's CSV or Parquet file, or a :class:`FoldwiseError` saying what is wrong
+    with it: empty, unreadable, ragged, read as one column (the wrong separator), or
+    without rows."""
+    name = path.name
+    if path.stat().st_size == 0:
+        raise FoldwiseError(
+            f"data.path: {name} is empty (0 bytes): no header, no rows.",
+            "point data.path at the table you meant, or export it again (an interrupted "
+            "copy or download leaves an empty file).",
+        )
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            df = pd.read_parquet(path)
+        except Exception as err:  # pyarrow's ArrowInvalid, OSError, ...: a damaged file
+            raise FoldwiseError(
+                f"data.path: {name} is not a readable Parquet file "
+                f"({str(err).splitlines()[0][:200]}).",
+                "export the table again, or save it as CSV and point data.path at that.",
+            ) from None
+    else:
+        sep = csv_separator(cfg)
+        try:
+            df = pd.read_csv(path, sep=sep)
+        except pd.errors.EmptyDataError:
+            raise FoldwiseError(
+                f"data.path: {name} has no header line (only blank lines).",
+                "export the table with a header row naming the columns.",
+            ) from None
+        except pd.errors.ParserError as err:
+            _ragged(path, sep)  # names the lines; else pandas's own reason
+            raise FoldwiseError(
+                f"data.path: {name} is not a well-formed CSV file "
+                f"({str(err).strip().splitlines()[0]}).",
+                "export it again as plain CSV (one header line, one line per row).",
+            ) from None
+        except UnicodeDecodeError:
+            raise FoldwiseError(
+                f"data.path: {name} is not UTF-8 text (a spreadsheet or another binary file?).",
+                "export the table as CSV (UTF-8) or Parquet.",
+            ) from None
+        if df.shape[1] == 1:
+            _one_column(name, str(df.columns[0]), sep)
+        # pandas pads a short line with NaN, and takes a first column as the index when
+        # every line has one field more than the header: both are ragged files.
+        if not isinstance(df.index, pd.RangeIndex) or df.isna().to_numpy().any():
+            _ragged(path, sep)
+    if len(df) == 0:
+        raise FoldwiseError(
+            f"data.path: {name} has a header ({df.shape[1]} columns) but no rows.",
+            "export the rows as well: foldwise needs rows to learn from.",
+        )
+    return df
+
+
+def _one_column(name: str, header: str, sep: str) -> None:
+    """A table read as one column whose name holds another separator: say which."""
+    found = {s: header.count(s) for s in SEPARATORS if s != sep and header.count(s)}
+    if found:
+        other = max(found, key=found.__getitem__)
+        shown = "\\t" if other == "\t" else other
+        raise FoldwiseError(
+            f"data.path: {name} was read as a single column named {header[:60]!r}: it looks "
+            f"{SEPARATORS[other]}-separated, and foldwise read it as "
+            f"{SEPARATORS.get(sep, repr(sep))}-separated (data.sep).",
+            f"set -S \"data.sep='{shown}'\", or save the file with {SEPARATORS.get(sep, sep)}s.",
+        )
+
+
+def _ragged(path: Path, sep: str) -> None:
+    """Raise naming the lines whose field count differs from the header's, if any."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        header = next(reader, [])
+        bad = []
+        for fields in reader:
+            if fields and len(fields) != len(header):
+                bad.append((reader.line_num, len(fields)))
+    if bad:
+        shown = ", ".join(f"line {n}: {k}" for n, k in bad[:5])
+        raise FoldwiseError(
+            f"data.path: {path.name} is a ragged CSV file: the header has {len(header)} "
+            f"fields, but {len(bad)} line(s) have another number ({shown}"
+            + (", ..." if len(bad) > 5 else "")
+            + ").",
+            "fix those lines (a missing or extra separator, or a value holding the separator "
+            "without quotes), or export the table again.",
+        )
+
+
+def _closest(name: str, options: list[str]) -> str | None:
+    import difflib
+
+    lower = {o.lower(): o for o in options}
+    if name.lower() in lower:
+        return lower[name.lower()]
+    match = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    return match[0] if match else None
 
 
 LOADERS: dict[str, Callable[[DictConfig], Loaded]] = {}
@@ -226,9 +348,15 @@ def check_features(features: pd.DataFrame) -> None:
         )
     ]
     if non_numeric:
+        examples = "; ".join(
+            f"{c!r}: {v!r}"
+            for c in non_numeric[:3]
+            if (v := _not_a_number(features[c])) is not None
+        )
         raise FoldwiseError(
             f"non-numeric feature columns: {non_numeric[:10]}"
             + (" ..." if len(non_numeric) > 10 else "")
+            + (f" (values such as {examples})" if examples else "")
             + ".",
             "encode them as numbers before foldwise, or list them in data.drop.",
         )
@@ -246,6 +374,24 @@ def check_features(features: pd.DataFrame) -> None:
             f"infinite values in feature columns: {inf_cols[:10]}.",
             "replace or clip them before foldwise.",
         )
+    # The table stores float32: a larger finite value would become infinite there.
+    big = np.abs(values) > np.finfo(np.float32).max
+    big_cols = [str(c) for c, n in zip(features.columns, big.sum(0), strict=True) if n]
+    if big_cols:
+        raise FoldwiseError(
+            f"feature columns {big_cols[:10]} hold values beyond float32's range "
+            f"(|x| > {np.finfo(np.float32).max:.3g}), which foldwise stores as float32: "
+            "they would become infinite.",
+            "rescale those columns (e.g. log or a unit change) before foldwise.",
+        )
+
+
+def _not_a_number(column: pd.Series) -> object | None:
+    """The first value of ``column`` that is not a number (None when all are)."""
+    if pd.api.types.is_bool_dtype(column):
+        return column.iloc[0] if len(column) else None
+    bad = pd.to_numeric(column, errors="coerce").isna() & column.notna()
+    return column[bad].iloc[0] if bad.any() else None
 
 
 def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
@@ -269,9 +415,12 @@ def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
         target, classes = _numeric_target(labels), []
     else:
         if labels.nunique() < 2:
+            only = ", ".join(map(repr, labels.unique()[:1]))
             raise FoldwiseError(
-                f"the target has {labels.nunique()} class(es); classification needs at least 2.",
-                "for a numeric target, set data.task=regression.",
+                f"the target has {labels.nunique()} class(es) ({only}); classification needs "
+                "at least 2.",
+                "check that data.target names the label column and that the file holds rows "
+                "of every class; for a numeric target, set data.task=regression.",
             )
         classes = sorted(labels.unique(), key=_natural)
         code = {c: i for i, c in enumerate(classes)}

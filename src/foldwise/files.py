@@ -56,6 +56,46 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def check_writable(paths: Iterable[Path], root: Path) -> None:
+    """Refuse, before any work, output files a stage could not write.
+
+    For each file: no folder on its way may be a file, the file itself may not be a
+    folder, and the deepest folder that exists must accept a new file (probed with an
+    anonymous temporary file, so a read-only mount or a permission refuses even root,
+    who ignores ``chmod``). Nothing is created or changed.
+    """
+    from foldwise.errors import FoldwiseError
+
+    def rel(p: Path) -> str:
+        return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+    for path in paths:
+        if path.is_dir():
+            raise FoldwiseError(
+                f"cannot write {rel(path)}: it is a folder.",
+                "move that folder away; the stage writes a file there.",
+            )
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise FoldwiseError(
+                f"cannot write {rel(path)}: {rel(folder)} is a file, not a folder.",
+                f"move or delete the file {rel(folder)} (the stage writes into a folder of "
+                "that name), then re-run.",
+            )
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            where = rel(folder) if folder != root else "the project folder"
+            raise FoldwiseError(
+                f"cannot write {rel(path)}: {where} does not accept new files ({err.strerror}).",
+                f"make {where} writable for this user (chown/chmod, or a writable mount), or "
+                "run from a checkout you can write to.",
+            ) from None
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 

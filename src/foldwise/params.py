@@ -1,22 +1,30 @@
 """Loading and checking ``params.yaml``, and where each stage reads and writes.
 
-Every stage calls :func:`load` first: it checks the *whole* configuration with
-cheap static rules, so a typo in, say, the lockbox section fails at the first
-stage instead of after a sweep. Data-dependent checks (class counts, fold counts)
-happen in the modules that see the data, still before anything is written.
+Every stage calls :func:`start` (:func:`load`, then its outputs checked writable)
+first: it checks the *whole* configuration with cheap static rules — every key against
+the keys ``conf/`` defines (a misspelled or ``+``-added key is refused, naming the
+closest one), every value, and every value ``sweep.grid`` gives a key — so a typo in,
+say, the lockbox section fails at the first stage instead of after a sweep.
+Data-dependent checks (class counts, fold counts) happen in the modules that see the
+data, still before anything is written.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from foldwise import scores
 from foldwise.errors import FoldwiseError
-from foldwise.files import flatten, repo_root
+from foldwise.files import check_writable, flatten, repo_root
 from foldwise.split import schemes
 
 DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "csv")
@@ -117,6 +125,27 @@ class Layout:
         """Every opening of the lockbox, one JSON line each; kept in git."""
         return self.root / "lockbox/audit.jsonl"
 
+    def outputs(self, stage: str) -> list[Path]:
+        """Every file ``stage`` writes (its DVC outs; the test stage's audit log too)."""
+        return [self.root / rel for rel in OUTPUTS[stage]]
+
+
+# What each stage writes, relative to the repo root (see dvc.yaml; a folder output is
+# named by one file in it): checked writable before the stage reads any data.
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "prepare": ("data/prepared/table.parquet", "data/prepared/meta.json"),
+    "split": ("data/lockbox/test.parquet", "data/split/dev.parquet", "data/split/folds.json",
+              "data/split/manifest.json", "data/split/dev_manifest.json"),
+    "sweep": ("results/sweep/session.json", "results/sweep/jobs/job.json"),
+    "aggregate": ("results/cv_metrics.json", "results/cv_table.csv", "results/selection.json",
+                  "results/cv_confusion.csv", "results/ensembles.csv"),
+    "nested": ("results/nested.json",),
+    "curves": ("results/curves/learning.csv",),
+    "refit": ("models/final/model.pt",),
+    "test": ("results/test_metrics.json", "results/test_confusion.csv", "lockbox/audit.jsonl"),
+    "report": ("results/report.html",),
+}  # fmt: skip
+
 
 def load(path: Path | None = None) -> DictConfig:
     """Load and validate ``params.yaml`` (default: the one at the repo root)."""
@@ -125,9 +154,27 @@ def load(path: Path | None = None) -> DictConfig:
         raise FoldwiseError(
             f"{path} not found.", "run from the foldwise checkout (where dvc.yaml lives)."
         )
-    cfg = OmegaConf.load(path)
-    validate(cfg)
+    try:
+        cfg = OmegaConf.load(path)
+    except yaml.YAMLError as err:  # a hand edit gone wrong
+        raise FoldwiseError(
+            f"{path.name} is not valid YAML ({str(err).splitlines()[0]}).",
+            "fix the file, or regenerate it from conf/: make params (or dvc exp run -S ...).",
+        ) from None
+    if not isinstance(cfg, DictConfig):
+        raise FoldwiseError(f"{path.name} does not hold a mapping of settings.",
+                            "regenerate it from conf/: make params.")  # fmt: skip
+    validate(cfg, conf_dir=path.parent / "conf")
     return cfg
+
+
+def start(stage: str, root: Path | None = None) -> tuple[DictConfig, Layout]:
+    """What every stage does first: the whole ``params.yaml`` checked (static rules),
+    then every file the stage will write checked writable, before it reads any data."""
+    layout = Layout(root or repo_root())
+    cfg = load(layout.root / "params.yaml")
+    check_writable(layout.outputs(stage), layout.root)
+    return cfg, layout
 
 
 def _need(cfg: DictConfig, key: str, hint: str) -> object:
@@ -154,14 +201,33 @@ def _one_of(value: object, allowed: tuple[str, ...], key: str) -> None:
         )
 
 
-def validate(cfg: DictConfig) -> None:
-    """Static checks of the whole configuration; raises :class:`FoldwiseError`."""
+def validate(cfg: DictConfig, *, grid: bool = True, conf_dir: Path | None = None) -> None:
+    """Static checks of the whole configuration; raises :class:`FoldwiseError`.
+
+    First every key against those ``conf/`` (``conf_dir``, default the repo's) defines,
+    then every value; with ``grid``, every value ``sweep.grid`` gives each key too (each
+    in a configuration of the grid), so a bad hyperparameter fails at the first stage,
+    not when the sweep starts. The sweep checks each whole configuration (``grid=False``).
+    """
+    check_keys(cfg, conf_dir)
+    _check_values(cfg)
+    if grid:
+        _check_grid(cfg)
+
+
+def _check_values(cfg: DictConfig) -> None:
     name = _need(cfg, "data.name", "pick a dataset: -S data=digits")
     _one_of(name, DATASETS, "data.name")
     if name == "csv":
         hint = "dvc exp run -S data=csv -S data.path=my.csv -S data.target=label"
         _need(cfg, "data.path", hint)
         _need(cfg, "data.target", hint)
+        sep = cfg.data.get("sep") or ","
+        if not isinstance(sep, str) or (len(sep) != 1 and sep not in ("\\t", "tab")):
+            raise FoldwiseError(
+                f"params: data.sep must be one character (the CSV field separator), got {sep!r}.",
+                "use e.g. -S \"data.sep=';'\" or -S \"data.sep='\\t'\" for tabs.",
+            )
 
     frac = _need(cfg, "split.test_fraction", "e.g. split.test_fraction=0.2")
     if not isinstance(frac, int | float) or not 0 < frac < 1:
@@ -237,10 +303,19 @@ def validate(cfg: DictConfig) -> None:
         least = 0 if key == "model.depth" and cfg.model.name == "mlp" else 1  # 0: linear
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             kind = "an integer >= 0 (0: a linear model)" if least == 0 else "a positive integer"
-            raise FoldwiseError(f"params: {key} must be {kind}, got {value!r}.")
+            raise FoldwiseError(
+                f"params: {key} must be {kind}, got {value!r}"
+                + (f" ({WHAT_IS_ZERO[key]})." if value == 0 and key in WHAT_IS_ZERO else "."),
+                f"set {key} to {HYPER_EXAMPLE[key]} (e.g. -S {key}={HYPER_EXAMPLE[key]}).",
+            )
     dropout = _need(cfg, "model.dropout", "e.g. model.dropout=0.1")
-    if not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise FoldwiseError(f"params: model.dropout must be in [0, 1), got {dropout!r}.")
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise FoldwiseError(
+            f"params: model.dropout must be in [0, 1) (the share of units zeroed), got "
+            f"{dropout!r}.",
+            "use a fraction such as 0.1, or 0 for no dropout (e.g. -S model.dropout=0.1).",
+        )
+    _check_accelerator(cfg.trainer.get("accelerator", "auto"))
     if cfg.trainer.get("precision", 32) not in (32, 64):
         raise FoldwiseError(
             f"params: trainer.precision must be 32 or 64, got {cfg.trainer.precision!r}."
@@ -263,8 +338,17 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(mem, int | float) or mem <= 0:
         raise FoldwiseError(f"params: engine.memory_mb must be a positive number, got {mem!r}.")
     lr = _need(cfg, "optim.lr", "e.g. optim.lr=0.001")
-    if not isinstance(lr, int | float) or lr <= 0:
-        raise FoldwiseError(f"params: optim.lr must be a positive number, got {lr!r}.")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
+        raise FoldwiseError(
+            f"params: optim.lr must be a positive number (Adam's step size), got {lr!r}.",
+            "use e.g. -S optim.lr=0.001 (typical: 1e-4 to 1e-2).",
+        )
+    wd = cfg.optim.get("weight_decay", 0.0)
+    if isinstance(wd, bool) or not isinstance(wd, int | float) or wd < 0:
+        raise FoldwiseError(
+            f"params: optim.weight_decay must be a number >= 0, got {wd!r}.",
+            "use 0 (none) or a small penalty such as -S optim.weight_decay=0.0001.",
+        )
     es = cfg.trainer.early_stopping
     if es.enabled and not 0 < es.inner_fraction < 1:
         raise FoldwiseError(
@@ -272,20 +356,6 @@ def validate(cfg: DictConfig) -> None:
             f"got {es.inner_fraction!r}."
         )
 
-    grid = _need(cfg, "sweep.grid", "declare a search space under sweep.grid")
-    if not isinstance(grid, DictConfig) or not flatten(grid):
-        raise FoldwiseError(
-            "params: sweep.grid is empty.",
-            "declare at least one hyperparameter, e.g. sweep.grid.model.hidden=[32,64].",
-        )
-    for key, values in flatten(grid).items():
-        if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
-            raise FoldwiseError(
-                f"params: sweep.grid sweeps '{key}', which is not a configuration key.",
-                "sweep only keys that exist, e.g. model.hidden or optim.lr.",
-            )
-        if not isinstance(values, str) and len(values) == 0:
-            raise FoldwiseError(f"params: sweep.grid.{key} has no values.")
     _one_of(cfg.sweep.launcher, LAUNCHERS, "sweep.launcher")
     _check_ensemble(cfg)
     _check_refit(cfg, scheme)
@@ -395,6 +465,50 @@ def validate(cfg: DictConfig) -> None:
         )
 
 
+# The fix proposed for a bad integer hyperparameter, and what a 0 would mean.
+HYPER_EXAMPLE = {"model.hidden": 64, "model.depth": 1, "trainer.batch_size": 64,
+                 "trainer.max_epochs": 40}  # fmt: skip
+WHAT_IS_ZERO = {
+    "model.hidden": "a layer of width 0 has no units",
+    "trainer.max_epochs": "0 epochs would leave every model untrained",
+    "trainer.batch_size": "a batch of 0 rows",
+}
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
+
+def accelerator_available(accelerator: str) -> bool:
+    """Whether torch can use ``accelerator`` here (imports torch only when asked)."""
+    if accelerator in ("auto", "cpu"):
+        return True
+    import torch
+
+    if accelerator == "mps":
+        return bool(torch.backends.mps.is_available())
+    return bool(torch.cuda.is_available())
+
+
+def _check_accelerator(accelerator: object) -> None:
+    """``trainer.accelerator``: a GPU asked for where there is none fails here, at the
+    first stage, instead of when the sweep starts training."""
+    _one_of(accelerator, ACCELERATORS, "trainer.accelerator")
+    if not accelerator_available(str(accelerator)):
+        import torch
+
+        if accelerator == "mps":
+            raise FoldwiseError(
+                "params: trainer.accelerator=mps, but torch.backends.mps.is_available() is "
+                "False on this machine.",
+                "use -S trainer.accelerator=auto or cpu.",
+            )
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        raise FoldwiseError(
+            f"params: trainer.accelerator={accelerator}, but this machine has no usable CUDA "
+            f"GPU (torch {torch.__version__}, {build}: torch.cuda.is_available() is False).",
+            "use -S trainer.accelerator=auto (the GPU when there is one, else the CPU) or "
+            "cpu; or run where a CUDA GPU and a CUDA build of torch are installed.",
+        )
+
+
 ENSEMBLES = ("none", "bagging", "adaboost", "gradient_boosting")
 
 
@@ -472,4 +586,206 @@ def _check_refit(cfg: DictConfig, scheme: type) -> None:
 
 def grid_leaves(cfg: DictConfig) -> dict[str, object]:
     """The sweep's search space as dotted keys, in declaration order."""
-    return {k: (v if isinstance(v, str) else list(v)) for k, v in flatten(cfg.sweep.grid).items()}
+    return {
+        k: list(v) if OmegaConf.is_list(v) or isinstance(v, list | tuple) else v
+        for k, v in flatten(cfg.sweep.grid).items()
+    }
+
+
+def axis_values(key: str, values: Any) -> list[Any]:
+    """One ``sweep.grid`` entry's values: a list, or Hydra sweep syntax in a string
+    (``range(16,129,16)``, ``choice(a,b)``, ``a,b``) expanded by Hydra's own parser."""
+    if isinstance(values, str):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import HydraException
+
+        try:
+            override = OverridesParser.create().parse_override(f"{key}={values}")
+            if override.is_sweep_override():
+                return list(override.sweep_iterator())
+            return [override.value()]
+        except HydraException as err:
+            raise FoldwiseError(
+                f"params: sweep.grid.{key}={values!r} is neither a list nor Hydra sweep syntax "
+                f"({str(err).splitlines()[0]}).",
+                f"give a list, e.g. sweep.grid.{key}=[1,2], or e.g. 'range(16,129,16)'.",
+            ) from None
+    if not isinstance(values, list | tuple):
+        raise FoldwiseError(
+            f"params: sweep.grid.{key} must be a list of values, got {values!r}.",
+            f"write it as a list, e.g. -S 'sweep.grid.{key}=[{values}]' (or set {key} "
+            "outside the grid if it is not swept).",
+        )
+    return list(values)
+
+
+def _check_grid(cfg: DictConfig) -> None:
+    """Every value of every ``sweep.grid`` key, each checked in a configuration of the
+    grid: that value, and the first value of every other swept key."""
+    grid = _need(cfg, "sweep.grid", "declare a search space under sweep.grid")
+    leaves = flatten(grid) if isinstance(grid, DictConfig) else {}
+    if not leaves:
+        raise FoldwiseError(
+            "params: sweep.grid is empty.",
+            "declare at least one hyperparameter, e.g. -S 'sweep.grid.model.hidden=[32,64]'.",
+        )
+    axes = {}
+    for key, values in leaves.items():
+        values = OmegaConf.to_container(values) if OmegaConf.is_config(values) else values
+        axes[key] = axis_values(key, values)
+        if not axes[key]:
+            raise FoldwiseError(
+                f"params: sweep.grid.{key} has no values: the search space has no points.",
+                f"give it at least one value, e.g. -S 'sweep.grid.{key}="
+                f"[{OmegaConf.select(cfg, key)}]', or remove it from sweep.grid.",
+            )
+    first = {k: v[0] for k, v in axes.items()}
+    base = OmegaConf.to_container(cfg, resolve=True)
+
+    def point(overrides: dict[str, Any]) -> DictConfig:
+        out = OmegaConf.create(base)
+        for k, v in overrides.items():
+            OmegaConf.update(out, k, v, force_add=False)
+        return out
+
+    for key, values in axes.items():
+        for value in values:
+            try:  # the value alone, so that an error names the key it comes from
+                _check_values(point({key: value}))
+            except FoldwiseError:
+                try:  # a point of the grid: refused only if the grid really has it
+                    _check_values(point({**first, key: value}))
+                except FoldwiseError as err:
+                    problem = err.problem.removeprefix("params: ")
+                    raise FoldwiseError(
+                        f"params: sweep.grid.{key} value {value!r}: {problem}",
+                        err.fix or f"remove {value!r} from sweep.grid.{key}.",
+                    ) from None
+
+
+# ------------------------------------------------------------------ which keys exist
+# sweep.grid sweeps what defines one fit; the rest is fixed before (data, split) or
+# after (selection, lockbox, ...) the sweep, or is how it runs (engine, sweep, tracking).
+SWEEPABLE = ("model.", "optim.", "trainer.", "ensemble.", "seed")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The settings ``conf/`` defines: leaf keys and the sections above them."""
+
+    leaves: frozenset[str]
+    sections: frozenset[str]
+
+    def closest(self, key: str, among: Iterable[str] | None = None) -> str | None:
+        pool = sorted(self.leaves if among is None else among)
+        last = key.rsplit(".", 1)[-1]
+        same_name = [k for k in pool if k.rsplit(".", 1)[-1] == last]  # model.lr -> optim.lr
+        if len(same_name) == 1:
+            return same_name[0]
+        match = difflib.get_close_matches(key, pool, n=1, cutoff=0.6)
+        return match[0] if match else None
+
+
+@functools.lru_cache(maxsize=8)
+def known_keys(conf_dir: Path) -> Keys | None:
+    """Every key of every option of every config group in ``conf_dir`` (e.g. all split
+    schemes' options, all ensembles' keys), plus the primary config's own keys; None when
+    there is no ``conf/`` to learn them from. ``nested.inner`` takes any split option."""
+    primary = conf_dir / "config.yaml"
+    if not primary.is_file():
+        return None
+    leaves: set[str] = set()
+    sections: set[str] = set()
+
+    def add(tree: dict, prefix: str) -> None:
+        for k, v in tree.items():
+            if isinstance(v, dict) and v:
+                sections.add(f"{prefix}{k}")
+                add(v, f"{prefix}{k}.")
+            else:
+                leaves.add(f"{prefix}{k}")
+
+    top = OmegaConf.to_container(OmegaConf.load(primary))
+    add({k: v for k, v in top.items() if k != "defaults"}, "")
+    for group in sorted(d for d in conf_dir.iterdir() if d.is_dir()):
+        sections.add(group.name)
+        for option in sorted(group.glob("*.yaml")):
+            tree = OmegaConf.to_container(OmegaConf.load(option))
+            add({k: v for k, v in (tree or {}).items() if k != "defaults"}, f"{group.name}.")
+    split = {k.removeprefix("split.") for k in leaves if k.startswith("split.")}
+    leaves |= {f"nested.inner.{k}" for k in split}
+    # The grid is a search space over other keys, checked on its own.
+    leaves = {k for k in leaves if not k.startswith("sweep.grid.")} | {"sweep.grid"}
+    sections = {s for s in sections if not s.startswith("sweep.grid")}
+    return Keys(frozenset(leaves), frozenset(sections))
+
+
+def _unknown(key: str, keys: Keys, where: str, among: Iterable[str] | None = None) -> None:
+    close = keys.closest(key, among)
+    steps = [f"did you mean {where}{close}?"] if close else []
+    if not where:  # sweep.grid keys need '+': the grid of conf/ lacks them
+        steps.append(
+            f"Set existing keys without '+' (e.g. -S {close or 'model.hidden'}=...); '+' adds "
+            "a key conf/ does not have."
+        )
+    steps.append(
+        f"Remove {where}{key} from params.yaml (regenerate it: make params, or dvc exp run "
+        "without that override)."
+    )
+    raise FoldwiseError(
+        f"params: {where}{key} is not a foldwise setting: conf/ defines no such key, so no "
+        "code reads it and it would be silently ignored.",
+        " ".join(steps),
+    )
+
+
+def check_keys(cfg: DictConfig, conf_dir: Path | None = None) -> None:
+    """Refuse keys that ``conf/`` does not define, in the config and in ``sweep.grid``,
+    naming the closest valid key (``+model.hiden=64`` would otherwise be kept silently)."""
+    # The project's conf/, else the one this foldwise ships with (a source checkout).
+    for folder in (conf_dir or repo_root() / "conf", Path(__file__).resolve().parents[2] / "conf"):
+        keys = known_keys(folder.resolve())
+        if keys is not None:
+            break
+    else:  # an installed foldwise and no conf/: nothing to compare with
+        return
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    for key in flatten(tree):
+        if key.startswith("sweep.grid.") or key in keys.leaves:
+            continue
+        above = [p for p in _prefixes(key) if p in keys.leaves]
+        if above:
+            raise FoldwiseError(
+                f"params: {above[0]} must be a single value, but params.yaml gives it "
+                f"sub-keys ({key}).",
+                f"set {above[0]} itself, e.g. -S {above[0]}=<value>.",
+            )
+        if key in keys.sections:
+            raise FoldwiseError(
+                f"params: {key} is a section of settings, but params.yaml gives it one value.",
+                "set its keys instead: "
+                + ", ".join(sorted(k for k in keys.leaves if k.startswith(f"{key}.")))
+                + ".",
+            )
+        _unknown(key, keys, "")
+    grid = (tree.get("sweep") or {}).get("grid")
+    if not isinstance(grid, dict):
+        return
+    sweepable = {k for k in keys.leaves if k.startswith(SWEEPABLE)}
+    for key in flatten(grid):
+        if key in sweepable:
+            continue
+        if key in keys.leaves:
+            section = key.split(".", 1)[0]
+            raise FoldwiseError(
+                f"params: sweep.grid sweeps {key}, but {section} settings are the same for "
+                "every configuration of a sweep (each configuration is one fit: "
+                "model.*, optim.*, trainer.*, ensemble.*, seed).",
+                f"set {key} outside the grid (-S {key}=...) and compare runs with dvc exp.",
+            )
+        _unknown(key, keys, "sweep.grid.", sweepable)
+
+
+def _prefixes(key: str) -> list[str]:
+    parts = key.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]

@@ -63,21 +63,7 @@ HYPER_KEYS = ("model", "optim", "trainer", "seed")
 # --------------------------------------------------------------------------- plan
 def expand_grid(cfg: DictConfig) -> list[dict[str, Any]]:
     """All configurations of ``sweep.grid`` (cartesian product, last key fastest)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    axes: list[tuple[str, list[Any]]] = []
-    for key, values in P.grid_leaves(cfg).items():
-        if isinstance(values, str):  # Hydra sweep syntax: range(...), choice(...), a,b
-            override = parser.parse_override(f"{key}={values}")
-            vals = (
-                list(override.sweep_iterator())
-                if override.is_sweep_override()
-                else [override.value()]
-            )
-        else:
-            vals = list(values)
-        axes.append((key, vals))
+    axes = [(key, P.axis_values(key, values)) for key, values in P.grid_leaves(cfg).items()]
     keys = [k for k, _ in axes]
     return [
         dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))
@@ -176,7 +162,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     configs, hyper = [], {}
     for overrides in expand_grid(cfg):
         full = apply(cfg, overrides)
-        P.validate(full)
+        P.validate(full, grid=False)  # each point whole (validate checked each value)
         h = config_hash(full)
         hyper[h] = hyperparameters(full)
         configs.append({"hash": h, "label": config_label(full, overrides), "overrides": overrides,

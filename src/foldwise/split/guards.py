@@ -163,8 +163,15 @@ def run_all(
     ]
     failed = [c for c in checks if c.outcome == "fail"]
     if failed:
+        dup = any(c.name == "test_dev_duplicates" for c in failed)
         raise FoldwiseError(
             "leakage guard failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed) + ".",
-            "nothing was written. Fix the data (or the scheme) and re-run `dvc repro split`.",
+            "nothing was written. Fix the data (or the scheme) and re-run `dvc repro split`"
+            + (
+                " (drop repeated rows, keeping one of each, or accept them with "
+                "split.duplicates=warn)."
+                if dup
+                else "."
+            ),
         )
     return checks

@@ -165,9 +165,17 @@ class Scheme:
 
 
 def _too_many_folds(k: int, n: int, what: str = "dev rows") -> FoldwiseError:
+    if n < 2:
+        return FoldwiseError(
+            f"split.n_splits={k} is larger than the {n} {what}: cross-validation needs at "
+            f"least 2 {what}.",
+            "collect more rows (or groups), or lower split.test_fraction so that more stay "
+            "in the dev set.",
+        )
     return FoldwiseError(
-        f"split.n_splits={k} is larger than the {n} {what}.",
-        f"use at most {n} folds (or split=leave_one_out).",
+        f"split.n_splits={k} is larger than the {n} {what}: a fold would have no validation rows.",
+        f"use at most {n} folds (-S split.n_splits={n}; or split=leave_one_out), or collect "
+        "more rows.",
     )
 
 
@@ -175,11 +183,11 @@ def _small_classes(k: int, y: np.ndarray, class_names: list[str] | None, fix: st
     classes, counts = np.unique(y, return_counts=True)
     small = {_name(c, class_names): int(n) for c, n in zip(classes, counts, strict=True) if n < k}
     if small:
+        lower = f"lower split.n_splits to {min(counts)} or less, " if min(counts) >= 2 else ""
         raise FoldwiseError(
             f"stratified {k}-fold CV needs every class to have at least {k} dev rows; these "
             f"classes have fewer (class: rows): {small}.",
-            f"lower split.n_splits to {min(counts)} or less, collect more rows of those "
-            f"classes, or use {fix}.",
+            f"{lower}collect more rows of those classes, or use {fix}.",
         )
 
 
@@ -478,9 +486,10 @@ def _cap(scheme: Scheme, count: int, what: str, alternative: str) -> None:
             if scheme.name == "leave_p_out"
             else ""
         )
+        shown = f"{count:,}" if count < 10**12 else f"about {float(count):.2e}"
         raise FoldwiseError(
-            f"split={scheme.name} would make {count:,} resamples ({what}), above "
-            f"split.max_splits={scheme.max_splits:,}.",
+            f"split={scheme.name} would make {shown} resamples ({what}), above "
+            f"split.max_splits={scheme.max_splits:,}: one model per resample and configuration.",
             f"raise split.max_splits if you mean it;{extra} or use {alternative} "
             "(k-fold has far lower cost for a slightly pessimistic estimate).",
         )
