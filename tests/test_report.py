@@ -392,7 +392,7 @@ def test_ensembles_section_draws_score_vs_members():
 
     inp = classification()
     inp.ensembles = pd.DataFrame(
-        {"config": ["mlp name=bagging"] * 3, "score": ["f1"] * 3, "members": [1, 2, 3],
+        {"config": ["mlp ensemble=bagging"] * 3, "score": ["f1"] * 3, "members": [1, 2, 3],
          "val_score_mean": [0.9, 0.92, 0.93], "val_score_low": [0.88, 0.9, 0.91],
          "val_score_high": [0.92, 0.94, 0.95], "train_score_mean": [0.95, 0.97, 0.98]}
     )  # fmt: skip

@@ -28,6 +28,43 @@ def test_hydra_sweep_syntax_strings_are_expanded_by_hydra_parser():
     assert [g["model.hidden"] for g in sweep.expand_grid(cfg)] == [16, 32, 48]
 
 
+def test_a_list_of_grids_is_their_union_like_sklearns_parameter_grid():
+    from sklearn.model_selection import ParameterGrid
+
+    from foldwise.compose import compose_params
+    from foldwise.params import grid_leaves, validate
+
+    cfg = compose_params(["sweep=ensembles"])
+    validate(cfg)
+    got = sweep.expand_grid(cfg)
+    raw = OmegaConf.to_container(cfg.sweep.grid)
+    flat = [{f"{s}.{k}": v for s, d in g.items() for k, v in d.items()} for g in raw]
+    want = list(ParameterGrid(flat))
+    assert sorted(map(repr, got)) == sorted(map(repr, want)) and len(got) == 4
+    labels = [sweep.config_label(sweep.apply(cfg, o), o) for o in got]
+    assert labels[2] == "mlp ensemble=bagging hidden=128 lr=0.001"
+    assert grid_leaves(cfg)["ensemble.name"] == ["bagging", "adaboost"]
+
+
+@pytest.mark.parametrize(
+    ("grid", "message"),
+    [
+        ([{"model": {"hidden": [8]}}, 3], r"sweep.grid\[1\] is 3, not a mapping"),
+        ([{"model": {"hiden": [8]}}], r"did you mean sweep.grid.model.hidden"),
+        ([{"model": {"hidden": [8]}}, {"optim": {"lr": [-1.0]}}], r"sweep.grid.optim.lr value"),
+        ([], r"sweep.grid is an empty list"),
+    ],
+)
+def test_a_bad_grid_of_a_list_is_named(grid, message):
+    from foldwise.errors import FoldwiseError
+    from foldwise.params import validate
+
+    cfg = tiny_params()
+    cfg.sweep.grid = grid
+    with pytest.raises(FoldwiseError, match=message):
+        validate(cfg)
+
+
 def test_config_hash_ignores_fold_and_sweep_settings_but_not_hyperparameters():
     cfg = tiny_params()
     base = sweep.config_hash(cfg)

@@ -584,12 +584,40 @@ def _check_refit(cfg: DictConfig, scheme: type) -> None:
         )
 
 
+def grids(cfg: DictConfig) -> list[dict[str, object]]:
+    """``sweep.grid`` as sub-grids, each dotted keys → values. A mapping is one grid; a
+    list of mappings is the union of their grids (scikit-learn's ``ParameterGrid``), for
+    search spaces that are not one product — e.g. single MLPs, bagged MLPs and boosted
+    weak learners in one sweep (``conf/sweep/ensembles.yaml``)."""
+    grid = cfg.sweep.grid
+    subs = list(grid) if OmegaConf.is_list(grid) or isinstance(grid, list | tuple) else [grid]
+    out = []
+    for i, sub in enumerate(subs):
+        if not (OmegaConf.is_dict(sub) or isinstance(sub, dict)):
+            raise FoldwiseError(
+                f"params: sweep.grid[{i}] is {sub!r}, not a mapping of keys to value lists.",
+                "write each grid of the list as keys with lists of values, e.g. "
+                "{model: {hidden: [32, 64]}}.",
+            )
+        out.append({
+            k: list(v) if OmegaConf.is_list(v) or isinstance(v, list | tuple) else v
+            for k, v in flatten(sub).items()
+        })  # fmt: skip
+    return out
+
+
 def grid_leaves(cfg: DictConfig) -> dict[str, object]:
-    """The sweep's search space as dotted keys, in declaration order."""
-    return {
-        k: list(v) if OmegaConf.is_list(v) or isinstance(v, list | tuple) else v
-        for k, v in flatten(cfg.sweep.grid).items()
-    }
+    """The sweep's search space as dotted keys, in declaration order; for a list of
+    grids, every key with every value any of them gives it."""
+    subs = grids(cfg)
+    if len(subs) == 1 and not OmegaConf.is_list(cfg.sweep.grid):
+        return subs[0]
+    out: dict[str, list] = {}
+    for sub in subs:
+        for k, v in sub.items():
+            values = out.setdefault(k, [])
+            values += [x for x in axis_values(k, v) if x not in values]
+    return out
 
 
 def axis_values(key: str, values: Any) -> list[Any]:
@@ -621,9 +649,19 @@ def axis_values(key: str, values: Any) -> list[Any]:
 
 def _check_grid(cfg: DictConfig) -> None:
     """Every value of every ``sweep.grid`` key, each checked in a configuration of the
-    grid: that value, and the first value of every other swept key."""
-    grid = _need(cfg, "sweep.grid", "declare a search space under sweep.grid")
-    leaves = flatten(grid) if isinstance(grid, DictConfig) else {}
+    grid: that value, and the first value of every other swept key (per grid of a list)."""
+    _need(cfg, "sweep.grid", "declare a search space under sweep.grid")
+    subs = grids(cfg)
+    if not subs:
+        raise FoldwiseError(
+            "params: sweep.grid is an empty list.",
+            "give at least one grid, e.g. -S 'sweep.grid.model.hidden=[32,64]'.",
+        )
+    for leaves in subs:
+        _check_one_grid(cfg, leaves)
+
+
+def _check_one_grid(cfg: DictConfig, leaves: dict[str, object]) -> None:
     if not leaves:
         raise FoldwiseError(
             "params: sweep.grid is empty.",
@@ -769,10 +807,9 @@ def check_keys(cfg: DictConfig, conf_dir: Path | None = None) -> None:
             )
         _unknown(key, keys, "")
     grid = (tree.get("sweep") or {}).get("grid")
-    if not isinstance(grid, dict):
-        return
+    subs = grid if isinstance(grid, list) else [grid]
     sweepable = {k for k in keys.leaves if k.startswith(SWEEPABLE)}
-    for key in flatten(grid):
+    for key in (k for sub in subs if isinstance(sub, dict) for k in flatten(sub)):
         if key in sweepable:
             continue
         if key in keys.leaves:

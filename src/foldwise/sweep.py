@@ -62,12 +62,15 @@ HYPER_KEYS = ("model", "optim", "trainer", "seed")
 
 # --------------------------------------------------------------------------- plan
 def expand_grid(cfg: DictConfig) -> list[dict[str, Any]]:
-    """All configurations of ``sweep.grid`` (cartesian product, last key fastest)."""
-    axes = [(key, P.axis_values(key, values)) for key, values in P.grid_leaves(cfg).items()]
-    keys = [k for k, _ in axes]
-    return [
-        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))
-    ]
+    """All configurations of ``sweep.grid``: the cartesian product of each grid (last key
+    fastest), grid after grid for a list of grids (:func:`foldwise.params.grids`)."""
+    out = []
+    for leaves in P.grids(cfg):
+        axes = [(key, P.axis_values(key, values)) for key, values in leaves.items()]
+        keys = [k for k, _ in axes]
+        out += [dict(zip(keys, combo, strict=True))
+                for combo in itertools.product(*(v for _, v in axes))]  # fmt: skip
+    return out
 
 
 def apply(cfg: DictConfig, overrides: dict[str, Any]) -> DictConfig:
@@ -110,7 +113,8 @@ def n_params(cfg: DictConfig, layout: P.Layout) -> int:
 def config_label(cfg: DictConfig, overrides: dict[str, Any]) -> str:
     """``mlp hidden=32 lr=0.001``: the model, then the swept values (last key part)."""
     parts = [] if "model.name" in overrides else [str(cfg.model.name)]
-    return " ".join(parts + [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items()])
+    short = lambda k: "ensemble" if k == "ensemble.name" else k.rsplit(".", 1)[-1]  # noqa: E731
+    return " ".join(parts + [f"{short(k)}={v}" for k, v in overrides.items()])
 
 
 def split_key(manifest: dict) -> str:
