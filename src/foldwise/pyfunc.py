@@ -41,7 +41,7 @@ def log(bundle: Path, example: pd.DataFrame, name: str = "model") -> Any:
     signature = mlflow.models.infer_signature(example, predict_frame(load(bundle), example))
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=FoldwiseModel(),
+        python_model=str(src / "pyfunc_model.py"),  # models from code: nothing pickled
         artifacts={"bundle": str(bundle)},
         code_paths=[str(src)],
         signature=signature,
