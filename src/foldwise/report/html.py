@@ -724,7 +724,8 @@ def _members_bias_variance(inp: Inputs) -> list[Raw]:
         info = summary.get(f"bias_variance_{kind}") or {}
         out += [
             Raw(
-                f"<h3>Bias–variance vs {xlabel.split(' ')[0]}: {esc(info.get('config', kind))}</h3>"
+                f"<h3>Bias–variance vs {'members' if kind == 'bagging' else 'rounds'}: "
+                f"{esc(info.get('config', kind))}</h3>"
             ),
             p(
                 f"{why} Each point decomposes the {loss} of {info.get('models_per_point', 'B')} "
