@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from foldwise import scores
+from foldwise import headline, scores
 from foldwise.errors import FoldwiseError
 from foldwise.methods import resampling
 from foldwise.methods.compare import Comparison, compare, indistinguishable
@@ -462,6 +462,8 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             else f"{rule}: the best mean is also the simplest within one standard error"
         )
     write_json(layout.cv_metrics, doc)
+    headline.write(layout.headline("cv"), headline.cv(metric, selected.stats[metric],
+                                                      len(summaries)))  # fmt: skip
     layout.cv_table.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table_rows(summaries, metric)).to_csv(layout.cv_table, index=False)
     regression = session.doc.get("task") == "regression"

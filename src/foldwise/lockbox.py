@@ -125,6 +125,17 @@ def write_confusion(path: Path, entry: dict[str, Any]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
+def _write_metrics(layout: Any, doc: dict[str, Any]) -> None:
+    """``test_metrics.json`` (every score and interval) and its DVC headline."""
+    from foldwise import headline
+    from foldwise.files import read_json, write_json
+
+    write_json(layout.test_metrics, doc)
+    selection = read_json(layout.selection) if layout.selection.is_file() else {}
+    metric = (doc.get("cv_vs_test") or {}).get("metric") or selection.get("metric")
+    headline.write(layout.headline("test"), headline.test(doc, metric))
+
+
 def cv_vs_test(entry: dict[str, Any]) -> dict[str, Any]:
     """The selected configuration's CV estimate beside its test result.
 
@@ -178,7 +189,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     import pandas as pd
 
     from foldwise.artifact import LoadedModel
-    from foldwise.files import git_commit, read_json, sha256_table, write_json
+    from foldwise.files import git_commit, read_json, sha256_table
 
     bundle = layout.model_dir / "model.pt"
     if not bundle.is_file():
@@ -195,7 +206,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     except FoldwiseError as refusal:
         # Don't leave the previous model's test scores beside this model's selection:
         # the metrics file now says that this model was refused, and has no scores.
-        write_json(layout.test_metrics, {
+        _write_metrics(layout, {
             "status": "refused", "config": info["config_hash"], "label": info["label"],
             "model_sha256": model.fingerprint, "test_sha256": test_sha,
             "reason": refusal.problem,
@@ -206,7 +217,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         ledger.check_mlflow(cfg, audit_log.read_audit(audit), manifest, test_sha)
     if decision.kind == "repeat":
         entry = decision.recorded
-        write_json(layout.test_metrics, metrics_document(entry))
+        _write_metrics(layout, metrics_document(entry))
         write_confusion(layout.test_confusion, entry)
         print(
             f"[test] this model ({model.fingerprint[:12]}) already opened the lockbox at "
@@ -289,7 +300,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         | {f"test_{k}_ci_high": s["ci_high"] for k, s in scores.items()},
     )
     c.set_terminated(run_id)
-    write_json(layout.test_metrics, metrics_document(entry))
+    _write_metrics(layout, metrics_document(entry))
     write_confusion(layout.test_confusion, entry)
     _report(entry)
     if reused:

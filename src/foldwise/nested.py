@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from foldwise import scores
+from foldwise import headline, scores
 from foldwise.errors import FoldwiseError
 from foldwise.files import code_version, no_nan, read_json, sha256_json, write_json
 from foldwise.methods import nested as method
@@ -41,6 +41,7 @@ from foldwise.params import Layout
 def disabled(layout: Layout) -> dict[str, Any]:
     doc = {"enabled": False}
     write_json(layout.nested_metrics, doc)
+    headline.write(layout.headline("nested"), headline.nested(doc))
     print("[nested] off (enable with -S nested.enabled=true; see README, Nested CV)")
     return doc
 
@@ -206,6 +207,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     report["higher_is_better"] = higher_is_better(metric)
     report["mlflow_run_id"] = _track(cfg, selection, outer_results, results, session, report)
     write_json(layout.nested_metrics, no_nan(report))
+    headline.write(layout.headline("nested"), headline.nested(no_nan(report)))
     _print(report, metric, time.perf_counter() - t0)
     return report
 

@@ -102,6 +102,10 @@ class Layout:
     def test_metrics(self) -> Path:
         return self.root / "results/test_metrics.json"
 
+    def headline(self, stage: str) -> Path:
+        """A stage's DVC metrics file (:mod:`foldwise.headline`): cv, nested or test."""
+        return self.root / f"results/metrics/{stage}.json"
+
     @property
     def test_confusion(self) -> Path:
         return self.root / "results/test_confusion.csv"
@@ -137,12 +141,14 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "split": ("data/lockbox/test.parquet", "data/split/dev.parquet", "data/split/folds.json",
               "data/split/manifest.json", "data/split/dev_manifest.json"),
     "sweep": ("results/sweep/session.json", "results/sweep/jobs/job.json"),
-    "aggregate": ("results/cv_metrics.json", "results/cv_table.csv", "results/selection.json",
+    "aggregate": ("results/metrics/cv.json", "results/cv_metrics.json", "results/cv_table.csv",
+                  "results/selection.json",
                   "results/cv_confusion.csv", "results/ensembles.csv"),
-    "nested": ("results/nested.json",),
+    "nested": ("results/nested.json", "results/metrics/nested.json"),
     "curves": ("results/curves/learning.csv",),
     "refit": ("models/final/model.pt",),
-    "test": ("results/test_metrics.json", "results/test_confusion.csv", "lockbox/audit.jsonl"),
+    "test": ("results/test_metrics.json", "results/metrics/test.json",
+             "results/test_confusion.csv", "lockbox/audit.jsonl"),
     "report": ("results/report.html",),
 }  # fmt: skip
 
