@@ -321,6 +321,15 @@ class Server:
         return self.process.poll() is None and _alive(self.cluster.pid)
 
 
+def _secret(path: Path) -> str:
+    """A random key kept in ``path`` (mode 0600), created on first use."""
+    if not path.is_file():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -376,6 +385,8 @@ def shared_server(
         artifacts.mkdir(exist_ok=True)
         log = folder / "mlflow.log"
         env = {
+            # basic-auth's CSRF key, the same in every gunicorn worker and across restarts
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": _secret(folder / "flask-secret"),
             **os.environ,
             "PGPASSFILE": str(cluster.passfile),
             # no job-execution consumers (five ~240 MB processes this server doesn't need)
