@@ -10,13 +10,13 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro report test test-fast lint ui params bench bench-parts bench-schemes bench-ensembles clean
+.PHONY: install repro report test test-fast lint ui mlflow-server params bench bench-parts bench-schemes bench-ensembles clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: anything unpinned that pulls torch would fetch a CUDA build.
 	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	$(PIP) install -q -c requirements/constraints.txt -e '.[dev]'
+	$(PIP) install -q -c requirements/constraints.txt -e '.[dev,server]'
 	touch $@
 
 install: $(STAMP)
@@ -39,6 +39,9 @@ lint: install
 
 ui: install  ## MLflow UI over the project's tracking store, on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from foldwise.tracking import tracking_uri; print(tracking_uri())')" --host 127.0.0.1 --port 5000
+
+mlflow-server: install  ## shared tracking server: PostgreSQL + mlflow server on 127.0.0.1:5000 (ARGS="--host 0.0.0.0 ..."); Ctrl-C stops it
+	$(RUN) $(BIN)/python -m foldwise.server $(ARGS)
 
 params: install  ## regenerate params.yaml from conf/ (ARGS="data=breast_cancer model=cnn")
 	$(BIN)/python -m foldwise.compose $(ARGS)
