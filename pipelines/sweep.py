@@ -11,14 +11,15 @@ run one job per stack (``+stack=0,1,...``), then closes the sweep.
 import os
 import sys
 import time
+import traceback
 from datetime import datetime
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from foldwise import params, sweep
-from foldwise.errors import FoldwiseError, run_stage
+from foldwise import params, redact, sweep
+from foldwise.errors import DISK_ERRORS, FoldwiseError, handle_sigterm, run_stage
 from foldwise.progress import clock
 
 LAYOUT = params.Layout(Path(__file__).resolve().parents[1])
@@ -33,6 +34,11 @@ def job(cfg: DictConfig) -> None:
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
+        # A worker process: SIGTERM closes its runs like Ctrl-C, nothing it prints names
+        # a password, and it stops if the sweep process dies.
+        handle_sigterm()
+        redact.install()
+        sweep.watch_parent()
     sweep.run_stack(cfg, LAYOUT)
 
 
@@ -46,23 +52,36 @@ def main() -> int:
             "`dvc exp run -S ...`, so DVC tracks them.",
         )
     cfg = params.load(LAYOUT.root / "params.yaml")
-    session = sweep.begin(cfg, LAYOUT)
+    session = sweep.begin(cfg, LAYOUT)  # closes what it opened if interrupted itself
     print(sweep.describe(session), flush=True)
-    sweep.restore_cached(cfg, LAYOUT)
     started = time.perf_counter()
-    if session.doc["stacks"]:
-        sys.argv = [
-            sys.argv[0],
-            "--multirun",
-            *sweep.launch_overrides(cfg, len(session.doc["stacks"])),
-            f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
-            *extra,
-        ]
-        try:
+    # A stack's error reaches us as itself (not as Hydra's exit 1), to be reported below.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        sweep.restore_cached(cfg, LAYOUT)
+        if session.doc["stacks"]:
+            sys.argv = [
+                sys.argv[0],
+                "--multirun",
+                *sweep.launch_overrides(cfg, len(session.doc["stacks"])),
+                f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
+                *extra,
+            ]
             job()
-        except KeyboardInterrupt:
-            sweep.abort(cfg, LAYOUT)
-            raise
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: finished models are kept
+        sweep.abort(cfg, LAYOUT, "KILLED")
+        raise
+    except Exception as err:  # a stack failed as a whole, or a worker process died
+        sweep.abort(cfg, LAYOUT, "FAILED")
+        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+            raise  # run_stage says what could not be written
+        traceback.print_exc()
+        print(
+            f"foldwise: the sweep stopped: {type(err).__name__}: {err}\n  Finished models "
+            "are kept (results/sweep/jobs); re-run to train only the others.",
+            file=sys.stderr,
+        )
+        return 1
     trained = time.perf_counter() - started
     counts = sweep.finish(cfg, LAYOUT, trained)
     print(
@@ -71,6 +90,9 @@ def main() -> int:
         f"{clock(trained)}{sweep.estimate_note(session)}",
         flush=True,
     )
+    note = sweep.pending_note(counts, session.doc["tracking_uri"])
+    if note:
+        print(note, file=sys.stderr, flush=True)
     bad_jobs = counts["failed"] + counts["missing"]
     if bad_jobs > int(cfg.sweep.max_failures):
         print(
