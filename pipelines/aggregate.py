@@ -4,13 +4,15 @@ Writes results/cv_metrics.json (DVC metrics), results/cv_table.csv (ranked) and
 results/selection.json (the configuration the refit will train).
 """
 
-from foldwise import aggregate, params
+from foldwise import aggregate, params, tracking
 from foldwise.errors import run_stage
 from foldwise.files import repo_root
 
 
 def main() -> None:
-    aggregate.run(params.load(), params.Layout(repo_root()))
+    cfg = params.load()
+    tracking.require(cfg)  # MLflow unreachable: exit 2 naming it, before any work
+    aggregate.run(cfg, params.Layout(repo_root()))
 
 
 if __name__ == "__main__":

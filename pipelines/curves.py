@@ -3,13 +3,15 @@
 Writes results/curves/ (CSV summaries declared as DVC plots, per-fold rows, PNG figures).
 """
 
-from foldwise import curves, params
+from foldwise import curves, params, tracking
 from foldwise.errors import run_stage
 from foldwise.files import repo_root
 
 
 def main() -> None:
-    curves.run(params.load(), params.Layout(repo_root()))
+    cfg = params.load()
+    tracking.require(cfg)  # MLflow unreachable: exit 2 naming it, before any work
+    curves.run(cfg, params.Layout(repo_root()))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ run one job per stack (``+stack=0,1,...``), then closes the sweep.
 import os
 import sys
 import time
-import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -19,8 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from foldwise import params, redact, sweep
-from foldwise.errors import DISK_ERRORS, FoldwiseError, handle_sigterm, run_stage
-from foldwise.progress import clock
+from foldwise.errors import FoldwiseError, handle_sigterm, run_stage
 
 LAYOUT = params.Layout(Path(__file__).resolve().parents[1])
 
@@ -55,53 +53,20 @@ def main() -> int:
     session = sweep.begin(cfg, LAYOUT)  # closes what it opened if interrupted itself
     print(sweep.describe(session), flush=True)
     started = time.perf_counter()
-    # A stack's error reaches us as itself (not as Hydra's exit 1), to be reported below.
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    try:
-        sweep.restore_cached(cfg, LAYOUT)
-        if session.doc["stacks"]:
-            sys.argv = [
-                sys.argv[0],
-                "--multirun",
-                *sweep.launch_overrides(cfg, len(session.doc["stacks"])),
-                f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
-                *extra,
-            ]
-            job()
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: finished models are kept
-        sweep.abort(cfg, LAYOUT, "KILLED")
-        raise
-    except Exception as err:  # a stack failed as a whole, or a worker process died
-        sweep.abort(cfg, LAYOUT, "FAILED")
-        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
-            raise  # run_stage says what could not be written
-        traceback.print_exc()
-        print(
-            f"foldwise: the sweep stopped: {type(err).__name__}: {err}\n  Finished models "
-            "are kept (results/sweep/jobs); re-run to train only the others.",
-            file=sys.stderr,
-        )
-        return 1
-    trained = time.perf_counter() - started
-    counts = sweep.finish(cfg, LAYOUT, trained)
-    print(
-        f"[foldwise] sweep done: {counts['ok']} ok, {counts['failed']} failed, "
-        f"{counts['missing']} missing of {counts['total']} models · training "
-        f"{clock(trained)}{sweep.estimate_note(session)}",
-        flush=True,
-    )
-    note = sweep.pending_note(counts, session.doc["tracking_uri"])
-    if note:
-        print(note, file=sys.stderr, flush=True)
-    bad_jobs = counts["failed"] + counts["missing"]
-    if bad_jobs > int(cfg.sweep.max_failures):
-        print(
-            f"[foldwise] {bad_jobs} models did not finish (sweep.max_failures="
-            f"{cfg.sweep.max_failures}); re-run to retry only those.",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+
+    def launch() -> None:  # Hydra's multirun: one job per stack
+        sys.argv = [
+            sys.argv[0],
+            "--multirun",
+            *sweep.launch_overrides(cfg, len(session.doc["stacks"])),
+            f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
+            *extra,
+        ]
+        job()
+
+    if not sweep.train(cfg, LAYOUT, session, launch):
+        return 1  # stopped on an error, said why; finished models are kept
+    return sweep.wrap_up(cfg, LAYOUT, session, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

@@ -59,15 +59,19 @@ def test_servers_bind_loopback_and_the_image_runs_as_non_root(tmp_path):
 def test_eta_counts_each_later_models_own_max_epochs():
     session = sweep.Session(
         {
-            "configs": [{"hash": "a", "max_epochs": 5}, {"hash": "b", "max_epochs": 400}],
-            "stacks": [["a-fold0"], ["a-fold1", "b-fold0"], ["b-fold1"]],
+            "configs": [
+                {"hash": "a", "max_epochs": 5},
+                {"hash": "b", "max_epochs": 400},
+                {"hash": "c", "max_epochs": 10, "models": 7},  # a bagging ensemble
+            ],
+            "stacks": [["a-fold0"], ["a-fold1", "b-fold0"], ["b-fold1", "c-fold0"]],
         }
     )
     cfg = tiny_params(["trainer.max_epochs=3"])
-    assert sweep.pending_epochs(cfg, session, 0) == 5 + 400 + 400
+    assert sweep.pending_epochs(cfg, session, 0) == 5 + 400 + 400 + 70
     assert sweep.pending_epochs(cfg, session, 2) == 0
     cfg.sweep.launcher, cfg.sweep.n_jobs = "joblib", 2
-    assert sweep.pending_epochs(cfg, session, 0) == (5 + 400 + 400) // 2
+    assert sweep.pending_epochs(cfg, session, 0) == (5 + 400 + 400 + 70) // 2
 
 
 # ------------------------------------------------------------------ failing models

@@ -189,9 +189,10 @@ def test_ctrl_c_in_dvc_exp_run_closes_runs_and_the_rerun_resumes(
     """Ctrl-C in a terminal sends SIGINT to the whole foreground group: dvc and the stage."""
     p = clone(fault_template, tmp_path / "p", fault_store)
     p.env["MLFLOW_TRACKING_URI"] = fault_store
-    extra = [*TINY, "sweep.grid.model.hidden=[8]", "+sweep.grid.trainer.max_epochs=[1,60]",
+    p.dvc("commit", "-f", "prepare", "split")  # the data stages are done and recorded
+    extra = [*TINY, "sweep.grid.model.hidden=[8]", "+sweep.grid.trainer.max_epochs=[1,30]",
              "trainer.early_stopping.enabled=false", "tracking.experiment=exp-run"]  # fmt: skip
-    cmd = [str(BIN / "dvc"), "exp", "run", "aggregate", *[a for o in extra for a in ("-S", o)]]
+    cmd = [str(BIN / "dvc"), "exp", "run", "sweep", *[a for o in extra for a in ("-S", o)]]
     proc = subprocess.Popen(cmd, cwd=p.path, env=p.env, text=True, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     folder = p.path / "results/sweep/jobs"

@@ -189,7 +189,8 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         hyper[h] = hyperparameters(full)
         configs.append({"hash": h, "label": config_label(full, overrides), "overrides": overrides,
                         "n_params": n_params(full, layout),
-                        "max_epochs": int(full.trainer.max_epochs)})  # fmt: skip
+                        "max_epochs": int(full.trainer.max_epochs),
+                        "models": models_per_task(full)})  # fmt: skip
     if len({c["hash"] for c in configs}) != len(configs):
         raise FoldwiseError(
             "sweep.grid lists the same configuration twice.",
@@ -797,13 +798,22 @@ def watch_parent() -> None:
     _parent = os.getppid()
 
 
+def models_per_task(full: DictConfig) -> int:
+    """Models one (configuration, resample) trains: 1, or an ensemble's members."""
+    from foldwise.ensemble import spec
+
+    ens = spec(full)
+    return int(ens.get("n_estimators", 1)) if ens else 1
+
+
 def pending_epochs(cfg: DictConfig, session: Session, number: int) -> int:
     """Model-epochs of the stacks after ``number``, at most (each model to its own
-    configuration's ``max_epochs``): the rest of the ETA. Parallel workers share them."""
+    configuration's ``max_epochs``, an ensemble's members each): the rest of the ETA.
+    Parallel workers share them."""
     later = [
-        session.config(parse_task_name(name)[0])["max_epochs"]
+        conf["max_epochs"] * conf.get("models", 1)
         for stack in session.doc["stacks"][number + 1 :]
-        for name in stack
+        for conf in (session.config(parse_task_name(name)[0]) for name in stack)
     ]
     workers = int(cfg.sweep.n_jobs) if cfg.sweep.launcher == "joblib" else 1
     return int(sum(later) / max(1, workers))
@@ -963,6 +973,70 @@ def abort(cfg: DictConfig, layout: P.Layout, status: str = "KILLED") -> None:
     for conf in session.configs:
         durable.terminate(conf["run_id"], status)
     durable.terminate(session.doc["sweep_run_id"], status)
+
+
+def train(cfg: DictConfig, layout: P.Layout, session: Session, launch) -> bool:
+    """Restore cached models, then ``launch()`` the stacks (Hydra's multirun).
+
+    Ctrl-C or SIGTERM: the runs are closed as KILLED and the interrupt goes on (the
+    stage says how to resume). A stack that failed as a whole, or a worker process that
+    died: the runs are closed as FAILED, the error is printed, and False is returned (a
+    full disk or an unwritable folder is raised instead, for the stage to name the file).
+    """
+    import sys
+    import traceback
+
+    from foldwise.errors import DISK_ERRORS
+
+    # A stack's error reaches us as itself (not as Hydra's exit 1), to be reported below.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        restore_cached(cfg, layout)
+        if session.doc["stacks"]:
+            launch()
+    except KeyboardInterrupt:  # finished models are kept
+        abort(cfg, layout, "KILLED")
+        raise
+    except Exception as err:
+        abort(cfg, layout, "FAILED")
+        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+            raise
+        traceback.print_exc()
+        print(
+            f"foldwise: the sweep stopped: {type(err).__name__}: {err}\n  Finished models "
+            "are kept (results/sweep/jobs); re-run to train only the others.",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def wrap_up(cfg: DictConfig, layout: P.Layout, session: Session, trained: float) -> int:
+    """Close the sweep (:func:`finish`), say how it went; the stage's exit status
+    (1 when more models failed or are missing than ``sweep.max_failures`` allows)."""
+    import sys
+
+    from foldwise.progress import clock
+
+    counts = finish(cfg, layout, trained)
+    print(
+        f"[foldwise] sweep done: {counts['ok']} ok, {counts['failed']} failed, "
+        f"{counts['missing']} missing of {counts['total']} models · training "
+        f"{clock(trained)}{estimate_note(session)}",
+        flush=True,
+    )
+    note = pending_note(counts, session.doc["tracking_uri"])
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    bad_jobs = counts["failed"] + counts["missing"]
+    if bad_jobs > int(cfg.sweep.max_failures):
+        print(
+            f"[foldwise] {bad_jobs} models did not finish (sweep.max_failures="
+            f"{cfg.sweep.max_failures}); re-run to retry only those.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def estimate_note(session: Session) -> str:
