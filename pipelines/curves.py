@@ -3,12 +3,14 @@
 Writes results/curves/ (CSV summaries declared as DVC plots, per-fold rows, PNG figures).
 """
 
-from foldwise import curves, params
+from foldwise import curves, params, tracking
 from foldwise.errors import run_stage
 
 
 def main() -> None:
-    curves.run(*params.start("curves"))
+    cfg, layout = params.start("curves")
+    tracking.require(cfg)  # MLflow unreachable: exit 2 naming it, before any work
+    curves.run(cfg, layout)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,15 @@ Writes results/nested.json (DVC metrics): the nested estimate, the plain CV scor
 the selection, the optimism between them, and each outer fold's winner.
 """
 
-from foldwise import nested, params
+from foldwise import nested, params, tracking
 from foldwise.errors import run_stage
 
 
 def main() -> None:
-    nested.run(*params.start("nested"))
+    cfg, layout = params.start("nested")
+    if cfg.nested.enabled:
+        tracking.require(cfg)  # MLflow unreachable: exit 2 naming it, before any work
+    nested.run(cfg, layout)
 
 
 if __name__ == "__main__":

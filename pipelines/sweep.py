@@ -17,9 +17,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from foldwise import params, sweep
-from foldwise.errors import FoldwiseError, run_stage
-from foldwise.progress import clock
+from foldwise import params, redact, sweep
+from foldwise.errors import FoldwiseError, handle_sigterm, run_stage
 
 LAYOUT = params.Layout(Path(__file__).resolve().parents[1])
 
@@ -33,6 +32,11 @@ def job(cfg: DictConfig) -> None:
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
+        # A worker process: SIGTERM closes its runs like Ctrl-C, nothing it prints names
+        # a password, and it stops if the sweep process dies.
+        handle_sigterm()
+        redact.install()
+        sweep.watch_parent()
     sweep.run_stack(cfg, LAYOUT)
 
 
@@ -46,11 +50,11 @@ def main() -> int:
             "`dvc exp run -S ...`, so DVC tracks them.",
         )
     cfg, _ = params.start("sweep", LAYOUT.root)
-    session = sweep.begin(cfg, LAYOUT)
+    session = sweep.begin(cfg, LAYOUT)  # closes what it opened if interrupted itself
     print(sweep.describe(session), flush=True)
-    sweep.restore_cached(cfg, LAYOUT)
     started = time.perf_counter()
-    if session.doc["stacks"]:
+
+    def launch() -> None:  # Hydra's multirun: one job per stack
         sys.argv = [
             sys.argv[0],
             "--multirun",
@@ -58,28 +62,11 @@ def main() -> int:
             f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
             *extra,
         ]
-        try:
-            job()
-        except KeyboardInterrupt:
-            sweep.abort(cfg, LAYOUT)
-            raise
-    trained = time.perf_counter() - started
-    counts = sweep.finish(cfg, LAYOUT, trained)
-    print(
-        f"[foldwise] sweep done: {counts['ok']} ok, {counts['failed']} failed, "
-        f"{counts['missing']} missing of {counts['total']} models · training "
-        f"{clock(trained)}{sweep.estimate_note(session)}",
-        flush=True,
-    )
-    bad_jobs = counts["failed"] + counts["missing"]
-    if bad_jobs > int(cfg.sweep.max_failures):
-        print(
-            f"[foldwise] {bad_jobs} models did not finish (sweep.max_failures="
-            f"{cfg.sweep.max_failures}); re-run to retry only those.",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+        job()
+
+    if not sweep.train(cfg, LAYOUT, session, launch):
+        return 1  # stopped on an error, said why; finished models are kept
+    return sweep.wrap_up(cfg, LAYOUT, session, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

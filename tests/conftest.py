@@ -160,3 +160,18 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with local_server(tmp_path_factory.mktemp("mlflow-server")) as uri:
         yield uri
+
+
+@pytest.fixture(scope="session")
+def fault_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite store for the fault tests; each test logs to an experiment of its own."""
+    return f"sqlite:///{tmp_path_factory.mktemp('fault-store') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def fault_template(tmp_path_factory: pytest.TempPathFactory, fault_store: str) -> Project:
+    """A project (TINY params) with `prepare` and `split` done in-process, for the fault
+    tests to copy (faultkit.clone) instead of preparing their own."""
+    from faultkit import prepared
+
+    return prepared(tmp_path_factory.mktemp("fault-template"), fault_store, tiny_params())

@@ -45,6 +45,10 @@ def back_doors(p: Project, uri: str) -> None:
     assert metrics["reused_rows"] is False and metrics["opened_by"] == first["opened_by"]
     runs = run_tree(uri)["lockbox"]
     assert {r.data.tags["foldwise.opened_by"] for r in runs} == {first["opened_by"]}
+    # ...and from which commit: one of this repo's, in the log and on the MLflow run
+    commit = first["git_commit"].removesuffix("+dirty")
+    assert p.run("git", "cat-file", "-t", commit).stdout.strip() == "commit"
+    assert {r.data.tags["foldwise.git_commit"] for r in runs} == {e["git_commit"] for e in entries}
     assert {r.data.tags["foldwise.dataset_source"] for r in runs} == {"sklearn:digits"}
     lines = (root / AUDIT).read_text().splitlines()
 

@@ -58,7 +58,7 @@ def test_every_stage_runs_its_own_script_and_depends_on_it():
 
 # Plumbing that doesn't change a stage's outputs (the sweep only *reads* the audit log
 # to warn early that the lockbox is open).
-PLUMBING = {"params", "errors", "files", "tracking", "compose", "audit"}
+PLUMBING = {"params", "errors", "files", "tracking", "compose", "audit", "redact"}
 
 
 def module_files(module: str) -> list[Path]:

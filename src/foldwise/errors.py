@@ -1,7 +1,11 @@
-"""The one exception type users see: what is wrong, and how to fix it."""
+"""The one exception type users see: what is wrong, and how to fix it; and how every
+stage entry script ends (:func:`run_stage`): exit codes, interrupts, redaction."""
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -19,14 +23,81 @@ class FoldwiseError(ValueError):
         super().__init__(problem if fix is None else f"{problem}\n  Fix: {fix}")
 
 
-def run_stage(main: Callable[[], int | None]) -> NoReturn:
-    """Run a stage's ``main``; a :class:`FoldwiseError` becomes a one-line message and exit 2."""
+# Writing results failed for a reason the user must fix (no space, no permission).
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+_signal: dict[str, int | None] = {"received": None}
+
+
+def _interrupt(signum: int, _frame) -> None:
+    """SIGTERM (``kill``, a scheduler, ``docker stop``) is handled like Ctrl-C: the same
+    KeyboardInterrupt, so the same cleanup (runs closed as KILLED, finished work kept).
+    Further SIGTERMs during that cleanup are ignored (SIGKILL still ends the process)."""
+    if _signal["received"] is not None:
+        return  # (a flag, not SIG_IGN: Lightning puts this handler back after a fit)
+    _signal["received"] = signum
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def handle_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM into KeyboardInterrupt in this process; returns the undo."""
     try:
-        code = main()
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def resume_hint(argv: list[str]) -> str:
+    """How to pick up where an interrupted stage stopped, for the command that ran it."""
+    if os.environ.get("DVC_EXP_BASELINE_REV") or os.environ.get("DVC_EXP_NAME"):
+        return "run the same `dvc exp run ...` again (the same -S options)"
+    if os.environ.get("DVC_STAGE"):
+        return "run `dvc repro` again"
+    return f"run `python {' '.join(argv)}` (or `dvc repro`) again"
+
+
+def run_stage(main: Callable[[], int | None]) -> NoReturn:
+    """Run a stage's ``main``; a :class:`FoldwiseError` becomes a one-line message and exit 2.
+
+    Ctrl-C and SIGTERM exit 130 and 143 with how to resume; a full disk or an unwritable
+    folder exits 1 with what could not be written. Everything printed or logged has its
+    secrets redacted (:mod:`foldwise.redact`).
+    """
+    from foldwise import redact
+
+    argv = list(sys.argv)  # as typed (the sweep rewrites sys.argv for Hydra)
+    undo_redact = redact.install()
+    _signal["received"] = None
+    undo_signal = handle_sigterm()
+    try:
+        code = main() or 0
     except FoldwiseError as err:
         print(f"foldwise: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     except KeyboardInterrupt:
-        print("foldwise: interrupted; finished work is kept, re-run to resume.", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code or 0)
+        name = "SIGTERM" if _signal["received"] == signal.SIGTERM else "Ctrl-C"
+        print(
+            f"foldwise: interrupted; finished work is kept ({name} stopped the stage). "
+            f"To resume, {resume_hint(argv)}: only what did not finish runs again.",
+            file=sys.stderr,
+        )
+        code = 143 if _signal["received"] == signal.SIGTERM else 130
+    except OSError as err:
+        if err.errno not in DISK_ERRORS:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(
+            f"foldwise: error: could not write{where}: {err.strerror or err} (errno "
+            f"{errno.errorcode.get(err.errno, err.errno)}).\n  Fix: free disk space or make "
+            "the output folder writable, then re-run: results already written are complete "
+            "(each file is written whole or not at all) and are kept.",
+            file=sys.stderr,
+        )
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        undo_signal()
+        undo_redact()
+    sys.exit(code)

@@ -46,13 +46,15 @@ def shared_root(start: Path | None = None) -> Path:
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)  # a failed write() names no file; say which one
         raise
 
 
@@ -94,6 +96,19 @@ def check_writable(paths: Iterable[Path], root: Path) -> None:
                 f"make {where} writable for this user (chown/chmod, or a writable mount), or "
                 "run from a checkout you can write to.",
             ) from None
+
+
+TMP_SUFFIX = ".tmp"
+
+
+def remove_stale_temp(folder: Path) -> int:
+    """Delete the temporary files that a process killed mid-write (kill -9, power loss)
+    left in ``folder``; the files they were meant to replace are untouched."""
+    n = 0
+    for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -18,9 +18,11 @@ not depend on which stack, process or machine trained it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import itertools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +40,13 @@ from foldwise.files import (
     flatten,
     git_commit,
     read_json,
+    remove_stale_temp,
     sha256_file,
     sha256_json,
     write_json,
 )
 from foldwise.progress import Progress
+from foldwise.redact import redact
 from foldwise.results import (
     OUTCOME,
     Session,
@@ -154,9 +158,13 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     """Plan the sweep, open (or reopen) its MLflow runs, and write the session file."""
     from foldwise import tracking
 
+    global _progress
+    _progress = None  # a new sweep: a new progress line (matters when run in-process)
+
     for need in (layout.dev_manifest, layout.folds, layout.dev, layout.meta):
         if not need.is_file():
             raise FoldwiseError(f"{need} is missing.", "run the earlier stages: dvc repro split")
+    uri = tracking.require(cfg)  # an unreachable tracking server: exit 2 before any work
     manifest = read_json(layout.dev_manifest)
     _warn_if_lockbox_open(layout, manifest.get("test_row_ids"))
     n_folds = int(manifest["n_splits"])
@@ -171,7 +179,8 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         hyper[h] = hyperparameters(full)
         configs.append({"hash": h, "label": config_label(full, overrides), "overrides": overrides,
                         "n_params": n_params(full, layout),
-                        "max_epochs": int(full.trainer.max_epochs)})  # fmt: skip
+                        "max_epochs": int(full.trainer.max_epochs),
+                        "models": models_per_task(full)})  # fmt: skip
     if len({c["hash"] for c in configs}) != len(configs):
         raise FoldwiseError(
             "sweep.grid lists the same configuration twice.",
@@ -179,68 +188,193 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         )
 
     sweep_dir = layout.sweep_dir
+    for folder in (sweep_dir, sweep_dir / "jobs"):  # left by a writer killed mid-write
+        if folder.is_dir():
+            remove_stale_temp(folder)
     old = read_json(sweep_dir / "session.json") if (sweep_dir / "session.json").is_file() else {}
     sweep_key = sha256_json({"base": base_key(cfg), "split": skey, "code": code})[:16]
-    uri = tracking.tracking_uri(cfg)
+    shown_uri = redact(uri)  # what is printed and written: never a password
     c = tracking.client(cfg)
     exp_id = tracking.experiment_id(c, str(cfg.tracking.experiment))
+    if tracking.pending(layout.root):  # records MLflow missed while it was away
+        sent, _, _ = tracking.replay(c, uri, layout.root)
+        if sent:
+            print(f"[foldwise] sent MLflow {sent} record(s) kept while it was unreachable",
+                  flush=True)  # fmt: skip
     commit = git_commit(layout.root)
     common = {
         f"{tracking.TAG}split_manifest": sha256_file(layout.dev_manifest)[:16],
         f"{tracking.TAG}git_commit": commit,
         "mlflow.source.git.commit": commit.removesuffix("+dirty"),
     }
-    reuse = (
-        old.get("sweep_key") == sweep_key
-        and old.get("tracking_uri") == uri
-        and tracking.run_exists(c, old.get("sweep_run_id"))
-    )
-    if reuse:
-        sweep_run = old["sweep_run_id"]
-        c.update_run(sweep_run, status="RUNNING")
-        old_runs = {x["hash"]: x["run_id"] for x in old.get("configs", [])}
-        tracking.kill_orphans(c, exp_id, set(old_runs.values()))
-    else:
-        sweep_run = tracking.start_run(
-            c,
-            exp_id,
-            f"sweep {cfg.data.name} {cfg.model.name} {dt.datetime.now():%Y-%m-%d %H:%M}",
-            "sweep",
-            {**common, f"{tracking.TAG}sweep_key": sweep_key},
-        )
+    sweep_run = _known_sweep(c, exp_id, layout, old, sweep_key, shown_uri)
+    opened: list[str] = []  # runs set RUNNING here: closed as KILLED if begin does not finish
+    try:
+        if sweep_run:
+            c.update_run(sweep_run, status="RUNNING")
+            opened.append(sweep_run)
+            old_runs, all_runs = _adopt_configs(c, exp_id, sweep_run, old)
+        else:
+            # The claim is on disk before the run exists: a process killed in between
+            # leaves a run the next one finds by its claim tag, not an orphan.
+            claim = _remember_sweep(layout, sweep_key, shown_uri, None)
+            sweep_run = tracking.start_run(
+                c,
+                exp_id,
+                f"sweep {cfg.data.name} {cfg.model.name} {dt.datetime.now():%Y-%m-%d %H:%M}",
+                "sweep",
+                {**common, f"{tracking.TAG}sweep_key": sweep_key, f"{tracking.TAG}claim": claim},
+            )
+            opened.append(sweep_run)
+            _remember_sweep(layout, sweep_key, shown_uri, sweep_run)
+            tracking.log(
+                c,
+                sweep_run,
+                params={
+                    "data": cfg.data.name,
+                    "split.scheme": cfg.split.scheme,
+                    "split.n_splits": n_folds,
+                    "split.test_fraction": cfg.split.test_fraction,
+                    "seed": cfg.seed,
+                },
+            )
+            old_runs, all_runs = {}, set()
+        # Tags, not params: extending the grid reuses this run, and params are immutable.
         tracking.log(
             c,
             sweep_run,
-            params={
-                "data": cfg.data.name,
-                "split.scheme": cfg.split.scheme,
-                "split.n_splits": n_folds,
-                "split.test_fraction": cfg.split.test_fraction,
-                "seed": cfg.seed,
-            },
+            tags={f"{tracking.TAG}grid": P.grid_leaves(cfg),
+                  f"{tracking.TAG}n_configs": len(configs)},
+        )  # fmt: skip
+        for conf in configs:
+            run = old_runs.get(conf["hash"])
+            if not run:
+                run = tracking.start_run(
+                    c,
+                    exp_id,
+                    conf["label"],
+                    "config",
+                    {**common, f"{tracking.TAG}config_hash": conf["hash"]},
+                    parent=sweep_run,
+                )
+                tracking.log(c, run, params=flatten(hyper[conf["hash"]]))
+            else:
+                c.update_run(run, status="RUNNING")
+            opened.append(run)
+            conf["run_id"] = run
+        head = {
+            "sweep_key": sweep_key,
+            "split_key": skey,
+            "code": code,
+            "git_commit": commit,
+            "tracking_uri": shown_uri,
+            "experiment_id": exp_id,
+            "sweep_run_id": sweep_run,
+            "n_folds": n_folds,
+            "scheme": manifest["scheme"],
+            "kind": kind,
+            "n_dev": int(manifest["n_dev"]),
+            "fold_runs": fold_runs,
+            "common_tags": common,
+        }
+        session = _plan(cfg, layout, configs, head)
+        if all_runs:  # fold runs a dead process left open under this sweep's configurations
+            to_train = set(session.doc["pending"]) - set(session.doc["cached"])
+            unrecorded = {job_key(h, f, skey, code) for h, f in map(parse_task_name, to_train)}
+            tracking.kill_orphans(c, exp_id, all_runs | set(old_runs.values()), unrecorded)
+        return session
+    except BaseException:  # Ctrl-C, SIGTERM, an error: leave nothing RUNNING behind
+        for run in opened:
+            with contextlib.suppress(Exception):
+                c.set_terminated(run, "KILLED")
+        raise
+
+
+def _remember_sweep(layout: P.Layout, sweep_key: str, uri: str, run_id: str | None) -> str | None:
+    """Record this checkout's sweep run for ``sweep_key`` outside DVC's outputs.
+
+    ``results/sweep/session.json`` is a DVC output: ``dvc exp run`` (and ``dvc checkout``)
+    put back the committed one, which may predate an interrupted sweep; this record in
+    ``.foldwise/`` (git-ignored, shared with ``dvc exp`` temporary copies) survives that,
+    so a re-run reopens the same sweep run instead of starting a twin. Without a run id,
+    a *claim* (returned) that the sweep run about to be created carries as a tag.
+    """
+    import uuid
+
+    path = sweeps_index(layout.root)
+    known = read_json(path) if path.is_file() else {}
+    entry = {"sweep_key": sweep_key, "tracking_uri": uri, "run_id": run_id}
+    entry["claim"] = uuid.uuid4().hex if run_id is None else None
+    known[sha256_json([sweep_key, uri])[:16]] = entry
+    write_json(path, known)
+    return entry["claim"]
+
+
+def sweeps_index(root: Path) -> Path:
+    from foldwise.files import shared_root
+
+    return shared_root(root) / ".foldwise" / "sweeps.json"
+
+
+def _known_sweep(
+    c, exp_id: str, layout: P.Layout, old: dict, sweep_key: str, uri: str
+) -> str | None:
+    """The sweep run to reopen: this checkout's last one for the same data, split and code
+    (and tracking store), if MLflow still has it; else None (a new sweep run)."""
+    from foldwise import tracking
+
+    path = sweeps_index(layout.root)
+    known = read_json(path) if path.is_file() else {}
+    entry = known.get(sha256_json([sweep_key, uri])[:16], {})
+    mine = entry.get("run_id")
+    if not mine and entry.get("claim"):  # killed between claiming and creating the run
+        found = c.search_runs(
+            [exp_id], filter_string=f"tags.`{tracking.TAG}claim` = '{entry['claim']}'"
         )
-        old_runs = {}
-    # Tags, not params: extending the grid reuses this run, and params are immutable.
-    tracking.log(
-        c,
-        sweep_run,
-        tags={f"{tracking.TAG}grid": P.grid_leaves(cfg), f"{tracking.TAG}n_configs": len(configs)},
+        mine = found[0].info.run_id if found else None
+    from_session = (
+        old.get("sweep_run_id")
+        if old.get("sweep_key") == sweep_key and redact(old.get("tracking_uri", "")) == uri
+        else None
     )
-    for conf in configs:
-        run = old_runs.get(conf["hash"])
-        if not run:
-            run = tracking.start_run(
-                c,
-                exp_id,
-                conf["label"],
-                "config",
-                {**common, f"{tracking.TAG}config_hash": conf["hash"]},
-                parent=sweep_run,
-            )
-            tracking.log(c, run, params=flatten(hyper[conf["hash"]]))
-        else:
-            c.update_run(run, status="RUNNING")
-        conf["run_id"] = run
+    for run in dict.fromkeys(r for r in (mine, from_session) if r):
+        if tracking.run_exists(c, run):
+            if run != entry.get("run_id"):
+                _remember_sweep(layout, sweep_key, uri, run)
+            return run
+    return None
+
+
+def _adopt_configs(c, exp_id: str, sweep_run: str, old: dict) -> tuple[dict[str, str], set[str]]:
+    """The configuration runs already under ``sweep_run``, one per configuration hash
+    (MLflow is the record: a run created by a process killed before it wrote the session
+    file is found too); twins an older foldwise made are closed, not reused. Returns
+    (hash → run id, every configuration run id under the sweep)."""
+    from foldwise import tracking
+
+    prefer = (
+        {x["hash"]: x["run_id"] for x in old.get("configs", [])}
+        if old.get("sweep_run_id") == sweep_run
+        else {}
+    )
+    by_hash: dict[str, list] = {}
+    for r in tracking.children(c, exp_id, sweep_run, "config"):
+        by_hash.setdefault(r.data.tags.get(f"{tracking.TAG}config_hash"), []).append(r)
+    out = {}
+    for h, runs in by_hash.items():
+        ids = [r.info.run_id for r in runs]
+        out[h] = prefer[h] if prefer.get(h) in ids else ids[0]
+        for r in runs:
+            if r.info.run_id != out[h] and r.info.status == "RUNNING":
+                c.set_terminated(r.info.run_id, "KILLED")
+    return out, {r.info.run_id for runs in by_hash.values() for r in runs}
+
+
+def _plan(cfg: DictConfig, layout: P.Layout, configs: list[dict], head: dict) -> Session:
+    """What is left to train, in stacks; writes and returns the session file (``head``:
+    the sweep's identity and MLflow ids, the top of the file)."""
+    sweep_dir, skey, code = layout.sweep_dir, head["split_key"], head["code"]
+    n_folds = head["n_folds"]
     pending = [
         (conf["hash"], f)
         for conf in configs
@@ -257,17 +391,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     stacks, tasks = plan_stacks(cfg, layout, configs, train) if train else ([], {})
     estimate = estimate_seconds(cfg, layout, stacks, tasks) if len(train) >= ESTIMATE_FROM else None
     doc = {
-        "sweep_key": sweep_key,
-        "split_key": skey,
-        "code": code,
-        "git_commit": commit,
-        "tracking_uri": uri,
-        "experiment_id": exp_id,
-        "sweep_run_id": sweep_run,
-        "n_folds": n_folds,
-        "scheme": manifest["scheme"],
-        "kind": kind,
-        "n_dev": int(manifest["n_dev"]),
+        **head,
         "classes": read_json(layout.meta)["classes"],
         "task": read_json(layout.meta).get("task", "classification"),
         "apparent": next(
@@ -278,9 +402,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
             ),
             None,
         ),
-        "fold_runs": fold_runs,
         "configs": configs,
-        "common_tags": common,
         "started": time.time(),
         "pending": [task_name(h, f) for h, f in pending],
         "cached": [task_name(h, f) for h, f in cached],
@@ -295,7 +417,7 @@ def describe(session: Session) -> str:
     """The line the sweep starts with: what will be trained, in how many stacks, where logged."""
     stacks, cached = session.doc["stacks"], len(session.doc["cached"])
     todo = sum(len(s) for s in stacks)
-    done = session.n_jobs - len(session.doc["pending"])
+    done = session.n_jobs - len(session.doc["pending"]) + cached  # finished, here or elsewhere
     sizes = "/".join(map(str, sorted({len(s) for s in stacks}, reverse=True))) or "0"
     est = session.doc.get("estimate")
     when = ""
@@ -317,8 +439,9 @@ def describe(session: Session) -> str:
     return (
         f"[foldwise] sweep: {len(session.configs)} configurations × {session.doc['n_folds']} "
         f"resamples ({session.doc.get('scheme', 'folds')}) = {session.n_jobs} models: {todo} "
-        f"to train in {len(stacks)} stack(s) of {sizes}, {done} already done, {cached} "
-        f"restored from cache · MLflow run {session.doc['sweep_run_id']} at "
+        f"to train in {len(stacks)} stack(s) of {sizes}, {done} already done"
+        f"{f' ({cached} of them restored from .foldwise/jobs)' if cached else ''}"
+        f" · MLflow run {session.doc['sweep_run_id']} at "
         f"{session.doc['tracking_uri']} ({tracked}){when}"
     )
 
@@ -506,21 +629,36 @@ def _progress_for(session: Session) -> Progress:
 def restore_cached(cfg: DictConfig, layout: P.Layout) -> int:
     """Record the models whose identical result is in ``.foldwise/jobs/``, without training.
 
-    Each gets its own MLflow fold run (tagged ``foldwise.reused_from``) and result file.
+    Each gets its own MLflow fold run (tagged ``foldwise.reused_from``) and result file —
+    unless it was trained under this very configuration run (a sweep whose result files
+    ``dvc exp run`` or ``dvc checkout`` put back to older ones): its fold run is then
+    still the record, and only the result file is written again.
     """
-    from foldwise import tracking
-
     session = Session(read_json(layout.sweep_dir / "session.json"))
-    c = tracking.client(cfg)
+    durable = _durable(cfg, layout)
     for name in session.doc["cached"]:
         cfg_hash, fold = parse_task_name(name)
         conf = session.config(cfg_hash)
         key = job_key(cfg_hash, fold, session.doc["split_key"], session.doc["code"])
-        _record(c, session, layout, conf, fold, key, read_json(job_cache(layout.root, key)),
-                reused=True)  # fmt: skip
-        print(f"[foldwise] reuse {conf['label']} · fold {fold}: identical model found in "
-              ".foldwise/jobs/, no training", flush=True)  # fmt: skip
+        cached = read_json(job_cache(layout.root, key))
+        if cached.get("config_run_id") == conf["run_id"] and _finished(durable, cached):
+            _write_result(session, layout, conf, fold, key, cached, cached["fold_run_id"], False)
+            where = f"its MLflow fold run {cached['fold_run_id']} stays the record"
+        else:
+            _record(durable, session, layout, conf, fold, key, cached, reused=True)
+            where = "identical model found in .foldwise/jobs/"
+        print(f"[foldwise] reuse {conf['label']} · fold {fold}: {where}, no training",
+              flush=True)  # fmt: skip
     return len(session.doc["cached"])
+
+
+def _finished(durable, result: dict) -> bool:
+    """Whether the result's fold run exists and is FINISHED (False when unknown)."""
+    run = result.get("fold_run_id")
+    try:
+        return bool(run) and durable.c.get_run(run).info.status == "FINISHED"
+    except Exception:
+        return False
 
 
 def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
@@ -536,7 +674,7 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
     session = Session(read_json(layout.sweep_dir / "session.json"))
     names = session.doc["stacks"][number]
     progress = _progress_for(session)
-    c = tracking.client(cfg)
+    durable = _durable(cfg, layout)
     inputs = _inputs(str(layout.root))
     todo, results = [], []
     where: dict[str, tuple[dict, int, str]] = {}
@@ -563,10 +701,7 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
         return results
     started = time.time()
     n_stacks = len(session.doc["stacks"])
-    # An upper bound for the ETA: later stacks' models all run to max_epochs.
-    progress.pending_epochs = sum(
-        len(s) * int(cfg.trainer.max_epochs) for s in session.doc["stacks"][number + 1 :]
-    )
+    progress.pending_epochs = pending_epochs(cfg, session, number)
     t0, busy0 = time.perf_counter(), tracking.busy_seconds()
     runs: dict[str, str] = {}  # task name -> its MLflow fold run, created as the stack starts
     recorded: set[str] = set()
@@ -577,10 +712,15 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
                 return  # many resamples: one table artifact per configuration at the end
             for t in todo:
                 conf, fold, key = where[t.key]
-                runs[t.key] = _open_fold_run(c, session, conf, fold, key, started)
+                run = _open_fold_run(durable, session, conf, fold, key, started)
+                if run is None:  # MLflow is away: the run is created with its record
+                    return
+                runs[t.key] = run
 
         def record(name: str, conf: dict, fold: int, key: str, result: dict) -> None:
-            results.append(_record(c, session, layout, conf, fold, key, result, run=runs.get(name)))
+            results.append(
+                _record(durable, session, layout, conf, fold, key, result, run=runs.get(name))
+            )
             recorded.add(name)
 
         def done(task: engine.Task, outcome: engine.Outcome) -> None:
@@ -599,6 +739,10 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
             background.submit(record, task.key, conf, fold, key, result)
 
         def epoch(_stack: int, info: engine.EpochInfo) -> None:
+            if _parent is not None and os.getppid() != _parent:
+                # A joblib worker whose sweep process was killed: stop, as on Ctrl-C (its
+                # unfinished runs are closed), instead of training for nobody.
+                raise KeyboardInterrupt("the sweep process is gone")
             progress.epoch(
                 number, n_stacks, info.epoch, info.max_epochs, info.work_epochs, info.seconds,
                 info.remaining, info.active,
@@ -607,7 +751,7 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
         def close_unfinished() -> None:
             for name, run in runs.items():
                 if name not in recorded:
-                    c.set_terminated(run, "KILLED")
+                    durable.terminate(run, "KILLED")
 
         background.submit(open_runs)
         try:
@@ -625,20 +769,51 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
         except BaseException:  # Ctrl-C, SIGTERM: finished models are kept, the rest KILLED
             background.submit(close_unfinished)
             raise
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
     stats = {
         "stack_models": len(todo),
         "stack_seconds": time.perf_counter() - t0,
         "stack_tracking_seconds": tracking.busy_seconds() - busy0,
         "stack_tracking_wait_seconds": background.waited,
     }
-    c.log_batch(
-        session.doc["sweep_run_id"],
-        metrics=[Metric(k, float(v), now, number) for k, v in stats.items()],
-    )
+    durable.log(session.doc["sweep_run_id"], metrics=stats, step=number)
     return results
+
+
+_parent: int | None = None  # set in joblib workers: the sweep process they work for
+
+
+def watch_parent() -> None:
+    """In a worker process: stop training if the sweep process that started it dies."""
+    global _parent
+    _parent = os.getppid()
+
+
+def models_per_task(full: DictConfig) -> int:
+    """Models one (configuration, resample) trains: 1, or an ensemble's members."""
+    from foldwise.ensemble import spec
+
+    ens = spec(full)
+    return int(ens.get("n_estimators", 1)) if ens else 1
+
+
+def pending_epochs(cfg: DictConfig, session: Session, number: int) -> int:
+    """Model-epochs of the stacks after ``number``, at most (each model to its own
+    configuration's ``max_epochs``, an ensemble's members each): the rest of the ETA.
+    Parallel workers share them."""
+    later = [
+        conf["max_epochs"] * conf.get("models", 1)
+        for stack in session.doc["stacks"][number + 1 :]
+        for conf in (session.config(parse_task_name(name)[0]) for name in stack)
+    ]
+    workers = int(cfg.sweep.n_jobs) if cfg.sweep.launcher == "joblib" else 1
+    return int(sum(later) / max(1, workers))
+
+
+def _durable(cfg: DictConfig, layout: P.Layout):
+    """The sweep's tracking calls: retried, then queued for later if MLflow is away."""
+    from foldwise import tracking
+
+    return tracking.Durable(tracking.client(cfg), tracking.tracking_uri(cfg), layout.root)
 
 
 def _score(result: dict) -> str:
@@ -647,25 +822,28 @@ def _score(result: dict) -> str:
     return headline(result.get("metrics", {})) or result.get("status", "?")
 
 
-def _open_fold_run(
-    c, session: Session, conf: dict, fold: int, key: str, started: float | None = None
-) -> str:
+def _fold_tags(session: Session, conf: dict, fold: int, key: str) -> dict[str, Any]:
     from foldwise import tracking
 
-    tags = {
+    return {
         **session.doc["common_tags"],
         f"{tracking.TAG}config_hash": conf["hash"],
         f"{tracking.TAG}fold": fold,
         f"{tracking.TAG}job_key": key,
     }
-    return tracking.start_run(
-        c, session.doc["experiment_id"], f"fold {fold}", "fold", tags, parent=conf["run_id"],
-        start_time=started,
+
+
+def _open_fold_run(
+    durable, session: Session, conf: dict, fold: int, key: str, started: float | None = None
+) -> str | None:
+    return durable.open_run(
+        session.doc["experiment_id"], f"fold {fold}", "fold",
+        _fold_tags(session, conf, fold, key), conf["run_id"], started,
     )  # fmt: skip
 
 
 def _record(
-    c,
+    durable,
     session: Session,
     layout: P.Layout,
     conf: dict,
@@ -677,41 +855,46 @@ def _record(
     run: str | None = None,
 ) -> dict:
     """Log a finished model to its MLflow fold run (created here unless ``run`` is given),
-    close the run, then write the result file.
+    close the run (FINISHED, or FAILED with the error as a tag and in full, traceback and
+    all, as the artifact ``error.txt``), then write the result file.
 
     The result file is written last, so it exists only for a fold whose tracking is
-    complete; a fold run left RUNNING by a killed process is marked KILLED when the
-    sweep resumes (:func:`foldwise.tracking.kill_orphans`).
+    complete — or queued in ``.foldwise/pending/`` when MLflow is unreachable (see
+    :class:`foldwise.tracking.Durable`). A fold run a killed process left open is closed
+    as KILLED when the sweep resumes (:func:`foldwise.tracking.kill_orphans`).
     """
     from foldwise import tracking
 
     if not session.doc.get("fold_runs", True):
         return _write_result(session, layout, conf, fold, key, outcome, None, reused)
-    tags = {}
+    ok = outcome["status"] == "ok"
+    tags = _fold_tags(session, conf, fold, key)
     if reused:
         tags[f"{tracking.TAG}reused_from"] = outcome.get("fold_run_id", "")
-    if outcome["status"] != "ok":
-        tags[f"{tracking.TAG}error"] = str(outcome.get("error", ""))[:5000]
-    if run is None:
-        run = _open_fold_run(c, session, conf, fold, key)
-    ok = outcome["status"] == "ok"
-    tracking.log(
-        c,
-        run,
-        params={"fold": fold, **conf["overrides"]},
-        tags=tags,
-        metrics={
+    error = redact(str(outcome.get("error", "")))
+    if not ok:
+        tags[f"{tracking.TAG}error"] = (error.splitlines() or ["failed"])[0][:500]
+    entry = {
+        "experiment_id": session.doc["experiment_id"],
+        "parent": conf["run_id"],
+        "run_id": run,
+        "name": f"fold {fold}",
+        "tags": tags,
+        "params": {"fold": fold, **conf["overrides"]},
+        "metrics": {
             **outcome.get("metrics", {}),
             "best_epoch": outcome.get("best_epoch", 0),
             "epochs_trained": outcome.get("epochs_trained", 0),
         }
         if ok
         else {},
-        history=outcome.get("history") if ok else None,
-        history_prefix="epoch/",
-    )
-    c.set_terminated(run, "FINISHED" if ok else "FAILED")
-    return _write_result(session, layout, conf, fold, key, outcome, run, reused)
+        "history": outcome.get("history") if ok else None,
+        "history_prefix": "epoch/",
+        "artifacts": {} if ok else {"error.txt": error + "\n"},
+        "status": "FINISHED" if ok else "FAILED",
+    }
+    durable.record(entry)
+    return _write_result(session, layout, conf, fold, key, outcome, entry["run_id"], reused)
 
 
 def _write_result(
@@ -761,29 +944,89 @@ def resample_table(rows: list[dict | None]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _log_resample_table(c, conf: dict, rows: list[dict | None]) -> None:
+def _log_resample_table(durable, conf: dict, rows: list[dict | None]) -> None:
     """Many resamples: one CSV artifact on the configuration run instead of many runs."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"{conf['hash']}.csv"
-        resample_table(rows).to_csv(path, index=False)
-        c.log_artifact(conf["run_id"], str(path), artifact_path="resamples")
+    durable.artifact(
+        conf["run_id"], f"resamples/{conf['hash']}.csv", resample_table(rows).to_csv(index=False)
+    )
 
 
-def abort(cfg: DictConfig, layout: P.Layout) -> None:
-    """After Ctrl-C: close the sweep's configuration runs and the sweep run as KILLED.
+def abort(cfg: DictConfig, layout: P.Layout, status: str = "KILLED") -> None:
+    """After Ctrl-C (KILLED) or an error (FAILED): close the sweep's configuration runs
+    and the sweep run.
 
     (Fold runs of unfinished models are closed by :func:`run_stack`.) A re-run reopens
     the same runs and trains only what is missing.
     """
-    from foldwise import tracking
-
     session = Session(read_json(layout.sweep_dir / "session.json"))
-    c = tracking.client(cfg)
+    durable = _durable(cfg, layout)
     for conf in session.configs:
-        c.set_terminated(conf["run_id"], "KILLED")
-    c.set_terminated(session.doc["sweep_run_id"], "KILLED")
+        durable.terminate(conf["run_id"], status)
+    durable.terminate(session.doc["sweep_run_id"], status)
+
+
+def train(cfg: DictConfig, layout: P.Layout, session: Session, launch) -> bool:
+    """Restore cached models, then ``launch()`` the stacks (Hydra's multirun).
+
+    Ctrl-C or SIGTERM: the runs are closed as KILLED and the interrupt goes on (the
+    stage says how to resume). A stack that failed as a whole, or a worker process that
+    died: the runs are closed as FAILED, the error is printed, and False is returned (a
+    full disk or an unwritable folder is raised instead, for the stage to name the file).
+    """
+    import sys
+    import traceback
+
+    from foldwise.errors import DISK_ERRORS
+
+    # A stack's error reaches us as itself (not as Hydra's exit 1), to be reported below.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        restore_cached(cfg, layout)
+        if session.doc["stacks"]:
+            launch()
+    except KeyboardInterrupt:  # finished models are kept
+        abort(cfg, layout, "KILLED")
+        raise
+    except Exception as err:
+        abort(cfg, layout, "FAILED")
+        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+            raise
+        traceback.print_exc()
+        print(
+            f"foldwise: the sweep stopped: {type(err).__name__}: {err}\n  Finished models "
+            "are kept (results/sweep/jobs); re-run to train only the others.",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
+def wrap_up(cfg: DictConfig, layout: P.Layout, session: Session, trained: float) -> int:
+    """Close the sweep (:func:`finish`), say how it went; the stage's exit status
+    (1 when more models failed or are missing than ``sweep.max_failures`` allows)."""
+    import sys
+
+    from foldwise.progress import clock
+
+    counts = finish(cfg, layout, trained)
+    print(
+        f"[foldwise] sweep done: {counts['ok']} ok, {counts['failed']} failed, "
+        f"{counts['missing']} missing of {counts['total']} models · training "
+        f"{clock(trained)}{estimate_note(session)}",
+        flush=True,
+    )
+    note = pending_note(counts, session.doc["tracking_uri"])
+    if note:
+        print(note, file=sys.stderr, flush=True)
+    bad_jobs = counts["failed"] + counts["missing"]
+    if bad_jobs > int(cfg.sweep.max_failures):
+        print(
+            f"[foldwise] {bad_jobs} models did not finish (sweep.max_failures="
+            f"{cfg.sweep.max_failures}); re-run to retry only those.",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def estimate_note(session: Session) -> str:
@@ -811,18 +1054,17 @@ def finish(cfg: DictConfig, layout: P.Layout, trained: float | None = None) -> d
             stale.unlink()
     record_epochs(layout, results)
     counts = {"ok": 0, "failed": 0, "missing": 0}
-    c = tracking.client(cfg)
+    durable = _durable(cfg, layout)
     for conf in session.configs:
         rows = results[conf["hash"]]
         states = ["missing" if r is None else r["status"] for r in rows]
         for s in states:
             counts[s] += 1
         if not session.doc.get("fold_runs", True):
-            _log_resample_table(c, conf, rows)
-        c.set_terminated(conf["run_id"], "FINISHED" if set(states) == {"ok"} else "FAILED")
+            _log_resample_table(durable, conf, rows)
+        durable.terminate(conf["run_id"], "FINISHED" if set(states) == {"ok"} else "FAILED")
     counts["total"] = session.n_jobs
-    tracking.log(
-        c,
+    durable.log(
         session.doc["sweep_run_id"],
         metrics={
             "jobs_ok": counts["ok"],
@@ -843,5 +1085,21 @@ def finish(cfg: DictConfig, layout: P.Layout, trained: float | None = None) -> d
         },
     )
     ok = counts["ok"] == counts["total"]
-    c.set_terminated(session.doc["sweep_run_id"], "FINISHED" if ok else "FAILED")
+    durable.terminate(session.doc["sweep_run_id"], "FINISHED" if ok else "FAILED")
+    counts["pending"] = len(tracking.pending(layout.root))
     return counts
+
+
+def pending_note(counts: dict[str, int], session_uri: str) -> str:
+    """What to do about tracking records MLflow did not take (empty when none)."""
+    from foldwise import tracking
+
+    n = counts.get("pending", 0)
+    if not n:
+        return ""
+    why = f" ({tracking.Durable.last_error})" if tracking.Durable.last_error else ""
+    return (
+        f"[foldwise] MLflow at {session_uri} was unreachable{why}: every result is on disk, "
+        f"and {n} tracking record(s) wait in .foldwise/pending/. Once it is back, run "
+        "`python -m foldwise.sync` (or any later sweep) to send them."
+    )

@@ -121,6 +121,15 @@ def build_stack(
     )  # fmt: skip
 
 
+def _release(device: torch.device) -> None:
+    """Give back what a failed stack held, so its halves can fit where it did not."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def train(
     tasks: list[Task],
     x: np.ndarray,
@@ -181,20 +190,18 @@ def train(
                 act_width=sizes[group_tasks[0].arch()].activations,
             )
             fit_stack(module, accelerator)
+            return
         except Exception as err:  # isolate: retry the unfinished tasks in halves
-            left = [i for i in group if results[i] is None]
-            if len(left) == 1:
-                deliver(
-                    left[0],
-                    Outcome(
-                        status="failed",
-                        error=f"{type(err).__name__}: {err}\n" + traceback.format_exc()[-4000:],
-                    ),
-                )
-            elif left:
-                half = len(left) // 2
-                run(left[:half], number)
-                run(left[half:], number)
+            error = f"{type(err).__name__}: {err}\n" + traceback.format_exc()[-4000:]
+        module = None  # out of memory: free the failed stack before retrying its halves
+        _release(device)
+        left = [i for i in group if results[i] is None]
+        if len(left) == 1:
+            deliver(left[0], Outcome(status="failed", error=error))
+        elif left:
+            half = len(left) // 2
+            run(left[:half], number)
+            run(left[half:], number)
 
     for number, group in enumerate(stacks):
         run(group, number)

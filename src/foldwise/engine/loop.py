@@ -26,6 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
+from foldwise import faults
 from foldwise.engine.metrics import Classifier, Head, Regressor
 from foldwise.engine.optim import BatchedAdam
 from foldwise.engine.stack import DropoutMasks, Stack
@@ -260,6 +261,7 @@ class StackTrainer(pl.LightningModule):
         if not models:
             self.trainer.should_stop = True
             return
+        faults.inject(self.tasks, int(self.current_epoch) + 1, models)  # test-only; no-op
         train = self.counts.compute()
         sel = torch.tensor(models, device=self.x.device)
         scores = {n: self.score(n, sel) for n in self.set_names if n in self.sets}
