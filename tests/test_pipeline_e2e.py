@@ -121,6 +121,19 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert len(audit) == 1
     tree = check_tree(sqlite_uri)
     assert len(tree["refit"]) == 1 and len(tree["lockbox"]) == 1
+    # MLflow's Dataset column: the dev rows on CV runs, the test rows on the lockbox run only
+    manifest = json.loads((root / "data/split/manifest.json").read_text())
+    client = MlflowClient(sqlite_uri)
+
+    def seen(run) -> set[tuple[str, str]]:
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        return {(d.dataset.digest, d.tags[0].value) for d in inputs}
+
+    dev = (manifest["dev_sha256"][:12], "cross-validation")
+    for kind in ("sweep", "config", "fold"):
+        assert all(seen(r) == {dev} for r in tree[kind]), kind
+    assert seen(tree["refit"][0]) == {(dev[0], "training")}
+    assert seen(tree["lockbox"][0]) == {(manifest["test_sha256"][:12], "testing")}
     (curves,) = tree["curves"]
     names = {a.path for a in MlflowClient(sqlite_uri).list_artifacts(curves.info.run_id, "curves")}
     assert {"curves/learning.png", "curves/validation.png", "curves/bias_variance.png"} <= names

@@ -287,6 +287,9 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         },
         parent=info["sweep_run_id"],
     )
+    # The only run that carries the test rows as its dataset.
+    tracking.log_dataset(c, run_id, {"name": f"{cfg.data.name} test", "digest": test_sha[:12],
+                                     "rows": len(test), "context": "testing"})  # fmt: skip
     entry["mlflow_run_id"] = run_id
     # Recorded (ledger, then audit log) before the scores reach MLflow or the terminal.
     ledger.record(layout.root, audit, entry)

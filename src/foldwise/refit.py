@@ -99,6 +99,10 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         {f"{tracking.TAG}config_hash": selection["config_hash"], f"{tracking.TAG}model_sha256": fp},
         parent=selection["sweep_run_id"],
     )
+    dev_sha = read_json(layout.dev_manifest)["dev_sha256"]
+    tracking.log_dataset(c, run_id, {"name": f"{cfg.data.name} dev", "digest": dev_sha[:12],
+                                     "rows": len(dev), "context": "training",
+                                     "manifest": "data/split/dev_manifest.json"})  # fmt: skip
     tracking.log(
         c,
         run_id,

@@ -207,6 +207,10 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         f"{tracking.TAG}git_commit": commit,
         "mlflow.source.git.commit": commit.removesuffix("+dirty"),
     }
+    # What every cross-validation run sees: the dev rows (MLflow's Dataset column).
+    dataset = {"name": f"{cfg.data.name} dev", "digest": manifest["dev_sha256"][:12],
+               "rows": int(manifest["n_dev"]), "context": "cross-validation",
+               "manifest": "data/split/dev_manifest.json"}  # fmt: skip
     sweep_run = _known_sweep(c, exp_id, layout, old, sweep_key, shown_uri)
     opened: list[str] = []  # runs set RUNNING here: closed as KILLED if begin does not finish
     try:
@@ -227,6 +231,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
             )
             opened.append(sweep_run)
             _remember_sweep(layout, sweep_key, shown_uri, sweep_run)
+            tracking.log_dataset(c, sweep_run, dataset)
             tracking.log(
                 c,
                 sweep_run,
@@ -258,6 +263,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
                     parent=sweep_run,
                 )
                 tracking.log(c, run, params=flatten(hyper[conf["hash"]]))
+                tracking.log_dataset(c, run, dataset)
             else:
                 c.update_run(run, status="RUNNING")
             opened.append(run)
@@ -273,6 +279,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
             "n_folds": n_folds,
             "scheme": manifest["scheme"],
             "kind": kind,
+            "dataset": dataset,
             "n_dev": int(manifest["n_dev"]),
             "fold_runs": fold_runs,
             "common_tags": common,
@@ -892,6 +899,7 @@ def _record(
         "history_prefix": "epoch/",
         "artifacts": {} if ok else {"error.txt": error + "\n"},
         "status": "FINISHED" if ok else "FAILED",
+        "dataset": session.doc.get("dataset"),
     }
     durable.record(entry)
     return _write_result(session, layout, conf, fold, key, outcome, entry["run_id"], reused)

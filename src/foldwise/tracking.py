@@ -197,6 +197,25 @@ def start_run(
     return c.create_run(exp_id, start_time=ms, run_name=name, tags=all_tags).info.run_id
 
 
+def log_dataset(c: MlflowClient, run_id: str, data: Mapping[str, Any] | None) -> None:
+    """The rows a run saw, as an MLflow dataset input (the UI's Dataset column): ``data``
+    is ``{"name", "digest", "rows", "context"}``, the digest from the split manifest
+    (the dev rows for cross-validation runs, the test rows for the lockbox run only)."""
+    if not data:
+        return
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(
+        name=str(data["name"]), digest=str(data["digest"]), source_type="foldwise",
+        source=json.dumps({"split_manifest": data.get("manifest", "data/split/manifest.json")}),
+        profile=json.dumps({"num_rows": int(data["rows"])}),
+    )  # fmt: skip
+    context = InputTag(key="mlflow.data.context", value=str(data["context"]))
+    c.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+
+
 class Background:
     """Tracking calls on one background thread, so training never waits for the store.
 
@@ -419,6 +438,7 @@ def _record_fold(c: MlflowClient, e: dict[str, Any], dedupe: bool = False) -> No
         run = start_run(c, e["experiment_id"], e["name"], "fold", e["tags"], e["parent"],
                         e.get("start_time"))  # fmt: skip
         e["run_id"] = run
+        log_dataset(c, run, e.get("dataset"))
     log(c, run, params=e.get("params"), tags=e.get("tags"), metrics=e.get("metrics"),
         history=e.get("history"), history_prefix=e.get("history_prefix", ""),
         timestamp=e["timestamp"])  # fmt: skip
