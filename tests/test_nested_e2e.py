@@ -114,7 +114,7 @@ def _check_fold_ensemble(project) -> None:
     for net, sc in model.members:
         x = (dev[feats].to_numpy() - np.asarray(sc["mean"])) / np.asarray(sc["scale"])
         with torch.no_grad():
-            probs.append(net(torch.tensor(x, dtype=torch.float32)).softmax(1).double().numpy())
+            probs.append(net(torch.tensor(x, dtype=torch.float64)).softmax(1).numpy())
     assert (model.predict(dev)["pred"] == np.mean(probs, 0).argmax(1)).all()
 
 
