@@ -25,6 +25,9 @@ TINY = [
     "sweep.grid.optim.lr=[0.01]",
     "lockbox.bootstrap_resamples=200",
     "curves.bias_variance.models=4",
+    # the curves over the grid's own widths: no extra stacks for wider networks
+    "curves.validation.values=[8,16]",
+    "curves.learning.fractions=[0.5,1.0]",
 ]
 
 

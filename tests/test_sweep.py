@@ -257,7 +257,7 @@ def test_ctrl_c_keeps_finished_models_closes_the_rest_and_resume_trains_only_tho
     from mlflow import MlflowClient
 
     # One stack: the max_epochs=1 models finish (and are recorded) long before the others.
-    params = tiny_params(["sweep.grid.model.hidden=[8]", "+sweep.grid.trainer.max_epochs=[1,400]",
+    params = tiny_params(["sweep.grid.model.hidden=[8]", "+sweep.grid.trainer.max_epochs=[1,4000]",
                           "trainer.early_stopping.enabled=false"])  # fmt: skip
     p = make_project(tmp_path, sqlite_uri, params)
     p.stage("prepare")

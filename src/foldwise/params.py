@@ -141,7 +141,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "split": ("data/lockbox/test.parquet", "data/split/dev.parquet", "data/split/folds.json",
               "data/split/manifest.json", "data/split/dev_manifest.json"),
     "sweep": ("results/sweep/session.json", "results/sweep/jobs/job.json"),
-    "aggregate": ("results/metrics/cv.json", "results/cv_metrics.json", "results/cv_table.csv",
+    "aggregate": ("results/cv_metrics.json", "results/metrics/cv.json", "results/cv_table.csv",
                   "results/selection.json",
                   "results/cv_confusion.csv", "results/ensembles.csv"),
     "nested": ("results/nested.json", "results/metrics/nested.json"),
