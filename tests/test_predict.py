@@ -30,7 +30,8 @@ def bundle(tmp_path_factory):
     return folder / "model.pt", table, raw
 
 
-def test_pyfunc_cli_and_test_stage_agree_on_raw_rows(bundle, tmp_path):
+def test_pyfunc_cli_and_test_stage_agree_on_raw_rows(bundle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root (./mlruns) lands here
     path, table, raw = bundle
     model = artifact.LoadedModel(path)
     stage = model.predict(table)  # what the test stage scores
