@@ -846,6 +846,7 @@ def _open_fold_run(
     return durable.open_run(
         session.doc["experiment_id"], f"fold {fold}", "fold",
         _fold_tags(session, conf, fold, key), conf["run_id"], started,
+        session.doc.get("dataset"),
     )  # fmt: skip
 
 

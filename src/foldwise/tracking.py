@@ -391,10 +391,18 @@ class Durable:
 
     # The operations the sweep needs; each returns True when MLflow took it.
     def open_run(self, exp_id: str, name: str, run_type: str, tags: Mapping[str, Any],
-                 parent: str, start_time: float | None = None) -> str | None:  # fmt: skip
+                 parent: str, start_time: float | None = None,
+                 dataset: Mapping[str, Any] | None = None) -> str | None:  # fmt: skip
+        """A run opened before its model trains (so the UI shows it RUNNING), with the
+        rows it sees as its dataset input; ``None`` when MLflow is unreachable."""
         out: list[str] = []
-        self._try(lambda: out.append(start_run(self.c, exp_id, name, run_type, tags, parent,
-                                               start_time)))  # fmt: skip
+
+        def open_() -> None:
+            run = start_run(self.c, exp_id, name, run_type, tags, parent, start_time)
+            out.append(run)
+            log_dataset(self.c, run, dataset)
+
+        self._try(open_)
         return out[0] if out else None
 
     def record(self, entry: dict[str, Any]) -> bool:
