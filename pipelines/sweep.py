@@ -8,7 +8,6 @@ plans the sweep (configurations × folds, grouped into stacks), lets Hydra's lau
 run one job per stack (``+stack=0,1,...``), then closes the sweep.
 """
 
-import os
 import sys
 import time
 from datetime import datetime
@@ -28,10 +27,7 @@ def job(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     n_jobs = HydraConfig.get().launcher.get("n_jobs")
-    if n_jobs and n_jobs > 1:  # parallel workers: don't let each use every core
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
+    if n_jobs and n_jobs > 1:  # parallel workers share the cores: foldwise.threads
         # A worker process: SIGTERM closes its runs like Ctrl-C, nothing it prints names
         # a password, and it stops if the sweep process dies.
         handle_sigterm()

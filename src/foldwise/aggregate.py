@@ -462,8 +462,9 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             else f"{rule}: the best mean is also the simplest within one standard error"
         )
     write_json(layout.cv_metrics, doc)
-    headline.write(layout.headline("cv"), headline.cv(metric, selected.stats[metric],
-                                                      len(summaries)))  # fmt: skip
+    chosen = headline.cv(metric, selected.stats[metric], len(summaries), selected.overrides)
+    headline.write(layout.headline("cv"), chosen)
+    headline.drop_stale_test(layout, selected.hash, session.doc["split_key"])
     layout.cv_table.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table_rows(summaries, metric)).to_csv(layout.cv_table, index=False)
     regression = session.doc.get("task") == "regression"

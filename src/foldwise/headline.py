@@ -17,10 +17,21 @@ def _r(value: Any) -> Any:
     return round(float(value), 4) if isinstance(value, int | float) else value
 
 
-def cv(metric: str, score: dict[str, Any], n_configs: int) -> dict[str, Any]:
-    """``{"cv": {"val_f1": mean, "se": se}, "configs": n}`` for the selection."""
-    return {"cv": {metric: _r(score.get("mean")), "se": _r(score.get("se"))},
-            "configs": n_configs}  # fmt: skip
+def cv(
+    metric: str, score: dict[str, Any], n_configs: int, chosen: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``{"cv": {"val_f1": mean, "se": se}, "configs": n, "selected": {"hidden": 128, ...}}``
+    for the selection: ``chosen`` is its swept values (``model.hidden`` → ``hidden``, as in
+    its label), so an experiment's row says what it chose, not params.yaml's base value."""
+    out: dict[str, Any] = {"cv": {metric: _r(score.get("mean")), "se": _r(score.get("se"))},
+                           "configs": n_configs}  # fmt: skip
+    if chosen:
+        short = [k.rsplit(".", 1)[-1] for k in chosen]
+        out["selected"] = {
+            (s if short.count(s) == 1 else k): _r(v) if not isinstance(v, bool) else v
+            for k, s, v in zip(chosen, short, chosen.values(), strict=True)
+        }
+    return out
 
 
 def nested(report: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +55,25 @@ def test(doc: dict[str, Any], metric: str | None) -> dict[str, Any]:
     s = scores[name]
     return {"test": {name: _r(s["value"]), "lo": _r(s["ci_low"]), "hi": _r(s["ci_high"]),
                      "look": doc.get("look")}}  # fmt: skip
+
+
+def drop_stale_test(layout: Any, config_hash: str, split_key: str) -> bool:
+    """Remove the test headline when it is about another model than the new selection.
+
+    An experiment that stops at aggregate (``dvc exp run aggregate -S ...``) would
+    otherwise carry its baseline's ``test.*`` columns in ``dvc exp show``: scores of a model
+    this experiment did not select. The detailed ``test_metrics.json`` stays (the report
+    checks whom it is about); the test stage writes both again when it runs."""
+    from foldwise.files import read_json
+
+    path = layout.headline("test")
+    if not path.is_file():
+        return False
+    doc = read_json(layout.test_metrics) if layout.test_metrics.is_file() else {}
+    if doc.get("config") == config_hash and doc.get("split_key") == split_key:
+        return False
+    path.unlink()
+    return True
 
 
 def write(path: Path, doc: dict[str, Any]) -> None:

@@ -130,8 +130,11 @@ def _write_metrics(layout: Any, doc: dict[str, Any]) -> None:
     from foldwise import headline
     from foldwise.files import read_json, write_json
 
-    write_json(layout.test_metrics, doc)
     selection = read_json(layout.selection) if layout.selection.is_file() else {}
+    # which selection on which dev rows this is about: a later aggregate drops the
+    # headline once it no longer is (headline.drop_stale_test)
+    doc = {**doc, "split_key": selection.get("split_key")}
+    write_json(layout.test_metrics, doc)
     metric = (doc.get("cv_vs_test") or {}).get("metric") or selection.get("metric")
     headline.write(layout.headline("test"), headline.test(doc, metric))
 
@@ -272,7 +275,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     run_id = tracking.start_run(
         c,
         info["experiment_id"],
-        f"lockbox opening #{decision.look}",
+        f"lockbox opening #{decision.look} · {info['label']}",
         "lockbox",
         {
             f"{tracking.TAG}lockbox": "opening",

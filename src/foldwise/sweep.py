@@ -19,7 +19,6 @@ not depend on which stack, process or machine trained it.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import itertools
 import os
@@ -212,10 +211,11 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
                "rows": int(manifest["n_dev"]), "context": "cross-validation",
                "manifest": "data/split/dev_manifest.json"}  # fmt: skip
     sweep_run = _known_sweep(c, exp_id, layout, old, sweep_key, shown_uri)
+    name = sweep_name(cfg, manifest, len(configs))
     opened: list[str] = []  # runs set RUNNING here: closed as KILLED if begin does not finish
     try:
-        if sweep_run:
-            c.update_run(sweep_run, status="RUNNING")
+        if sweep_run:  # the same sweep again (maybe a larger grid): its name says the new size
+            c.update_run(sweep_run, status="RUNNING", name=name)
             opened.append(sweep_run)
             old_runs, all_runs = _adopt_configs(c, exp_id, sweep_run, old)
         else:
@@ -225,7 +225,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
             sweep_run = tracking.start_run(
                 c,
                 exp_id,
-                f"sweep {cfg.data.name} {cfg.model.name} {dt.datetime.now():%Y-%m-%d %H:%M}",
+                name,
                 "sweep",
                 {**common, f"{tracking.TAG}sweep_key": sweep_key, f"{tracking.TAG}claim": claim},
             )
@@ -295,6 +295,15 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
             with contextlib.suppress(Exception):
                 c.set_terminated(run, "KILLED")
         raise
+
+
+def sweep_name(cfg: DictConfig, manifest: dict, n_configs: int) -> str:
+    """What tells this sweep's MLflow run from its neighbours: the data, the resampling
+    scheme and its size, the number of configurations (``digits · stratified_kfold k=5 ·
+    4 configs``); the start time is MLflow's own column."""
+    scheme, n = manifest["scheme"], int(manifest["n_splits"])
+    size = f"k={n}" if "fold" in scheme else f"{n} resamples"
+    return f"{cfg.data.name} · {scheme} {size} · {n_configs} config{'s' * (n_configs != 1)}"
 
 
 def _remember_sweep(layout: P.Layout, sweep_key: str, uri: str, run_id: str | None) -> str | None:

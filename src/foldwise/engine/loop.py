@@ -26,7 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from foldwise import faults
+from foldwise import faults, threads
 from foldwise.engine.metrics import Classifier, Head, Regressor
 from foldwise.engine.optim import BatchedAdam
 from foldwise.engine.stack import DropoutMasks, Stack
@@ -209,6 +209,8 @@ class StackTrainer(pl.LightningModule):
         self.best = [w.detach().clone() for w in self.stack.weights] if self.es.any() else None
 
     def on_train_epoch_start(self) -> None:
+        if self.x.device.type == "cpu":
+            threads.rebalance()  # another training process may have started or ended
         self._t0 = time.perf_counter()
         self.counts = self.head.counts(self.n_models, self.x.device)
         self.stack.train()
@@ -476,7 +478,8 @@ def fit_stack(module: StackTrainer, accelerator: str = "cpu") -> list[Outcome]:
         deterministic=True if accelerator == "cpu" else "warn",
     )
     try:
-        trainer.fit(module)
+        with threads.training():
+            trainer.fit(module)
     except SystemExit:
         # Lightning turns Ctrl-C into a "graceful shutdown" and exit(1); give the caller
         # the interrupt back, so it can close what is open and say how to resume.
