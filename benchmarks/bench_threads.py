@@ -43,8 +43,10 @@ def case(n_workers: int, env: dict[str, str]) -> tuple[float, int]:
         procs = [
             subprocess.Popen(
                 [sys.executable, __file__, "--worker", barrier, str(n_workers)],
-                env={**os.environ, **env}, stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
+                env={**os.environ, **env},
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(n_workers)
         ]
         outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]

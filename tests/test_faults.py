@@ -11,6 +11,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +159,35 @@ def test_unreachable_tracking_server_fails_before_any_training(
     assert "pw-7f3a9c" not in ran.out + ran.err
     assert not (p.path / "results/sweep/jobs").exists()
     assert not (p.path / "results/sweep/session.json").exists()
+
+
+def test_processes_creating_one_new_sqlite_store_at_once_all_get_it(tmp_path):
+    """Queued experiments on a fresh checkout: each sweep's first MLflow call creates the
+    store's tables; at once, all but one used to fail (OperationalError → exit 2)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    go = tmp_path / "go"
+    code = (
+        "import os, pathlib, time\n"
+        "from foldwise import tracking\n"
+        f"while not pathlib.Path({str(go)!r}).exists(): time.sleep(0.005)\n"
+        "print(tracking.require())\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    time.sleep(3)  # both imported and waiting
+    go.touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-800:] for _, err in outs]
+    assert all(out.strip() == uri for out, _ in outs)
 
 
 @pytest.mark.slow

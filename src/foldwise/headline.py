@@ -28,7 +28,7 @@ def cv(
     if chosen:
         short = [k.rsplit(".", 1)[-1] for k in chosen]
         out["selected"] = {
-            (s if short.count(s) == 1 else k): _r(v) if not isinstance(v, bool) else v
+            (s if short.count(s) == 1 else k): _r(v) if isinstance(v, float) else v
             for k, s, v in zip(chosen, short, chosen.values(), strict=True)
         }
     return out

@@ -99,7 +99,10 @@ def require(cfg: DictConfig | None = None) -> str:
     uri = tracking_uri(cfg)
     try:
         # One quick try (one retry, 5 s timeout): a server that is up answers at once.
-        with _env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}):
+        with (
+            _env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}),
+            _creating_sqlite(uri),
+        ):
             client(cfg).search_experiments(max_results=1)
     except FoldwiseError:
         raise
@@ -114,6 +117,29 @@ def require(cfg: DictConfig | None = None) -> str:
             "tracking.uri elsewhere (unset both for the local sqlite store mlflow.db).",
         ) from None
     return uri
+
+
+@contextlib.contextmanager
+def _creating_sqlite(uri: str) -> Iterator[None]:
+    """One process at a time creates a new SQLite store: MLflow's first call makes its
+    tables, and two processes doing that at once (queued experiments on a fresh checkout)
+    fail one of them with an OperationalError."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])  # sqlite:////abs → /abs
+    lock = db.with_name(f"{db.name}-create.lock")  # git-ignored as mlflow.db-*
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock, "a")  # noqa: SIM115 (held for the with block)
+    except OSError:  # an unwritable folder: let MLflow say what is wrong
+        yield
+        return
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
 
 class Timed:

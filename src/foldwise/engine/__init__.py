@@ -32,6 +32,9 @@ for _name in ("pytorch_lightning", "lightning.fabric", "lightning_fabric"):
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated.*")
 warnings.filterwarnings("ignore", ".*train_dataloader.*does not have.*")
+# On a SLURM login node (or a machine with the client tools): foldwise launches through
+# submitit, never through Lightning's `srun` integration.
+warnings.filterwarnings("ignore", ".*The `srun` command is available on your system.*")
 
 DTYPES = {32: torch.float32, 64: torch.float64}
 
