@@ -600,7 +600,7 @@ def grids(cfg: DictConfig) -> list[dict[str, object]]:
     search spaces that are not one product — e.g. single MLPs, bagged MLPs and boosted
     weak learners in one sweep (``conf/sweep/ensembles.yaml``)."""
     grid = cfg.sweep.get("grid")
-    if grid is None and cfg.sweep.get("search") == "optuna":
+    if grid is None and (cfg.sweep.get("search") or "grid") != "grid":
         return []  # sweep=optuna searches sweep.space instead (foldwise.search)
     grid = cfg.sweep.grid
     subs = list(grid) if OmegaConf.is_list(grid) or isinstance(grid, list | tuple) else [grid]
