@@ -14,6 +14,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import TINY, make_project, run_tree
+from faultkit import stage
 from foldwise import params as P
 from foldwise import search
 from foldwise.errors import FoldwiseError
@@ -203,16 +204,22 @@ def test_exhaustive_search_finds_the_grids_best(tmp_path):
                         "sweep.optuna.pruner=none", "sweep.optuna.n_trials=10")  # fmt: skip
     opt = make_project(tmp_path / "optuna", f"sqlite:///{tmp_path / 'o.db'}", cfg)
     for p in (grid, opt):
-        for stage in ("prepare", "split", "sweep", "aggregate"):
-            p.stage(stage)
+        for name in ("prepare", "split", "sweep", "aggregate"):  # in-process: no startups
+            ran = stage(p.path, name, env={"MLFLOW_TRACKING_URI": p.env["MLFLOW_TRACKING_URI"]})
+            assert ran.code == 0, ran.out[-3000:] + ran.err[-3000:]
     g = json.loads((grid.path / "results/selection.json").read_text())
     o = json.loads((opt.path / "results/selection.json").read_text())
     study = study_of(opt)  # SQLite in the checkout's .foldwise/ by default
     assert len(study.trials) == 2  # n_trials is capped at the grid's size
     best_conf = next(c for c in session(opt)["configs"] if c["trial"] == study.best_trial.number)
     assert o["config_hash"] == g["config_hash"] == best_conf["hash"]
-    assert study.best_value == pytest.approx(g["cv_mean"], abs=1e-9)
-    assert o["cv_mean"] == pytest.approx(g["cv_mean"], abs=1e-9)
+    assert study.best_value == pytest.approx(g["score"]["mean"], abs=1e-9)
+    assert o["score"]["mean"] == pytest.approx(g["score"]["mean"], abs=1e-9)
+    # ...and every trial's objective is the grid's CV mean of that configuration
+    grid_means = json.loads((grid.path / "results/cv_metrics.json").read_text())["configs"]
+    labels = {c["trial"]: c["label"] for c in session(opt)["configs"]}
+    for t in study.trials:
+        assert t.value == pytest.approx(grid_means[labels[t.number]]["val_f1"]["mean"], abs=1e-9)
     assert {c["hash"] for c in session(opt)["configs"]} == {
         c["hash"] for c in session(grid)["configs"]
     }
@@ -248,8 +255,10 @@ def test_postgresql_storage_and_resume(tmp_path, monkeypatch):
         p = make_project(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", cfg)
         monkeypatch.setenv("PGPASSFILE", str(cluster.passfile))  # libpq reads the password
         p.env["PGPASSFILE"] = str(cluster.passfile)
-        for stage in ("prepare", "split", "sweep"):
-            p.stage(stage)
+        env = {"MLFLOW_TRACKING_URI": p.env["MLFLOW_TRACKING_URI"]}
+        for name in ("prepare", "split", "sweep"):  # in-process: no startups
+            ran = stage(p.path, name, env=env)
+            assert ran.code == 0, ran.out[-3000:] + ran.err[-3000:]
         assert not (p.path / ".foldwise/optuna.db").exists()  # nothing fell back to SQLite
         study = study_of(p, url)
         first = [(t.number, t.params, t.value) for t in study.trials]
@@ -270,7 +279,9 @@ def test_postgresql_storage_and_resume(tmp_path, monkeypatch):
         # (their folds not trained again), the killed one failed and asked again.
         cfg.sweep.optuna.n_trials = 3
         p.set_params(cfg)
-        out = p.stage("sweep").stdout
+        ran = stage(p.path, "sweep", env=env)
+        assert ran.code == 0, ran.out[-3000:] + ran.err[-3000:]
+        out = ran.out
         trials = optuna.load_study(study_name=study.study_name, storage=url).trials
         assert [(t.number, t.params, t.value) for t in trials[:2]] == first
         assert trials[2].state == TrialState.FAIL and trials[2].user_attrs[search.INTERRUPTED]

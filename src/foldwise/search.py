@@ -332,8 +332,25 @@ def _sampler(cfg: DictConfig, offset: int):
         return optuna.samplers.RandomSampler(seed=seed)
     if kind == "grid":
         grid = {k: d["choices"] for k, d in space(cfg).items()}
-        return optuna.samplers.GridSampler(grid, seed=int(cfg.seed))
+        return _GridSampler(grid, seed=int(cfg.seed))
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=int(o.get("n_startup_trials", 5)))
+
+
+def _grid_sampler_class():
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's, less its ``study.stop()`` once the grid is done: that works only
+        inside ``study.optimize``; :func:`drive` stops at the grid's size itself."""
+
+        def after_trial(self, study, trial, state, values) -> None:
+            return None
+
+    return GridSampler
+
+
+def _GridSampler(grid: dict, seed: int):
+    return _grid_sampler_class()(grid, seed=seed)
 
 
 def open_study(cfg: DictConfig, layout: P.Layout, *, with_sampler: bool = True):
