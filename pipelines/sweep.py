@@ -54,6 +54,8 @@ def main() -> int:
     cfg, _ = params.start("sweep", LAYOUT.root)
     session = sweep.begin(cfg, LAYOUT)  # closes what it opened if interrupted itself
     print(sweep.describe(session), flush=True)
+    if search.enabled(cfg):
+        print(search.describe(cfg, session), flush=True)
     started = time.perf_counter()
 
     def launch() -> None:  # Hydra's multirun: one job per stack

@@ -287,6 +287,7 @@ def test_postgresql_storage_and_resume(tmp_path, monkeypatch):
         assert trials[2].state == TrialState.FAIL and trials[2].user_attrs[search.INTERRUPTED]
         assert len(trials) == 4 and trials[3].state == TrialState.COMPLETE
         assert trials[3].params == {"model.hidden": untried, "optim.lr": 0.01}
+        assert trials[3].system_attrs["fixed_params"] == trials[2].params  # asked again
         assert "asked again" in out
         after = fold_results(p)
         assert len(after) == 6 and len(session(p)["configs"]) == 3

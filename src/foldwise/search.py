@@ -408,6 +408,21 @@ def session_head(cfg: DictConfig, layout: P.Layout) -> dict[str, Any]:
     }
 
 
+def describe(cfg: DictConfig, session) -> str:
+    """The line a search starts with, after :func:`foldwise.sweep.describe`'s."""
+    o, study = cfg.sweep.optuna, session.doc["study"]
+    pruner = (
+        f"wilcoxon p < {o.get('p_threshold', 0.1)}" if o.get("pruner", "wilcoxon") != "none"
+        else "no pruning"
+    )  # fmt: skip
+    return (
+        f"[foldwise] optuna: study {study['name']} at {study['storage']}: "
+        f"{len(session.configs)} configuration(s) from earlier trials here; up to "
+        f"{o.n_trials} trials in all ({o.get('sampler', 'tpe')} sampler, {study['direction']} "
+        f"{study['metric']}; folds in order, {pruner})"
+    )
+
+
 def _ordered(cfg: DictConfig, params: dict[str, Any]) -> dict[str, Any]:
     """A trial's values in the space's order (the label's order)."""
     return {k: params[k] for k in space(cfg) if k in params}
@@ -469,8 +484,10 @@ def _interrupted(study, t) -> None:
 
     study._storage.set_trial_user_attr(t._trial_id, INTERRUPTED, True)
     study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
-    if t.params:
-        study.enqueue_trial(t.params, skip_if_exists=True)
+    # Not skip_if_exists: the failed trial itself has these params. Once only, though.
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    if t.params and all(w.system_attrs.get("fixed_params") != t.params for w in waiting):
+        study.enqueue_trial(t.params)
 
 
 def _counted(study, me: str) -> int:
