@@ -192,6 +192,19 @@ def test_pruning_saves_fold_jobs_and_aggregate_never_selects_a_pruned_trial(tmp_
         folds = [r for r in tree["fold"] if r.data.tags["mlflow.parentRunId"] == run.info.run_id]
         assert len(folds) == configs[h].get("pruned_after", n_folds)
 
+    # Re-running the stage: the study has its n_trials, nothing is trained again, and the
+    # pruned configurations stay pruned (not "missing" folds to train).
+    again = stage(p.path, "sweep", env={"MLFLOW_TRACKING_URI": uri})
+    assert again.code == 0, again.out[-3000:] + again.err[-3000:]
+    assert "0 to train" in again.out
+    assert {k: r["fold_run_id"] for k, r in fold_results(p).items()} == {
+        k: r["fold_run_id"] for k, r in results.items()
+    }
+    assert {c["hash"]: c.get("pruned_after") for c in session(p)["configs"]} == {
+        h: c.get("pruned_after") for h, c in configs.items()
+    }
+    assert len(study_of(p).trials) == n_trials
+
 
 @pytest.mark.slow
 def test_exhaustive_search_finds_the_grids_best(tmp_path):
