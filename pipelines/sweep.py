@@ -5,7 +5,9 @@
 
 The search space comes from params.yaml (sweep.grid), so DVC tracks it; this script
 plans the sweep (configurations × folds, grouped into stacks), lets Hydra's launcher
-run one job per stack (``+stack=0,1,...``), then closes the sweep.
+run one job per stack (``+stack=0,1,...``), then closes the sweep. With sweep=optuna
+(sweep.space), foldwise's Optuna sweeper asks the configurations and launches one job
+per trial (``+trial=N``) instead (see foldwise.search).
 """
 
 import sys
@@ -16,14 +18,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from foldwise import params, redact, sweep
+from foldwise import params, redact, search, sweep
 from foldwise.errors import FoldwiseError, handle_sigterm, run_stage
 
 LAYOUT = params.Layout(Path(__file__).resolve().parents[1])
 
 
 @hydra.main(version_base="1.3", config_path="..", config_name="params")
-def job(cfg: DictConfig) -> None:
+def job(cfg: DictConfig) -> object:
     from hydra.core.hydra_config import HydraConfig
 
     n_jobs = HydraConfig.get().launcher.get("n_jobs")
@@ -33,7 +35,7 @@ def job(cfg: DictConfig) -> None:
         handle_sigterm()
         redact.install()
         sweep.watch_parent()
-    sweep.run_stack(cfg, LAYOUT)
+    return search.job_main(cfg, LAYOUT)  # a stack (+stack=i), or a trial (+trial=N)
 
 
 def main() -> int:
@@ -48,6 +50,8 @@ def main() -> int:
     cfg, _ = params.start("sweep", LAYOUT.root)
     session = sweep.begin(cfg, LAYOUT)  # closes what it opened if interrupted itself
     print(sweep.describe(session), flush=True)
+    if search.enabled(cfg):
+        print(search.describe(cfg, session), flush=True)
     started = time.perf_counter()
 
     def launch() -> None:  # Hydra's multirun: one job per stack

@@ -218,7 +218,11 @@ def validate(cfg: DictConfig, *, grid: bool = True, conf_dir: Path | None = None
     check_keys(cfg, conf_dir)
     _check_values(cfg)
     if grid:
-        _check_grid(cfg)
+        from foldwise import search
+
+        _one_of(str(cfg.sweep.get("search") or "grid"), search.SEARCHES, "sweep.search")
+        # sweep=optuna: sweep.space and sweep.optuna instead of a grid (foldwise.search).
+        search.check(cfg) if search.enabled(cfg) else _check_grid(cfg)
 
 
 def _check_values(cfg: DictConfig) -> None:
@@ -595,6 +599,9 @@ def grids(cfg: DictConfig) -> list[dict[str, object]]:
     list of mappings is the union of their grids (scikit-learn's ``ParameterGrid``), for
     search spaces that are not one product — e.g. single MLPs, bagged MLPs and boosted
     weak learners in one sweep (``conf/sweep/ensembles.yaml``)."""
+    grid = cfg.sweep.get("grid")
+    if grid is None and (cfg.sweep.get("search") or "grid") != "grid":
+        return []  # sweep=optuna searches sweep.space instead (foldwise.search)
     grid = cfg.sweep.grid
     subs = list(grid) if OmegaConf.is_list(grid) or isinstance(grid, list | tuple) else [grid]
     out = []
@@ -759,8 +766,10 @@ def known_keys(conf_dir: Path) -> Keys | None:
     split = {k.removeprefix("split.") for k in leaves if k.startswith("split.")}
     leaves |= {f"nested.inner.{k}" for k in split}
     # The grid is a search space over other keys, checked on its own.
-    leaves = {k for k in leaves if not k.startswith("sweep.grid.")} | {"sweep.grid"}
-    sections = {s for s in sections if not s.startswith("sweep.grid")}
+    # (So is sweep=optuna's sweep.space: foldwise.search checks its keys.)
+    leaves = {k for k in leaves if not k.startswith(("sweep.grid.", "sweep.space."))}
+    leaves |= {"sweep.grid", "sweep.space"}
+    sections = {s for s in sections if not s.startswith(("sweep.grid", "sweep.space"))}
     return Keys(frozenset(leaves), frozenset(sections))
 
 
@@ -795,7 +804,7 @@ def check_keys(cfg: DictConfig, conf_dir: Path | None = None) -> None:
         return
     tree = OmegaConf.to_container(cfg, resolve=False)
     for key in flatten(tree):
-        if key.startswith("sweep.grid.") or key in keys.leaves:
+        if key.startswith(("sweep.grid.", "sweep.space.")) or key in keys.leaves:
             continue
         above = [p for p in _prefixes(key) if p in keys.leaves]
         if above:

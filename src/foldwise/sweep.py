@@ -171,15 +171,17 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     fold_runs = n_folds <= int(cfg.tracking.get("max_fold_runs", 25))
     skey, code = split_key(manifest), code_version()
     configs, hyper = [], {}
-    for overrides in expand_grid(cfg):
-        full = apply(cfg, overrides)
-        P.validate(full, grid=False)  # each point whole (validate checked each value)
-        h = config_hash(full)
-        hyper[h] = hyperparameters(full)
-        configs.append({"hash": h, "label": config_label(full, overrides), "overrides": overrides,
-                        "n_params": n_params(full, layout),
-                        "max_epochs": int(full.trainer.max_epochs),
-                        "models": models_per_task(full)})  # fmt: skip
+    from foldwise import search
+
+    # sweep=optuna: the study's trials so far (more are asked during the sweep).
+    points = (
+        search.known_points(cfg, layout) if search.enabled(cfg)
+        else [(overrides, {}) for overrides in expand_grid(cfg)]
+    )  # fmt: skip
+    for overrides, extra in points:
+        conf, h = new_config(cfg, layout, overrides, extra)
+        hyper[conf["hash"]] = h
+        configs.append(conf)
     if len({c["hash"] for c in configs}) != len(configs):
         raise FoldwiseError(
             "sweep.grid lists the same configuration twice.",
@@ -248,22 +250,15 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         tracking.log(
             c,
             sweep_run,
-            tags={f"{tracking.TAG}grid": P.grid_leaves(cfg),
+            tags={f"{tracking.TAG}grid": search.space_tag(cfg) if search.enabled(cfg)
+                  else P.grid_leaves(cfg),
                   f"{tracking.TAG}n_configs": len(configs)},
         )  # fmt: skip
         for conf in configs:
             run = old_runs.get(conf["hash"])
             if not run:
-                run = tracking.start_run(
-                    c,
-                    exp_id,
-                    conf["label"],
-                    "config",
-                    {**common, f"{tracking.TAG}config_hash": conf["hash"]},
-                    parent=sweep_run,
-                )
-                tracking.log(c, run, params=flatten(hyper[conf["hash"]]))
-                tracking.log_dataset(c, run, dataset)
+                run = open_config_run(c, exp_id, sweep_run, common, dataset, conf,
+                                      hyper[conf["hash"]])  # fmt: skip
             else:
                 c.update_run(run, status="RUNNING")
             opened.append(run)
@@ -283,6 +278,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
             "n_dev": int(manifest["n_dev"]),
             "fold_runs": fold_runs,
             "common_tags": common,
+            **search.session_head(cfg, layout),
         }
         session = _plan(cfg, layout, configs, head)
         if all_runs:  # fold runs a dead process left open under this sweep's configurations
@@ -303,7 +299,41 @@ def sweep_name(cfg: DictConfig, manifest: dict, n_configs: int) -> str:
     4 configs``); the start time is MLflow's own column."""
     scheme, n = manifest["scheme"], int(manifest["n_splits"])
     size = f"k={n}" if "fold" in scheme else f"{n} resamples"
-    return f"{cfg.data.name} · {scheme} {size} · {n_configs} config{'s' * (n_configs != 1)}"
+    from foldwise import search
+
+    if search.enabled(cfg):  # trials are asked as the sweep goes
+        grid = f"optuna {int(cfg.sweep.optuna.n_trials)} trials"
+    else:
+        grid = f"{n_configs} config{'s' * (n_configs != 1)}"
+    return f"{cfg.data.name} · {scheme} {size} · {grid}"
+
+
+def new_config(
+    cfg: DictConfig, layout: P.Layout, overrides: dict[str, Any], extra: dict | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One configuration of the session file (and its hyperparameters, logged as params)."""
+    full = apply(cfg, overrides)
+    P.validate(full, grid=False)  # each point whole (validate checked each value)
+    conf = {"hash": config_hash(full), "label": config_label(full, overrides),
+            "overrides": overrides, "n_params": n_params(full, layout),
+            "max_epochs": int(full.trainer.max_epochs), "models": models_per_task(full),
+            **(extra or {})}  # fmt: skip
+    return conf, hyperparameters(full)
+
+
+def open_config_run(
+    c, exp_id: str, sweep_run: str, common: dict, dataset: dict, conf: dict, hyper: dict
+) -> str:
+    """A configuration's MLflow run under the sweep run: its hyperparameters as params."""
+    from foldwise import tracking
+
+    run = tracking.start_run(
+        c, exp_id, conf["label"], "config", {**common, f"{tracking.TAG}config_hash": conf["hash"]},
+        parent=sweep_run,
+    )  # fmt: skip
+    tracking.log(c, run, params=flatten(hyper))
+    tracking.log_dataset(c, run, dataset)
+    return run
 
 
 def _remember_sweep(layout: P.Layout, sweep_key: str, uri: str, run_id: str | None) -> str | None:
@@ -394,7 +424,7 @@ def _plan(cfg: DictConfig, layout: P.Layout, configs: list[dict], head: dict) ->
     pending = [
         (conf["hash"], f)
         for conf in configs
-        for f in range(n_folds)
+        for f in range(conf.get("pruned_after", n_folds))  # a pruned trial: the folds it ran
         if not is_done(
             read_result(sweep_dir, conf["hash"], f), job_key(conf["hash"], f, skey, code)
         )
@@ -464,7 +494,13 @@ def describe(session: Session) -> str:
 
 def launch_overrides(cfg: DictConfig, n_stacks: int) -> list[str]:
     """Hydra multirun overrides: one job per stack, on the configured launcher."""
-    out = ["+stack=" + ",".join(str(i) for i in range(n_stacks))]
+    from foldwise import search
+
+    # sweep=optuna: the sweeper asks the trials (and first runs the planned stacks).
+    out = (
+        ["hydra/sweeper=foldwise_optuna"] if search.enabled(cfg)
+        else ["+stack=" + ",".join(str(i) for i in range(n_stacks))]
+    )  # fmt: skip
     out.append(f"hydra/launcher={cfg.sweep.launcher}")
     if cfg.sweep.launcher == "joblib":
         out.append(f"hydra.launcher.n_jobs={int(cfg.sweep.n_jobs)}")
@@ -1000,7 +1036,7 @@ def train(cfg: DictConfig, layout: P.Layout, session: Session, launch) -> bool:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         restore_cached(cfg, layout)
-        if session.doc["stacks"]:
+        if session.doc["stacks"] or session.doc.get("search") == "optuna":
             launch()
     except KeyboardInterrupt:  # finished models are kept
         abort(cfg, layout, "KILLED")
@@ -1029,7 +1065,8 @@ def wrap_up(cfg: DictConfig, layout: P.Layout, session: Session, trained: float)
     counts = finish(cfg, layout, trained)
     print(
         f"[foldwise] sweep done: {counts['ok']} ok, {counts['failed']} failed, "
-        f"{counts['missing']} missing of {counts['total']} models · training "
+        + (f"{counts['pruned']} pruned (not trained), " if counts.get("pruned") else "")
+        + f"{counts['missing']} missing of {counts['total']} models · training "
         f"{clock(trained)}{estimate_note(session)}",
         flush=True,
     )
@@ -1071,15 +1108,22 @@ def finish(cfg: DictConfig, layout: P.Layout, trained: float | None = None) -> d
         if stale.name not in keep:
             stale.unlink()
     record_epochs(layout, results)
-    counts = {"ok": 0, "failed": 0, "missing": 0}
+    counts = {"ok": 0, "failed": 0, "missing": 0, "pruned": 0}
     durable = _durable(cfg, layout)
     for conf in session.configs:
         rows = results[conf["hash"]]
-        states = ["missing" if r is None else r["status"] for r in rows]
+        # A pruned trial's folds after pruned_after were never meant to train.
+        cut = conf.get("pruned_after", len(rows))
+        states = ["pruned" if i >= cut else "missing" if r is None else r["status"]
+                  for i, r in enumerate(rows)]  # fmt: skip
         for s in states:
             counts[s] += 1
         if not session.doc.get("fold_runs", True):
             _log_resample_table(durable, conf, rows)
+        if "pruned" in states:  # see foldwise.search: KILLED, tagged foldwise.pruned
+            durable.log(conf["run_id"], tags={f"{tracking.TAG}pruned": "true"})
+            durable.terminate(conf["run_id"], "KILLED")
+            continue
         durable.terminate(conf["run_id"], "FINISHED" if set(states) == {"ok"} else "FAILED")
     counts["total"] = session.n_jobs
     durable.log(
@@ -1088,6 +1132,7 @@ def finish(cfg: DictConfig, layout: P.Layout, trained: float | None = None) -> d
             "jobs_ok": counts["ok"],
             "jobs_failed": counts["failed"],
             "jobs_missing": counts["missing"],
+            **({"jobs_pruned": counts["pruned"]} if counts["pruned"] else {}),
             "sweep_seconds": time.time() - session.doc["started"],
             # this process's time in MLflow calls (with the basic launcher: all of it;
             # joblib workers report theirs per stack as stack_tracking_seconds)
@@ -1102,7 +1147,7 @@ def finish(cfg: DictConfig, layout: P.Layout, trained: float | None = None) -> d
             ),
         },
     )
-    ok = counts["ok"] == counts["total"]
+    ok = counts["ok"] + counts["pruned"] == counts["total"]
     durable.terminate(session.doc["sweep_run_id"], "FINISHED" if ok else "FAILED")
     counts["pending"] = len(tracking.pending(layout.root))
     return counts
