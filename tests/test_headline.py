@@ -49,8 +49,10 @@ def test_a_test_headline_about_another_model_is_dropped_by_the_new_selection(tmp
 
 
 def test_the_sweep_run_name_says_data_scheme_size_and_grid():
-    cfg = OmegaConf.create({"data": {"name": "digits"}})
+    cfg = OmegaConf.create({"data": {"name": "digits"}, "sweep": {"grid": {}}})
     k = {"scheme": "stratified_kfold", "n_splits": 5}
     assert sweep_name(cfg, k, 4) == "digits · stratified_kfold k=5 · 4 configs"
     boot = {"scheme": "bootstrap", "n_splits": 200}
     assert sweep_name(cfg, boot, 1) == "digits · bootstrap 200 resamples · 1 config"
+    cfg.sweep = {"search": "optuna", "optuna": {"n_trials": 20}}  # trials are asked later
+    assert sweep_name(cfg, k, 0) == "digits · stratified_kfold k=5 · optuna 20 trials"
