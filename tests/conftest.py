@@ -72,6 +72,17 @@ def run_tree(uri: str, max_results: int = 5000) -> dict[str, list]:
     return by_type
 
 
+def postgres_installed() -> bool:
+    """Debian's PostgreSQL server programs are there (.ci/run installs them in CI)."""
+    from foldwise.server import pg_bindir
+
+    try:
+        pg_bindir()
+    except RuntimeError:
+        return False
+    return True
+
+
 def git_env() -> dict[str, str]:
     return {
         "GIT_AUTHOR_NAME": "foldwise tests",

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import TINY, make_project, run_tree
+from conftest import TINY, make_project, postgres_installed, run_tree
 from faultkit import stage
 from foldwise import params as P
 from foldwise import search
@@ -238,19 +238,9 @@ def test_exhaustive_search_finds_the_grids_best(tmp_path):
     }
 
 
-def _postgres_installed() -> bool:
-    from foldwise.server import pg_bindir
-
-    try:
-        pg_bindir()
-    except RuntimeError:
-        return False
-    return True
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not _postgres_installed() and os.environ.get("CI") is None,
+    not postgres_installed() and os.environ.get("CI") is None,
     reason="PostgreSQL's server programs are not installed (.ci/run installs them on CI)",
 )
 def test_postgresql_storage_and_resume(tmp_path, monkeypatch):

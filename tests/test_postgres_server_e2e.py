@@ -22,20 +22,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import make_project, tiny_params
-from foldwise.server import _alive, pg_bindir, shared_server
+from conftest import make_project, postgres_installed, tiny_params
+from foldwise.server import _alive, shared_server
 
 pytestmark = pytest.mark.slow
 
 N_CONFIGS, N_FOLDS = 2, 2  # conftest.TINY: hidden=[8,16], 2 splits
-
-
-def _postgres_installed() -> bool:
-    try:
-        pg_bindir()
-    except RuntimeError:
-        return False
-    return True
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -78,7 +70,7 @@ def tags(run: dict) -> dict[str, str]:
 
 
 @pytest.mark.skipif(
-    not _postgres_installed() and os.environ.get("CI") is None,
+    not postgres_installed() and os.environ.get("CI") is None,
     reason="PostgreSQL's server programs are not installed (.ci/run installs them on CI)",
 )
 def test_parallel_sweep_through_postgres_backed_server(tmp_path):
