@@ -1,14 +1,13 @@
 """DVC stage `sweep`: every (configuration, fold) trained in stacks, one Hydra job per stack.
 
     python pipelines/sweep.py                          # what `dvc repro` runs
-    python pipelines/sweep.py hydra/launcher=joblib    # extra Hydra/launcher overrides only
+    python pipelines/sweep.py hydra.launcher.qos=high  # extra Hydra/launcher overrides only
 
 The search space comes from params.yaml (sweep.grid), so DVC tracks it; this script
 plans the sweep (configurations × folds, grouped into stacks), lets Hydra's launcher
 run one job per stack (``+stack=0,1,...``), then closes the sweep.
 """
 
-import os
 import sys
 import time
 from datetime import datetime
@@ -17,27 +16,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from foldwise import params, redact, sweep
-from foldwise.errors import FoldwiseError, handle_sigterm, run_stage
+from foldwise import params, sweep, workers
+from foldwise.errors import FoldwiseError, run_stage
 
 LAYOUT = params.Layout(Path(__file__).resolve().parents[1])
 
 
 @hydra.main(version_base="1.3", config_path="..", config_name="params")
 def job(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-
-    n_jobs = HydraConfig.get().launcher.get("n_jobs")
-    if n_jobs and n_jobs > 1:  # parallel workers: don't let each use every core
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_jobs))
-        # A worker process: SIGTERM closes its runs like Ctrl-C, nothing it prints names
-        # a password, and it stops if the sweep process dies.
-        handle_sigterm()
-        redact.install()
-        sweep.watch_parent()
-    sweep.run_stack(cfg, LAYOUT)
+    workers.run(cfg, LAYOUT)  # one stack, in the process its launcher gives it
 
 
 def main() -> int:
