@@ -143,3 +143,16 @@ def test_trainer_gpu_on_slurm_needs_gpus_per_task(monkeypatch):
     with pytest.raises(FoldwiseError, match="gpus_per_task is 0") as err:
         validate(cfg)
     assert "-S sweep.submitit.gpus_per_task=1" in err.value.fix
+
+
+def test_submitit_defaults_are_conf_s():
+    """What an older params.yaml without sweep.submitit gets is conf/sweep/grid.yaml's."""
+    cfg = tiny_params()
+    assert OmegaConf.to_container(cfg.sweep.submitit) == workers.SUBMITIT_DEFAULTS
+    del cfg.sweep["submitit"]
+    cfg.sweep.launcher = "submitit_slurm"
+    assert workers.submitit_overrides(cfg, 0) == [
+        "hydra.launcher.timeout_min=60",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.array_parallelism=256",
+    ]

@@ -27,6 +27,9 @@ from omegaconf import DictConfig
 from foldwise import params as P
 
 PARALLEL = ("joblib", "submitit_local", "submitit_slurm")
+# conf/sweep/grid.yaml's sweep.submitit
+SUBMITIT_DEFAULTS = {"partition": None, "cpus_per_task": 1, "gpus_per_task": 0, "mem_gb": None,
+                     "timeout_min": 60, "array_parallelism": 256}  # fmt: skip
 
 
 def parallel_workers(cfg: DictConfig) -> int:
@@ -50,21 +53,21 @@ def submitit_overrides(cfg: DictConfig, cuda_devices: int) -> list[str]:
     default): ``submitit_local`` shows them all (``cuda_devices``, the count in the sweep
     process) when the trainer uses CUDA, and each job takes its own (:func:`gpu_for`).
     """
-    sub = cfg.sweep.submitit
+    sub = {**SUBMITIT_DEFAULTS, **(cfg.sweep.get("submitit") or {})}  # an older params.yaml
     out = [
-        f"hydra.launcher.timeout_min={int(sub.timeout_min)}",
-        f"hydra.launcher.cpus_per_task={int(sub.cpus_per_task)}",
+        f"hydra.launcher.timeout_min={int(sub['timeout_min'])}",
+        f"hydra.launcher.cpus_per_task={int(sub['cpus_per_task'])}",
     ]
-    if sub.mem_gb is not None:
-        out.append(f"hydra.launcher.mem_gb={int(sub.mem_gb)}")
+    if sub["mem_gb"] is not None:
+        out.append(f"hydra.launcher.mem_gb={int(sub['mem_gb'])}")
     if cfg.sweep.launcher == "submitit_local":
         gpus = cuda_devices if wants_gpu(cfg) else 0
         return [*out, f"hydra.launcher.gpus_per_node={gpus}"]
-    out.append(f"hydra.launcher.array_parallelism={int(sub.array_parallelism)}")
-    if sub.partition:
-        out.append(f"hydra.launcher.partition={sub.partition}")
-    if int(sub.gpus_per_task):
-        out.append(f"hydra.launcher.gpus_per_task={int(sub.gpus_per_task)}")
+    out.append(f"hydra.launcher.array_parallelism={int(sub['array_parallelism'])}")
+    if sub["partition"]:
+        out.append(f"hydra.launcher.partition={sub['partition']}")
+    if int(sub["gpus_per_task"]):
+        out.append(f"hydra.launcher.gpus_per_task={int(sub['gpus_per_task'])}")
     return out
 
 
