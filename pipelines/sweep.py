@@ -1,7 +1,7 @@
 """DVC stage `sweep`: every (configuration, fold) trained in stacks, one Hydra job per stack.
 
     python pipelines/sweep.py                          # what `dvc repro` runs
-    python pipelines/sweep.py hydra/launcher=joblib    # extra Hydra/launcher overrides only
+    python pipelines/sweep.py hydra.launcher.qos=high  # extra Hydra/launcher overrides only
 
 The search space comes from params.yaml (sweep.grid), so DVC tracks it; this script
 plans the sweep (configurations × folds, grouped into stacks), lets Hydra's launcher
@@ -18,24 +18,16 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from foldwise import params, redact, search, sweep
-from foldwise.errors import FoldwiseError, handle_sigterm, run_stage
+from foldwise import params, search, sweep, workers
+from foldwise.errors import FoldwiseError, run_stage
 
 LAYOUT = params.Layout(Path(__file__).resolve().parents[1])
 
 
 @hydra.main(version_base="1.3", config_path="..", config_name="params")
 def job(cfg: DictConfig) -> object:
-    from hydra.core.hydra_config import HydraConfig
-
-    n_jobs = HydraConfig.get().launcher.get("n_jobs")
-    if n_jobs and n_jobs > 1:  # parallel workers share the cores: foldwise.threads
-        # A worker process: SIGTERM closes its runs like Ctrl-C, nothing it prints names
-        # a password, and it stops if the sweep process dies.
-        handle_sigterm()
-        redact.install()
-        sweep.watch_parent()
-    return search.job_main(cfg, LAYOUT)  # a stack (+stack=i), or a trial (+trial=N)
+    # a stack (+stack=i) or an Optuna trial (+trial=N), in the process its launcher gives it
+    return workers.run(cfg, LAYOUT)
 
 
 def main() -> int:

@@ -10,7 +10,9 @@ the rest of its stack and the other stacks trained, the stage's exit following
 
 * ``KIND``: ``raise`` (a ``RuntimeError``), ``oom`` (``torch.OutOfMemoryError``, as a
   GPU out of memory raises), ``memory`` (``MemoryError``, a host out of memory),
-  ``kill`` (the process kills itself with SIGKILL, like the kernel's OOM killer);
+  ``kill`` (the process kills itself with SIGKILL, like the kernel's OOM killer),
+  ``hang`` (the process stops making progress until a signal ends it: a stuck job, for
+  the ``scancel`` and timeout tests);
 * ``EPOCH``: the stack epoch it happens at (default 1);
 * ``PATTERN``: space-separated ``key=value`` words that must all be in the model's
   label (``hidden=8 lr=0.01`` matches ``mlp hidden=8 lr=0.01``); ``*`` matches any;
@@ -24,10 +26,11 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import time
 from dataclasses import dataclass
 
 ENV = "FOLDWISE_FAULT"
-KINDS = ("raise", "oom", "memory", "kill")
+KINDS = ("raise", "oom", "memory", "kill", "hang")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ def inject(tasks: list, epoch: int, active: list[int]) -> None:
                 where = f"{t.label} ({t.key}) at epoch {epoch}"
                 if rule.kind == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
+                while rule.kind == "hang":  # SIGTERM's KeyboardInterrupt ends it
+                    time.sleep(0.2)
                 if rule.kind == "oom":
                     import torch
 

@@ -30,7 +30,7 @@ from foldwise.split import schemes
 DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "csv")
 MODELS = ("mlp", "cnn")
 SELECTION_RULES = ("best_mean", "one_se")
-LAUNCHERS = ("basic", "joblib")
+LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
 
 
 @dataclass(frozen=True)
@@ -366,7 +366,7 @@ def _check_values(cfg: DictConfig) -> None:
             f"got {es.inner_fraction!r}."
         )
 
-    _one_of(cfg.sweep.launcher, LAUNCHERS, "sweep.launcher")
+    _check_launcher(cfg)
     _check_ensemble(cfg)
     _check_refit(cfg, scheme)
 
@@ -520,6 +520,51 @@ def _check_accelerator(accelerator: object) -> None:
 
 
 ENSEMBLES = ("none", "bagging", "adaboost", "gradient_boosting")
+
+
+def _check_launcher(cfg: DictConfig) -> None:
+    """``sweep.launcher``, ``sweep.n_jobs`` and the submitit jobs' ``sweep.submitit.*``."""
+    sweep = cfg.sweep
+    _one_of(sweep.launcher, LAUNCHERS, "sweep.launcher")
+
+    def count(key: str, value: object, least: int, hint: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            kind = "a positive integer" if least else "an integer >= 0"
+            raise FoldwiseError(f"params: {key} must be {kind}, got {value!r}.", hint)
+
+    count("sweep.n_jobs", sweep.get("n_jobs", 1), 1, "e.g. -S sweep.n_jobs=4 (parallel workers).")
+    sub = sweep.get("submitit") or {}
+    for key, default, least, hint in (
+        ("cpus_per_task", 1, 1, "CPU cores (and torch threads) per job, e.g. 4"),
+        ("gpus_per_task", 0, 0, "0 for CPU jobs, 1 for trainer=gpu"),
+        ("timeout_min", 60, 1, "minutes a job may run, e.g. 240"),
+        ("array_parallelism", 256, 1, "SLURM array tasks running at once, e.g. 16"),
+    ):
+        count(f"sweep.submitit.{key}", sub.get(key, default), least,
+              f"-S sweep.submitit.{key}=N: {hint}.")  # fmt: skip
+    mem = sub.get("mem_gb")
+    if mem is not None and (isinstance(mem, bool) or not isinstance(mem, int) or mem < 1):
+        raise FoldwiseError(
+            f"params: sweep.submitit.mem_gb must be a whole number of GB or null, got {mem!r}.",
+            "e.g. -S sweep.submitit.mem_gb=8 (null: the cluster's default).",
+        )
+    part = sub.get("partition")
+    if part is not None and (not isinstance(part, str) or not part.strip() or " " in part):
+        raise FoldwiseError(
+            f"params: sweep.submitit.partition must be a SLURM partition name or null, "
+            f"got {part!r}.",
+            "see `sinfo -s` for the cluster's partitions (null: its default).",
+        )
+    if (
+        sweep.launcher == "submitit_slurm"
+        and str(cfg.trainer.accelerator) in ("gpu", "cuda")
+        and not sub.get("gpus_per_task")
+    ):
+        raise FoldwiseError(
+            "params: trainer=gpu with sweep.launcher=submitit_slurm, but "
+            "sweep.submitit.gpus_per_task is 0: the SLURM jobs would get no GPU.",
+            "-S sweep.submitit.gpus_per_task=1 (or trainer.accelerator=cpu).",
+        )
 
 
 def _check_ensemble(cfg: DictConfig) -> None:

@@ -510,7 +510,10 @@ def _owner() -> str:
 
 
 def _batch_size(cfg: DictConfig) -> int:
-    return int(cfg.sweep.n_jobs) if cfg.sweep.launcher == "joblib" else 1
+    """Trials asked at once: one per parallel worker (joblib, submitit: a SLURM array)."""
+    from foldwise.workers import parallel_workers
+
+    return parallel_workers(cfg)
 
 
 def drive(cfg: DictConfig, layout: P.Layout, launch: Callable[[list[list[str]]], list]) -> None:

@@ -5,8 +5,9 @@
 (configuration, fold) tasks that still need training into *stacks*: tasks that share
 an architecture train together as one stacked model in the many-models engine
 (:mod:`foldwise.engine`). Hydra then launches one job per stack (``+stack=0,1,...``)
-with the configured launcher (basic: one process; joblib: parallel workers), and each
-job calls :func:`run_stack`.
+with the configured launcher (basic: one process; joblib: parallel workers;
+submitit_local / submitit_slurm: a process / a SLURM array task per stack, see
+:mod:`foldwise.workers`), and each job calls :func:`run_stack`.
 
 The contract between the pieces is the session file ``results/sweep/session.json``
 written by :func:`begin` (the plan, the stacks, the MLflow run ids) and one result
@@ -57,6 +58,7 @@ from foldwise.results import (
     read_result,
 )
 from foldwise.split import load_folds
+from foldwise.workers import parallel_workers, submitit_overrides
 
 # Keys whose values define a configuration (and so its hash). Data and split enter
 # through the split key; sweep/selection/lockbox/tracking don't change a fit.
@@ -504,6 +506,10 @@ def launch_overrides(cfg: DictConfig, n_stacks: int) -> list[str]:
     out.append(f"hydra/launcher={cfg.sweep.launcher}")
     if cfg.sweep.launcher == "joblib":
         out.append(f"hydra.launcher.n_jobs={int(cfg.sweep.n_jobs)}")
+    elif cfg.sweep.launcher.startswith("submitit"):
+        import torch
+
+        out += submitit_overrides(cfg, torch.cuda.device_count())
     return out
 
 
@@ -582,7 +588,7 @@ def plan_stacks(
         full = full_cfgs[h]
         tr, va = inputs.folds[f]
         tasks += expand(make_task(full, task_name(h, f), tr, {"val": va}))
-    workers = int(cfg.sweep.n_jobs) if cfg.sweep.launcher == "joblib" else 1
+    workers = parallel_workers(cfg)
     stacks = engine.plan(
         tasks, inputs.meta, min_stacks=min(workers, len(tasks)), **engine_settings(cfg)
     )
@@ -857,7 +863,7 @@ def pending_epochs(cfg: DictConfig, session: Session, number: int) -> int:
         for stack in session.doc["stacks"][number + 1 :]
         for conf in (session.config(parse_task_name(name)[0]) for name in stack)
     ]
-    workers = int(cfg.sweep.n_jobs) if cfg.sweep.launcher == "joblib" else 1
+    workers = parallel_workers(cfg)
     return int(sum(later) / max(1, workers))
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 EVERY = 2.0
 
 _registered: Path | None = None
+_cap: int | None = None  # this process's most (a worker's cpus_per_task, cores ÷ n_jobs)
 _last_look = -EVERY
 _last_set: int | None = None
 
@@ -105,6 +106,13 @@ def training() -> Iterator[None]:
         _unregister()
 
 
+def cap(n: int | None) -> None:
+    """At most ``n`` threads in this process, whatever its share (None: no cap)."""
+    global _cap, _last_look
+    _cap = n
+    _last_look = -EVERY  # the next rebalance applies it
+
+
 def rebalance(force: bool = False) -> int | None:
     """Set torch's threads to this process's share of the cores; returns the count set
     (``None`` when the user fixed it with ``OMP_NUM_THREADS``). Cheap when called often:
@@ -121,6 +129,7 @@ def rebalance(force: bool = False) -> int | None:
         return _last_set
     _last_look = now
     n = share(cores(), max(1, live(registry())))
+    n = min(n, _cap) if _cap else n
     _set(n)
     return n
 
