@@ -69,3 +69,13 @@ def test_the_users_thread_count_wins(folder, monkeypatch):
     torch.set_num_threads(2)
     with threads.training():
         assert torch.get_num_threads() == 2  # left alone
+
+
+def test_a_workers_cap_bounds_its_share(folder, monkeypatch):
+    monkeypatch.setattr(threads, "cores", lambda: 8)
+    threads.cap(3)  # e.g. SLURM's cpus_per_task, or cores ÷ joblib's n_jobs
+    try:
+        with threads.training():
+            assert torch.get_num_threads() == 3  # alone, 8 cores: still 3
+    finally:
+        threads.cap(None)
