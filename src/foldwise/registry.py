@@ -1,0 +1,204 @@
+"""The final model in MLflow's model registry.
+
+When the test stage opens the lockbox, the pyfunc model the refit run logged for that
+model (:mod:`foldwise.pyfunc`) becomes a version of the registered model
+``lockbox.registered_model`` (default ``foldwise-<data.name>``), with alias
+``champion`` and tags saying what it is (configuration, CV and test scores, look,
+commit). Never before: a version exists only for a model whose test score is known.
+
+One version per model (weight fingerprint): re-running the test stage on it adds none.
+The alias follows the latest opening; a repeat of an earlier model's opening (its
+recorded result reported again) registers it if it is missing but leaves ``champion``
+where it is, unless there is none yet.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from foldwise.errors import FoldwiseError
+
+ALIAS = "champion"
+TAG = "foldwise."
+# Conservative: MLflow names may hold more, but "/", ":" and "@" break models:/ URIs.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}")
+
+
+def model_name(cfg: DictConfig) -> str:
+    name = OmegaConf.select(cfg, "lockbox.registered_model")
+    return str(name) if name is not None else f"foldwise-{cfg.data.name}"
+
+
+def check_name(value: object) -> None:
+    """``lockbox.registered_model``: null (→ ``foldwise-<data.name>``) or a plain name."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise FoldwiseError(
+            f"params: lockbox.registered_model must be a model name (letters, digits, '.', "
+            f"'_', '-'), got {value!r}.",
+            "e.g. dvc exp run -S lockbox.registered_model=churn-mlp, or null for "
+            "foldwise-<data.name>.",
+        )
+
+
+def _versions(c: Any, name: str) -> list:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return list(c.search_model_versions(f"name = '{name}'", max_results=10000))
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return []
+        raise
+
+
+def _champion(c: Any, name: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(c.get_model_version_by_alias(name, ALIAS).version)
+    except MlflowException:
+        return None
+
+
+def register(
+    cfg: DictConfig, info: dict[str, Any], entry: dict[str, Any], metric: str, *, opened: bool
+) -> dict[str, Any]:
+    """Register the refit run's pyfunc for the model of ``entry`` (an audit entry; ``info``
+    is ``models/final/info.json``); ``opened``: the lockbox was opened for it just now
+    (the alias moves to it) rather than its recorded result reported again. Returns
+    ``{"name", "version", "alias", "new"}``; ``alias`` is None when ``champion`` stayed."""
+    import mlflow
+
+    from foldwise import tracking
+
+    c = tracking.client(cfg)
+    name = model_name(cfg)
+    fp = entry["model_sha256"]
+    same = [v for v in _versions(c, name) if v.tags.get(f"{TAG}model_sha256") == fp]
+    new = not same
+    if same:
+        version = str(min(int(v.version) for v in same))
+    else:
+        test = entry["scores"].get(metric.removeprefix("val_"), {}).get("value")
+        cv = (entry.get("cv") or {}).get("mean")
+        tags = {
+            "label": entry["label"],
+            "config_hash": entry["config_hash"],
+            "model_sha256": fp,
+            "test_sha256": entry["test_sha256"],
+            "look": entry["look"],
+            "reused_test_set": entry["reused_test_set"],
+            "git_commit": entry.get("git_commit"),
+            "refit": entry.get("refit", "all_dev"),
+            "refit_run_id": info["mlflow_run_id"],
+            "lockbox_run_id": entry.get("mlflow_run_id"),
+            "metric": metric,
+            f"cv_{metric}": cv,
+            f"test_{metric.removeprefix('val_')}": test,
+        }
+        mlflow.set_tracking_uri(c.tracking_uri)
+        mv = mlflow.register_model(
+            f"runs:/{info['mlflow_run_id']}/model",
+            name,
+            tags={f"{TAG}{k}": str(v) for k, v in tags.items() if v is not None},
+        )
+        version = str(mv.version)
+        cv_text = "n/a" if cv is None else f"{cv:.4f}"
+        test_text = "n/a" if test is None else f"{test:.4f}"
+        c.update_model_version(
+            name,
+            version,
+            f"{entry['label']} ({fp[:12]}): CV {metric} {cv_text}, test "
+            f"{test_text} (lockbox look #{entry['look']}, {entry['opened_at']}).",
+        )
+    alias = None
+    if opened or _champion(c, name) is None:
+        c.set_registered_model_alias(name, ALIAS, version)
+        alias = ALIAS
+    return {"name": name, "version": version, "alias": alias, "new": new}
+
+
+# ------------------------------------------------------------------- using it
+def resolve(model: str | Path) -> str | Path:
+    """What ``--model`` names: an existing bundle path stays a path; ``models:/...`` is
+    an MLflow model URI; a bare name (no path separator, no suffix) is
+    ``models:/<name>@champion``; anything else is a path (missing: refused on load)."""
+    text = str(model)
+    if text.startswith("models:/"):
+        return text
+    path = Path(text)
+    if path.exists() or "/" in text or "\\" in text or path.suffix:
+        return path
+    return f"models:/{text}@{ALIAS}"
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    """As the stages resolve it: ``MLFLOW_TRACKING_URI``, else ``tracking.uri`` of
+    ``params.yaml`` here, else the project's SQLite store."""
+    from foldwise.tracking import tracking_uri
+
+    params = (root or Path.cwd()) / "params.yaml"
+    cfg = None
+    if params.is_file():
+        try:
+            loaded = OmegaConf.load(params)
+            cfg = loaded if isinstance(loaded, DictConfig) else None
+        except Exception:  # an unreadable params.yaml is not this command's business
+            cfg = None
+    return tracking_uri(cfg)
+
+
+def load(uri: str, tracking_uri: str) -> Any:
+    """The bundle of the registered model ``uri`` (``models:/name@alias`` or
+    ``models:/name/version``), downloaded: the very file the lockbox scored, so its
+    predictions are the local bundle's, bit for bit."""
+    import mlflow
+
+    from foldwise.redact import redact
+
+    if tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        raise FoldwiseError(
+            f"tracking URI {redact(tracking_uri)!r} is a folder store.",
+            "pass --tracking-uri sqlite:///path/mlflow.db or http://host:port.",
+        )
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="foldwise-model-") as dest:
+        return _load_downloaded(uri, tracking_uri, Path(dest))
+
+
+def _load_downloaded(uri: str, tracking_uri: str, dest: Path) -> Any:
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    from foldwise.predict import load as load_bundle
+    from foldwise.redact import redact
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except MlflowException as err:
+        name = uri.removeprefix("models:/").split("@")[0].split("/")[0]
+        raise FoldwiseError(
+            f"MLflow at {redact(tracking_uri)} has no model {uri} "
+            f"({str(err).splitlines()[0][:200]}).",
+            f"check the name and alias/version (the test stage registers {name!r} with alias "
+            f"{ALIAS!r} when it opens the lockbox), pass --tracking-uri, or pass a bundle "
+            "path (models/final).",
+        ) from None
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    try:
+        bundle = mlmodel["flavors"]["python_function"]["artifacts"]["bundle"]["path"]
+    except (KeyError, TypeError):
+        raise FoldwiseError(
+            f"{uri} is not a foldwise model (its MLmodel names no bundle).",
+            "pass a model the test stage registered, or a bundle path.",
+        ) from None
+    return load_bundle(local / bundle)  # read into memory: the folder may go
