@@ -104,8 +104,10 @@ def register(
             f"test_{metric.removeprefix('val_')}": test,
         }
         mlflow.set_tracking_uri(c.tracking_uri)
+        # the logged model's own URI; a bundle refit before it was recorded: its run's
+        source = info.get("mlflow_model_uri") or f"runs:/{info['mlflow_run_id']}/model"
         mv = mlflow.register_model(
-            f"runs:/{info['mlflow_run_id']}/model",
+            source,
             name,
             tags={f"{TAG}{k}": str(v) for k, v in tags.items() if v is not None},
         )
