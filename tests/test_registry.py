@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import time
 import urllib.request
@@ -185,11 +186,21 @@ def served(model_uri: str, env: dict, log: Path, timeout: float = 120):
 
 
 @pytest.mark.slow
-def test_test_stage_registers_the_opened_model_and_mlflow_serves_it(tmp_path, sqlite_uri):
-    extra = ["split.n_splits=2", "sweep.grid.model.hidden=[8]", "trainer.max_epochs=2"]
+def test_test_stage_registers_the_opened_model_and_mlflow_serves_it(
+    tmp_path, sqlite_uri, monkeypatch
+):
+    from faultkit import stage
+
+    monkeypatch.chdir(tmp_path)
+    extra = ["data=iris", "sweep.grid.model.hidden=[8]", "trainer.max_epochs=2"]
     p = make_project(tmp_path, sqlite_uri, tiny_params(extra))
-    p.dvc("repro", "test")
-    name = "foldwise-digits"
+    env = {"MLFLOW_TRACKING_URI": sqlite_uri}
+    # the stages as `dvc repro test` runs them, in this process (no interpreter start each)
+    for name in ("prepare", "split", "sweep", "aggregate", "nested", "refit", "test"):
+        ran = stage(p.path, name, env=env)
+        assert ran.code == 0, f"{name}: {ran.out[-2000:]}{ran.err[-2000:]}"
+    name = "foldwise-iris"
+    assert f"registered as {name} version 1; alias champion" in ran.out
     c = MlflowClient(sqlite_uri)
     (v,) = c.search_model_versions(f"name = '{name}'")
     audit = json.loads((p.path / "lockbox/audit.jsonl").read_text().splitlines()[0])
@@ -199,39 +210,38 @@ def test_test_stage_registers_the_opened_model_and_mlflow_serves_it(tmp_path, sq
     assert v.tags["foldwise.look"] == "1" and v.tags["foldwise.git_commit"] == audit["git_commit"]
     assert float(v.tags["foldwise.test_f1"]) == audit["scores"]["f1"]["value"]
     assert c.get_model_version_by_alias(name, "champion").version == v.version
-    rerun = p.stage("test").stdout  # the same model again: no new look, no new version
+    rerun = stage(p.path, "test", env=env).out  # the same model: no new look, no new version
     assert "no new look" in rerun and f"already registered as {name} version 1" in rerun
     assert len(c.search_model_versions(f"name = '{name}'")) == 1
 
-    # a few raw test rows, as a user has them
-    test = pd.read_parquet(p.path / "data/lockbox/test.parquet").head(20)
+    # the raw test rows, as a user has them; `foldwise predict` by name = by bundle path
+    test = pd.read_parquet(p.path / "data/lockbox/test.parquet")
     meta = artifact.LoadedModel(p.path / "models/final/model.pt").meta
     raw = test[feature_columns(test)].set_axis(list(meta.feature_names), axis=1)
-    raw = raw.astype("float64")
-    raw.to_csv(tmp_path / "rows.csv", index=False)
+    raw.astype("float64").to_csv(tmp_path / "rows.csv", index=False)
     rows = pd.read_csv(tmp_path / "rows.csv")  # what both sides read
-    local = p.run("foldwise", "predict", "--model", "models/final", "--input",
-                  str(tmp_path / "rows.csv")).stdout  # fmt: skip
-    by_name = p.run("foldwise", "predict", "--model", name, "--input",
-                    str(tmp_path / "rows.csv")).stdout  # fmt: skip
-    assert by_name == local
+    argv = ["predict", "--input", str(tmp_path / "rows.csv"), "--tracking-uri", sqlite_uri]
+    assert main([*argv, "--model", str(p.path / "models/final"), "--output", "a.csv"]) == 0
+    assert main([*argv, "--model", name, "--output", "b.csv"]) == 0
+    local = Path("a.csv").read_text()
+    assert Path("b.csv").read_text() == local
     want = pd.read_csv(io.StringIO(local))
 
     body = json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode()
     with served(f"models:/{name}@champion", p.env, tmp_path / "serve.log") as url:
         times = []
-        for _ in range(3):  # the first request also warms the process up
+        for _ in range(5):  # the first request also warms the process up
             req = urllib.request.Request(f"{url}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})  # fmt: skip
             t = time.perf_counter()
             with urllib.request.urlopen(req, timeout=30) as r:
                 answer = json.loads(r.read())
             times.append(time.perf_counter() - t)
-    print(f"serve latency ({len(rows)} rows): first {times[0] * 1000:.1f} ms, "
-          f"then {min(times[1:]) * 1000:.1f} ms")  # fmt: skip
+    print(f"\nmlflow models serve, {len(rows)} rows a request: first {times[0] * 1000:.1f} ms, "
+          f"then median {statistics.median(times[1:]) * 1000:.1f} ms")  # fmt: skip
     got = pd.DataFrame(answer["predictions"])
-    assert list(got.columns) == list(want.columns)
+    assert list(got.columns) == list(want.columns) and len(got) == len(rows)
     assert (got["prediction"].astype(str) == want["prediction"].astype(str)).all()
     probas = [c for c in want.columns if c.startswith("proba_")]
-    # JSON carries the float64 values exactly (repr round-trip), as the CSV does
+    # JSON and CSV both carry the float64 values exactly (shortest repr round-trips)
     pd.testing.assert_frame_equal(got[probas], want[probas], check_exact=True)
