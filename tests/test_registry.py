@@ -117,10 +117,18 @@ def test_register_once_per_model_then_predict_from_the_registry(
     other = entry_for(model, run.info.run_id, 2, fingerprint="f" * 64)
     second = registry.register(cfg, info, other, "val_f1", opened=False)
     assert (second["version"], second["alias"], second["new"]) == ("2", None, True)
-    assert c.get_model_version_by_alias(name, "champion").version == 1
+    assert str(c.get_model_version_by_alias(name, "champion").version) == "1"
     # ... until it opens the lockbox itself
     assert registry.register(cfg, info, other, "val_f1", opened=True)["alias"] == "champion"
-    assert c.get_model_version_by_alias(name, "champion").version == 2
+    assert str(c.get_model_version_by_alias(name, "champion").version) == "2"
+    # the first model opened on another test set (new rows): its version, tags updated
+    newer = {**entry_for(model, run.info.run_id, 1), "test_sha256": "cd" * 32}
+    newer["scores"] = {"f1": {"value": 0.8}}
+    back = registry.register(cfg, info, newer, "val_f1", opened=True)
+    assert (back["version"], back["alias"], back["new"]) == ("1", "champion", False)
+    v1 = c.get_model_version_by_alias(name, "champion")
+    assert (str(v1.version), v1.tags["foldwise.test_sha256"], v1.tags["foldwise.test_f1"]) == (
+        "1", "cd" * 32, "0.8")  # fmt: skip
     assert len(c.search_model_versions(f"name = '{name}'")) == 2
 
     # the registered model scores as the bundle does, to the last bit
@@ -209,7 +217,7 @@ def test_test_stage_registers_the_opened_model_and_mlflow_serves_it(
     assert v.tags["foldwise.model_sha256"] == audit["model_sha256"]
     assert v.tags["foldwise.look"] == "1" and v.tags["foldwise.git_commit"] == audit["git_commit"]
     assert float(v.tags["foldwise.test_f1"]) == audit["scores"]["f1"]["value"]
-    assert c.get_model_version_by_alias(name, "champion").version == v.version
+    assert str(c.get_model_version_by_alias(name, "champion").version) == str(v.version)
     rerun = stage(p.path, "test", env=env).out  # the same model: no new look, no new version
     assert "no new look" in rerun and f"already registered as {name} version 1" in rerun
     assert len(c.search_model_versions(f"name = '{name}'")) == 1

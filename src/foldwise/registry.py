@@ -82,44 +82,44 @@ def register(
     name = model_name(cfg)
     fp = entry["model_sha256"]
     same = [v for v in _versions(c, name) if v.tags.get(f"{TAG}model_sha256") == fp]
+    test = entry["scores"].get(metric.removeprefix("val_"), {}).get("value")
+    cv = (entry.get("cv") or {}).get("mean")
+    tags = {
+        "label": entry["label"],
+        "config_hash": entry["config_hash"],
+        "model_sha256": fp,
+        "test_sha256": entry["test_sha256"],
+        "look": entry["look"],
+        "reused_test_set": entry["reused_test_set"],
+        "git_commit": entry.get("git_commit"),
+        "refit": entry.get("refit", "all_dev"),
+        "refit_run_id": info["mlflow_run_id"],
+        "lockbox_run_id": entry.get("mlflow_run_id"),
+        "metric": metric,
+        f"cv_{metric}": cv,
+        f"test_{metric.removeprefix('val_')}": test,
+    }
+    tags = {f"{TAG}{k}": str(v) for k, v in tags.items() if v is not None}
+    cv_text = "n/a" if cv is None else f"{cv:.4f}"
+    test_text = "n/a" if test is None else f"{test:.4f}"
+    about = (f"{entry['label']} ({fp[:12]}): CV {metric} {cv_text}, test {test_text} "
+             f"(lockbox look #{entry['look']}, {entry['opened_at']}).")  # fmt: skip
     new = not same
     if same:
-        version = str(min(int(v.version) for v in same))
+        first = min(same, key=lambda v: int(v.version))
+        version = str(first.version)
+        # the same model opened on another test set (lockbox.test_rows=new): its latest
+        # opening is what the version's tags describe
+        if opened and first.tags.get(f"{TAG}test_sha256") != entry["test_sha256"]:
+            for k, v in tags.items():
+                c.set_model_version_tag(name, version, k, v)
+            c.update_model_version(name, version, about)
     else:
-        test = entry["scores"].get(metric.removeprefix("val_"), {}).get("value")
-        cv = (entry.get("cv") or {}).get("mean")
-        tags = {
-            "label": entry["label"],
-            "config_hash": entry["config_hash"],
-            "model_sha256": fp,
-            "test_sha256": entry["test_sha256"],
-            "look": entry["look"],
-            "reused_test_set": entry["reused_test_set"],
-            "git_commit": entry.get("git_commit"),
-            "refit": entry.get("refit", "all_dev"),
-            "refit_run_id": info["mlflow_run_id"],
-            "lockbox_run_id": entry.get("mlflow_run_id"),
-            "metric": metric,
-            f"cv_{metric}": cv,
-            f"test_{metric.removeprefix('val_')}": test,
-        }
         mlflow.set_tracking_uri(c.tracking_uri)
         # the logged model's own URI; a bundle refit before it was recorded: its run's
         source = info.get("mlflow_model_uri") or f"runs:/{info['mlflow_run_id']}/model"
-        mv = mlflow.register_model(
-            source,
-            name,
-            tags={f"{TAG}{k}": str(v) for k, v in tags.items() if v is not None},
-        )
-        version = str(mv.version)
-        cv_text = "n/a" if cv is None else f"{cv:.4f}"
-        test_text = "n/a" if test is None else f"{test:.4f}"
-        c.update_model_version(
-            name,
-            version,
-            f"{entry['label']} ({fp[:12]}): CV {metric} {cv_text}, test "
-            f"{test_text} (lockbox look #{entry['look']}, {entry['opened_at']}).",
-        )
+        version = str(mlflow.register_model(source, name, tags=tags).version)
+        c.update_model_version(name, version, about)
     alias = None
     if opened or _champion(c, name) is None:
         c.set_registered_model_alias(name, ALIAS, version)
@@ -171,7 +171,6 @@ def load(uri: str, tracking_uri: str) -> Any:
             "pass --tracking-uri sqlite:///path/mlflow.db or http://host:port.",
         )
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="foldwise-model-") as dest:
         return _load_downloaded(uri, tracking_uri, Path(dest))
 
