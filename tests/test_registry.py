@@ -28,7 +28,7 @@ from foldwise.cli import main
 from foldwise.data import feature_columns, prepare
 from foldwise.errors import FoldwiseError
 from foldwise.params import validate
-from foldwise.predict import predict_frame
+from foldwise.predict import load_registered, predict_frame, resolve
 from foldwise.train import fit
 
 
@@ -57,11 +57,11 @@ def entry_for(model, run_id: str, look: int, fingerprint: str | None = None) -> 
 
 
 def test_model_forms_and_names():
-    assert registry.resolve("foldwise-iris") == "models:/foldwise-iris@champion"
-    assert registry.resolve("models:/m/3") == "models:/m/3"
-    assert registry.resolve("models:/m@champion") == "models:/m@champion"
-    assert registry.resolve("models/final") == Path("models/final")
-    assert registry.resolve("model.pt") == Path("model.pt")
+    assert resolve("foldwise-iris") == "models:/foldwise-iris@champion"
+    assert resolve("models:/m/3") == "models:/m/3"
+    assert resolve("models:/m@champion") == "models:/m@champion"
+    assert resolve("models/final") == Path("models/final")
+    assert resolve("model.pt") == Path("model.pt")
     assert registry.model_name(tiny_params(["data=wine"])) == "foldwise-wine"
     named = tiny_params(["data=wine", "lockbox.registered_model=churn-mlp"])
     assert registry.model_name(named) == "churn-mlp"
@@ -134,7 +134,7 @@ def test_register_once_per_model_then_predict_from_the_registry(
     # the registered model scores as the bundle does, to the last bit
     want = predict_frame(model, raw)
     for form in (f"models:/{name}@champion", f"models:/{name}/1"):
-        got = predict_frame(registry.load(form, uri), raw)
+        got = predict_frame(load_registered(form, uri), raw)
         pd.testing.assert_frame_equal(got, want, check_exact=True)
     # `foldwise predict` (in-process: main() is the command) by bare name = by bundle path
     raw.to_csv(tmp_path / "rows.csv", index=False)

@@ -21,16 +21,22 @@ from foldwise.errors import FoldwiseError
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from foldwise import registry
     from foldwise.files import atomic_write_text
-    from foldwise.predict import load, predict_frame, read_rows
+    from foldwise.predict import (
+        default_tracking_uri,
+        load,
+        load_registered,
+        predict_frame,
+        read_rows,
+        resolve,
+    )
 
     rows = read_rows(args.input)
-    target = registry.resolve(args.model)
+    target = resolve(args.model)
     if isinstance(target, Path):
         model = load(target)
     else:
-        model = registry.load(target, args.tracking_uri or registry.default_tracking_uri())
+        model = load_registered(target, args.tracking_uri or default_tracking_uri())
     out = predict_frame(model, rows, "ignore" if args.ignore_extra_columns else "refuse")
     if args.output is None:
         out.to_csv(sys.stdout, index=False)

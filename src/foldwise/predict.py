@@ -6,12 +6,15 @@ The saved bundle (:class:`foldwise.artifact.LoadedModel`) carries its preprocess
 each member's standardisation, fitted on the rows it trained on. So callers pass the
 features as they are in the user's table, under their original names (or the canonical
 ``x0..x{d-1}``); a column the model was not trained on is refused, unless the caller
-asks to ignore it. ``--model`` may also name the registered model (:func:`resolve`).
+asks to ignore it. ``--model`` may also name the registered model (:func:`resolve`,
+:func:`load_registered`).
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -108,3 +111,82 @@ def read_rows(path: Path) -> pd.DataFrame:
         raise FoldwiseError(
             f"{path} is not a readable CSV ({err}).", "pass a comma-separated file with a header."
         ) from err
+
+
+# ------------------------------------------------- the registered model (foldwise.registry)
+def resolve(model: str | Path) -> str | Path:
+    """What ``--model`` names: an existing bundle path stays a path; ``models:/...`` is
+    an MLflow model URI; a bare name (no path separator, no suffix) is
+    ``models:/<name>@champion``; anything else is a path (missing: refused on load)."""
+    text = str(model)
+    if text.startswith("models:/"):
+        return text
+    path = Path(text)
+    if path.exists() or "/" in text or "\\" in text or path.suffix:
+        return path
+    return f"models:/{text}@champion"
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    """As the stages resolve it: ``MLFLOW_TRACKING_URI``, else ``tracking.uri`` of
+    ``params.yaml`` here, else the project's SQLite store."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from foldwise.tracking import tracking_uri
+
+    params = (root or Path.cwd()) / "params.yaml"
+    cfg = None
+    if params.is_file():
+        try:
+            loaded = OmegaConf.load(params)
+            cfg = loaded if isinstance(loaded, DictConfig) else None
+        except Exception:  # an unreadable params.yaml is not this command's business
+            cfg = None
+    return tracking_uri(cfg)
+
+
+def load_registered(uri: str, tracking_uri: str) -> Any:
+    """The bundle of the registered model ``uri`` (``models:/name@alias`` or
+    ``models:/name/version``), downloaded: the very file the lockbox scored, so its
+    predictions are the local bundle's, bit for bit."""
+    import mlflow
+
+    from foldwise.redact import redact
+
+    if tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        raise FoldwiseError(
+            f"tracking URI {redact(tracking_uri)!r} is a folder store.",
+            "pass --tracking-uri sqlite:///path/mlflow.db or http://host:port.",
+        )
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="foldwise-model-") as dest:
+        return _load_downloaded(uri, tracking_uri, Path(dest))
+
+
+def _load_downloaded(uri: str, tracking_uri: str, dest: Path) -> Any:
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    from foldwise.redact import redact
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except MlflowException as err:
+        name = uri.removeprefix("models:/").split("@")[0].split("/")[0]
+        raise FoldwiseError(
+            f"MLflow at {redact(tracking_uri)} has no model {uri} "
+            f"({str(err).splitlines()[0][:200]}).",
+            f"check the name and alias/version (the test stage registers {name!r} with alias "
+            f"'champion' when it opens the lockbox), pass --tracking-uri, or pass a bundle "
+            "path (models/final).",
+        ) from None
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    try:
+        bundle = mlmodel["flavors"]["python_function"]["artifacts"]["bundle"]["path"]
+    except (KeyError, TypeError):
+        raise FoldwiseError(
+            f"{uri} is not a foldwise model (its MLmodel names no bundle).",
+            "pass a model the test stage registered, or a bundle path.",
+        ) from None
+    return load(local / bundle)  # read into memory: the folder may go

@@ -15,8 +15,6 @@ where it is, unless there is none yet.
 from __future__ import annotations
 
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -125,81 +123,3 @@ def register(
         c.set_registered_model_alias(name, ALIAS, version)
         alias = ALIAS
     return {"name": name, "version": version, "alias": alias, "new": new}
-
-
-# ------------------------------------------------------------------- using it
-def resolve(model: str | Path) -> str | Path:
-    """What ``--model`` names: an existing bundle path stays a path; ``models:/...`` is
-    an MLflow model URI; a bare name (no path separator, no suffix) is
-    ``models:/<name>@champion``; anything else is a path (missing: refused on load)."""
-    text = str(model)
-    if text.startswith("models:/"):
-        return text
-    path = Path(text)
-    if path.exists() or "/" in text or "\\" in text or path.suffix:
-        return path
-    return f"models:/{text}@{ALIAS}"
-
-
-def default_tracking_uri(root: Path | None = None) -> str:
-    """As the stages resolve it: ``MLFLOW_TRACKING_URI``, else ``tracking.uri`` of
-    ``params.yaml`` here, else the project's SQLite store."""
-    from foldwise.tracking import tracking_uri
-
-    params = (root or Path.cwd()) / "params.yaml"
-    cfg = None
-    if params.is_file():
-        try:
-            loaded = OmegaConf.load(params)
-            cfg = loaded if isinstance(loaded, DictConfig) else None
-        except Exception:  # an unreadable params.yaml is not this command's business
-            cfg = None
-    return tracking_uri(cfg)
-
-
-def load(uri: str, tracking_uri: str) -> Any:
-    """The bundle of the registered model ``uri`` (``models:/name@alias`` or
-    ``models:/name/version``), downloaded: the very file the lockbox scored, so its
-    predictions are the local bundle's, bit for bit."""
-    import mlflow
-
-    from foldwise.redact import redact
-
-    if tracking_uri.startswith("file:") or "://" not in tracking_uri:
-        raise FoldwiseError(
-            f"tracking URI {redact(tracking_uri)!r} is a folder store.",
-            "pass --tracking-uri sqlite:///path/mlflow.db or http://host:port.",
-        )
-    mlflow.set_tracking_uri(tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="foldwise-model-") as dest:
-        return _load_downloaded(uri, tracking_uri, Path(dest))
-
-
-def _load_downloaded(uri: str, tracking_uri: str, dest: Path) -> Any:
-    import mlflow
-    import yaml
-    from mlflow.exceptions import MlflowException
-
-    from foldwise.predict import load as load_bundle
-    from foldwise.redact import redact
-
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
-    except MlflowException as err:
-        name = uri.removeprefix("models:/").split("@")[0].split("/")[0]
-        raise FoldwiseError(
-            f"MLflow at {redact(tracking_uri)} has no model {uri} "
-            f"({str(err).splitlines()[0][:200]}).",
-            f"check the name and alias/version (the test stage registers {name!r} with alias "
-            f"{ALIAS!r} when it opens the lockbox), pass --tracking-uri, or pass a bundle "
-            "path (models/final).",
-        ) from None
-    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
-    try:
-        bundle = mlmodel["flavors"]["python_function"]["artifacts"]["bundle"]["path"]
-    except (KeyError, TypeError):
-        raise FoldwiseError(
-            f"{uri} is not a foldwise model (its MLmodel names no bundle).",
-            "pass a model the test stage registered, or a bundle path.",
-        ) from None
-    return load_bundle(local / bundle)  # read into memory: the folder may go
