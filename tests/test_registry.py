@@ -253,3 +253,25 @@ def test_test_stage_registers_the_opened_model_and_mlflow_serves_it(
     probas = [c for c in want.columns if c.startswith("proba_")]
     # JSON and CSV both carry the float64 values exactly (shortest repr round-trips)
     pd.testing.assert_frame_equal(got[probas], want[probas], check_exact=True)
+
+
+def test_registry_down_fails_a_new_opening_and_warns_on_a_repeat(monkeypatch, capsys):
+    """After a new opening the stage fails (re-run: a repeat registers it); a repeat only
+    warns, after one quick retry rather than MLflow's minutes of them."""
+    from types import SimpleNamespace
+
+    from foldwise import lockbox
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
+    cfg = OmegaConf.create({"data": {"name": "iris"}, "lockbox": {"registered_model": None}})
+    layout = SimpleNamespace(selection=Path("/nonexistent/selection.json"))
+    entry = {**entry_for(SimpleNamespace(fingerprint="e" * 64), "r", 1)}
+    t = time.monotonic()
+    lockbox._register(cfg, layout, {"mlflow_run_id": "r"}, entry, opened=False)
+    assert time.monotonic() - t < 30
+    out = capsys.readouterr().out
+    assert "WARNING: could not register the model in MLflow's registry" in out
+    assert "re-run the test stage" in out
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(FoldwiseError, match="could not register the model"):
+        lockbox._register(cfg, layout, {"mlflow_run_id": "r"}, entry, opened=True)

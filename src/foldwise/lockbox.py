@@ -321,14 +321,19 @@ def _register(cfg: Any, layout: Any, info: dict, entry: dict, *, opened: bool) -
     """The opened model into MLflow's registry (:mod:`foldwise.registry`). After a new
     opening a failure fails the stage (the opening stays recorded: a re-run registers it
     without a new look); after a repeat it is only reported."""
-    from foldwise import registry
+    import contextlib
+
+    from foldwise import registry, tracking
     from foldwise.files import read_json
     from foldwise.redact import redact
 
     selection = read_json(layout.selection) if layout.selection.is_file() else {}
     metric = (entry.get("cv") or {}).get("metric") or selection.get("metric") or "val_loss"
+    # A repeat must not wait out MLflow's minutes of retries for a server that is down.
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     try:
-        reg = registry.register(cfg, info, entry, metric, opened=opened)
+        with contextlib.nullcontext() if opened else tracking._env(quick):
+            reg = registry.register(cfg, info, entry, metric, opened=opened)
     except Exception as err:
         why = redact(f"{type(err).__name__}: {err}").strip().splitlines()
         problem = (f"could not register the model in MLflow's registry "
