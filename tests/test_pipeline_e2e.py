@@ -198,6 +198,12 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
         "False",
         "True",
     ]
+    # each opened model is a version of the registered model; champion is the latest
+    versions = MlflowClient(sqlite_uri).search_model_versions("name = 'foldwise-digits'")
+    assert sorted(v.tags["foldwise.look"] for v in versions) == ["1", "2"]
+    champion = MlflowClient(sqlite_uri).get_model_version_by_alias("foldwise-digits", "champion")
+    assert (champion.tags["foldwise.look"], champion.tags["foldwise.reused_test_set"]) == (
+        "2", "True")  # fmt: skip
     # The same opened project: edited files, deleted records and a new seed are refused.
     back_doors(p, sqlite_uri)
 
@@ -210,6 +216,9 @@ def test_repro_against_mlflow_server(tmp_path, mlflow_server):
     # The refit model was logged through the server's artifact proxy.
     arts = MlflowClient(mlflow_server).list_artifacts(tree["refit"][0].info.run_id, "bundle")
     assert {a.path for a in arts} >= {"bundle/model.pt", "bundle/config.yaml"}
+    # registered through the server, with its alias
+    v = MlflowClient(mlflow_server).get_model_version_by_alias("foldwise-digits", "champion")
+    assert v.run_id == tree["refit"][0].info.run_id
 
 
 def test_dvc_exp_run_temp_composes_conf_and_shares_store_and_lockbox(tmp_path):

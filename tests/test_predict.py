@@ -54,26 +54,54 @@ def test_pyfunc_cli_and_test_stage_agree_on_raw_rows(bundle, tmp_path, monkeypat
     raw.assign(extra="ignored").to_csv(tmp_path / "rows.csv", index=False)
     proc = subprocess.run(
         [sys.executable, "-m", "foldwise.cli", "predict", "--model", str(path.parent),
-         "--input", str(tmp_path / "rows.csv"), "--output", str(tmp_path / "out.csv")],
+         "--input", str(tmp_path / "rows.csv"), "--output", str(tmp_path / "out.csv"),
+         "--ignore-extra-columns"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "150 predictions" in proc.stderr
     cli = pd.read_csv(tmp_path / "out.csv")
     assert (cli["prediction"] == frame["prediction"].to_numpy()).all()
     # the CSV's rows ("5.1") are not the float32 table's (5.0999999...): compare on them
-    same_rows = predict_frame(model, pd.read_csv(tmp_path / "rows.csv"))
+    same_rows = predict_frame(model, pd.read_csv(tmp_path / "rows.csv"), extra="ignore")
     want = same_rows.drop(columns="prediction").to_numpy()
     np.testing.assert_allclose(cli.drop(columns="prediction").to_numpy(), want, rtol=1e-12)
 
 
-def test_predict_refuses_rows_without_the_model_features(bundle, tmp_path):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("drop", "lack 1 of the model's 4 feature columns: sepal length (cm)"),
+        ("extra", "hold 2 column(s) the model was not trained on: species, id (its 4 features"),
+        ("text", "feature columns are not numeric: petal width (cm) ("),
+    ],
+)
+def test_predict_refuses_rows_that_do_not_match_the_training_schema(
+    bundle, tmp_path, capsys, change, message
+):
+    from foldwise.cli import main
+
     path, _, raw = bundle
-    raw.drop(columns=raw.columns[0]).to_csv(tmp_path / "rows.csv", index=False)
-    proc = subprocess.run(
-        [sys.executable, "-m", "foldwise.cli", "predict", "--model", str(path),
-         "--input", str(tmp_path / "rows.csv")],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert f"lack 1 of the model's 4 feature columns: {raw.columns[0]}" in proc.stderr
-    assert "Fix:" in proc.stderr
+    rows = raw.copy()
+    if change == "drop":
+        rows = rows.drop(columns=rows.columns[0])
+    elif change == "extra":
+        rows = rows.assign(species="setosa", id=range(len(rows)))
+    else:
+        rows["petal width (cm)"] = rows["petal width (cm)"].astype(str) + " cm"
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    argv = ["predict", "--model", str(path), "--input", str(tmp_path / "rows.csv")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Fix:" in err
+    if change == "extra":
+        assert "--ignore-extra-columns" in err
+        assert main([*argv, "--ignore-extra-columns", "--output", str(tmp_path / "o.csv")]) == 0
+        assert len(pd.read_csv(tmp_path / "o.csv")) == len(rows)
+    # the table's own structure columns (row_id, target, ...) are not "extra"
+    assert main([*argv[:-1], str(_structured(raw, tmp_path))]) == 0
+
+
+def _structured(raw: pd.DataFrame, tmp_path) -> str:
+    out = tmp_path / "structured.csv"
+    raw.assign(row_id=range(len(raw)), target=0).to_csv(out, index=False)
+    return str(out)

@@ -1,11 +1,14 @@
 """The `foldwise` command: using what the pipeline made, outside DVC.
 
     foldwise predict --input rows.csv [--model models/final] [--output predictions.csv]
+    foldwise predict --model foldwise-iris --input rows.csv    # the registered champion
 
 `predict` scores raw rows (CSV or Parquet, the features under their original column
 names) with the final model and writes ``prediction`` and ``proba_<label>`` columns: the
-numbers MLflow's pyfunc and the test stage compute (:mod:`foldwise.predict`). Bad input
-exits 2 with the problem and the fix.
+numbers MLflow's pyfunc and the test stage compute (:mod:`foldwise.predict`). ``--model``
+is a bundle path, ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a registered
+name (its ``champion``; :mod:`foldwise.registry`). Bad input exits 2 with the problem and
+the fix.
 """
 
 from __future__ import annotations
@@ -19,11 +22,22 @@ from foldwise.errors import FoldwiseError
 
 def _predict(args: argparse.Namespace) -> int:
     from foldwise.files import atomic_write_text
-    from foldwise.predict import load, predict_frame, read_rows
+    from foldwise.predict import (
+        default_tracking_uri,
+        load,
+        load_registered,
+        predict_frame,
+        read_rows,
+        resolve,
+    )
 
-    model = load(args.model)
     rows = read_rows(args.input)
-    out = predict_frame(model, rows)
+    target = resolve(args.model)
+    if isinstance(target, Path):
+        model = load(target)
+    else:
+        model = load_registered(target, args.tracking_uri or default_tracking_uri())
+    out = predict_frame(model, rows, "ignore" if args.ignore_extra_columns else "refuse")
     if args.output is None:
         out.to_csv(sys.stdout, index=False)
     else:
@@ -37,8 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="score raw rows with the final model")
     p.add_argument("--input", type=Path, required=True, help="CSV or Parquet rows to score")
-    p.add_argument("--model", type=Path, default=Path("models/final"), help="bundle folder or file")
+    p.add_argument(
+        "--model",
+        default="models/final",
+        help="bundle folder or file, models:/<name>@<alias>, models:/<name>/<version>, "
+        "or a registered name (its @champion)",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow store of the registry (default: "
+        "MLFLOW_TRACKING_URI, else params.yaml's tracking.uri, else ./mlflow.db)",
+    )
     p.add_argument("--output", type=Path, help="CSV to write (default: standard output)")
+    p.add_argument(
+        "--ignore-extra-columns",
+        action="store_true",
+        help="score the feature columns and ignore the others (default: refuse them)",
+    )
     p.set_defaults(run=_predict)
     args = ap.parse_args(argv)
     try:

@@ -227,6 +227,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
             f"{entry['opened_at']}; reporting the recorded result (no new look)."
         )
         _report(entry)
+        _register(cfg, layout, info, entry, opened=False)
         return entry
 
     rows = model.predict(test)
@@ -315,7 +316,41 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
             f"{entry['override_reason']!r}); the score is flagged reused_test_set."
         )
     print(f"[test] audit: {audit} (commit it to git)")
+    _register(cfg, layout, info, entry, opened=True)
     return entry
+
+
+def _register(cfg: Any, layout: Any, info: dict, entry: dict, *, opened: bool) -> None:
+    """The opened model into MLflow's registry (:mod:`foldwise.registry`). After a new
+    opening a failure fails the stage (the opening stays recorded: a re-run registers it
+    without a new look); after a repeat it is only reported."""
+    import contextlib
+
+    from foldwise import registry, tracking
+    from foldwise.files import read_json
+    from foldwise.redact import redact
+
+    selection = read_json(layout.selection) if layout.selection.is_file() else {}
+    metric = (entry.get("cv") or {}).get("metric") or selection.get("metric") or "val_loss"
+    # A repeat must not wait out MLflow's minutes of retries for a server that is down.
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    try:
+        with contextlib.nullcontext() if opened else tracking._env(quick):
+            reg = registry.register(cfg, info, entry, metric, opened=opened)
+    except Exception as err:
+        why = redact(f"{type(err).__name__}: {err}").strip().splitlines()
+        problem = (f"could not register the model in MLflow's registry "
+                   f"({why[-1][:300] if why else ''}).")  # fmt: skip
+        fix = "re-run the test stage (dvc repro test): the opening is recorded, no new look."
+        if opened:
+            raise FoldwiseError(problem, fix) from None
+        print(f"[test] WARNING: {problem} {fix}")
+        return
+    uri = f"models:/{reg['name']}@{registry.ALIAS}"
+    state = "registered as" if reg["new"] else "already registered as"
+    where = f"; alias {registry.ALIAS} → it ({uri})" if reg["alias"] else (
+        f"; alias {registry.ALIAS} stays on the latest opening")  # fmt: skip
+    print(f"[test] {state} {reg['name']} version {reg['version']}{where}")
 
 
 def _report(entry: dict[str, Any]) -> None:

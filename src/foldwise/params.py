@@ -466,6 +466,9 @@ def _check_values(cfg: DictConfig) -> None:
         raise FoldwiseError(f"params: lockbox.confidence must be in (0, 1), got {conf!r}.")
     if cfg.lockbox.bootstrap_resamples < 100:
         raise FoldwiseError("params: lockbox.bootstrap_resamples must be at least 100.")
+    from foldwise.registry import check_name
+
+    check_name(cfg.lockbox.get("registered_model"))
     test_rows = cfg.lockbox.get("test_rows", "all")
     if test_rows not in ("all", "new"):
         raise FoldwiseError(

@@ -5,21 +5,33 @@ values) out — the same numbers whether through `foldwise predict`, MLflow's py
 The saved bundle (:class:`foldwise.artifact.LoadedModel`) carries its preprocessing:
 each member's standardisation, fitted on the rows it trained on. So callers pass the
 features as they are in the user's table, under their original names (or the canonical
-``x0..x{d-1}``); other columns (a target, ids) are ignored.
+``x0..x{d-1}``); a column the model was not trained on is refused, unless the caller
+asks to ignore it. ``--model`` may also name the registered model (:func:`resolve`,
+:func:`load_registered`).
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from foldwise.data import STRUCTURE
 from foldwise.errors import FoldwiseError
 
 
-def feature_matrix(meta, df: pd.DataFrame) -> np.ndarray:
-    """``df``'s features [n, d] in the model's column order, checked."""
+def _shown(cols: list) -> str:
+    return ", ".join(map(str, cols[:5])) + (" …" if len(cols) > 5 else "")
+
+
+def feature_matrix(meta, df: pd.DataFrame, extra: str = "refuse") -> np.ndarray:
+    """``df``'s features [n, d] in the model's column order, checked against the training
+    schema: every feature column, numeric, finite. Columns the model was not trained on
+    are refused (``extra="refuse"``; the table's own structure columns — ``row_id``,
+    ``target``, the group and time columns — are allowed) or dropped (``"ignore"``)."""
     names = list(meta.feature_names)
     canonical = [f"x{i}" for i in range(len(names))]
     for cols in (names, canonical):
@@ -28,17 +40,28 @@ def feature_matrix(meta, df: pd.DataFrame) -> np.ndarray:
             break
     else:
         missing = [c for c in names if c not in df.columns]
-        shown = ", ".join(map(str, missing[:5])) + (" …" if len(missing) > 5 else "")
         raise FoldwiseError(
-            f"the rows lack {len(missing)} of the model's {len(names)} feature columns: {shown}.",
+            f"the rows lack {len(missing)} of the model's {len(names)} feature columns: "
+            f"{_shown(missing)}.",
             "pass every feature column the model was trained on, under its original name "
             f"(e.g. {names[0]!r}).",
         )
+    if extra == "refuse":
+        known = {*cols, *STRUCTURE, meta.group_column, meta.time_column}
+        unknown = [c for c in df.columns if c not in known]
+        if unknown:
+            raise FoldwiseError(
+                f"the rows hold {len(unknown)} column(s) the model was not trained on: "
+                f"{_shown(unknown)} (its {len(names)} features: {_shown(names)}).",
+                "drop them (a target or id column, say), or pass --ignore-extra-columns "
+                "to score the feature columns alone.",
+            )
     bad = [c for c in block.columns if not pd.api.types.is_numeric_dtype(block[c])]
     if bad:
+        kinds = ", ".join(f"{c} ({block[c].dtype})" for c in bad[:5])
         raise FoldwiseError(
-            f"feature columns are not numeric: {', '.join(map(str, bad[:5]))}.",
-            "pass numbers, as in the training table.",
+            f"feature columns are not numeric: {kinds}.",
+            "pass numbers, as in the training table (no text, no units, no thousands separators).",
         )
     x = block.to_numpy(dtype=np.float64)
     if not np.isfinite(x).all():
@@ -49,10 +72,10 @@ def feature_matrix(meta, df: pd.DataFrame) -> np.ndarray:
     return x
 
 
-def predict_frame(model, df: pd.DataFrame) -> pd.DataFrame:
+def predict_frame(model, df: pd.DataFrame, extra: str = "refuse") -> pd.DataFrame:
     """One row per input row: ``prediction`` (the original class label, or the value) and,
-    for classification, ``proba_<label>`` for every class."""
-    out = model.outputs(feature_matrix(model.meta, df))
+    for classification, ``proba_<label>`` for every class (``extra``: :func:`feature_matrix`)."""
+    out = model.outputs(feature_matrix(model.meta, df, extra))
     if model.meta.regression:
         return pd.DataFrame({"prediction": out["pred"]}, index=df.index)
     classes = list(model.meta.classes)
@@ -88,3 +111,82 @@ def read_rows(path: Path) -> pd.DataFrame:
         raise FoldwiseError(
             f"{path} is not a readable CSV ({err}).", "pass a comma-separated file with a header."
         ) from err
+
+
+# ------------------------------------------------- the registered model (foldwise.registry)
+def resolve(model: str | Path) -> str | Path:
+    """What ``--model`` names: an existing bundle path stays a path; ``models:/...`` is
+    an MLflow model URI; a bare name (no path separator, no suffix) is
+    ``models:/<name>@champion``; anything else is a path (missing: refused on load)."""
+    text = str(model)
+    if text.startswith("models:/"):
+        return text
+    path = Path(text)
+    if path.exists() or "/" in text or "\\" in text or path.suffix:
+        return path
+    return f"models:/{text}@champion"
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    """As the stages resolve it: ``MLFLOW_TRACKING_URI``, else ``tracking.uri`` of
+    ``params.yaml`` here, else the project's SQLite store."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from foldwise.tracking import tracking_uri
+
+    params = (root or Path.cwd()) / "params.yaml"
+    cfg = None
+    if params.is_file():
+        try:
+            loaded = OmegaConf.load(params)
+            cfg = loaded if isinstance(loaded, DictConfig) else None
+        except Exception:  # an unreadable params.yaml is not this command's business
+            cfg = None
+    return tracking_uri(cfg)
+
+
+def load_registered(uri: str, tracking_uri: str) -> Any:
+    """The bundle of the registered model ``uri`` (``models:/name@alias`` or
+    ``models:/name/version``), downloaded: the very file the lockbox scored, so its
+    predictions are the local bundle's, bit for bit."""
+    import mlflow
+
+    from foldwise.redact import redact
+
+    if tracking_uri.startswith("file:") or "://" not in tracking_uri:
+        raise FoldwiseError(
+            f"tracking URI {redact(tracking_uri)!r} is a folder store.",
+            "pass --tracking-uri sqlite:///path/mlflow.db or http://host:port.",
+        )
+    mlflow.set_tracking_uri(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="foldwise-model-") as dest:
+        return _load_downloaded(uri, tracking_uri, Path(dest))
+
+
+def _load_downloaded(uri: str, tracking_uri: str, dest: Path) -> Any:
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    from foldwise.redact import redact
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except MlflowException as err:
+        name = uri.removeprefix("models:/").split("@")[0].split("/")[0]
+        raise FoldwiseError(
+            f"MLflow at {redact(tracking_uri)} has no model {uri} "
+            f"({str(err).splitlines()[0][:200]}).",
+            f"check the name and alias/version (the test stage registers {name!r} with alias "
+            f"'champion' when it opens the lockbox), pass --tracking-uri, or pass a bundle "
+            "path (models/final).",
+        ) from None
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    try:
+        bundle = mlmodel["flavors"]["python_function"]["artifacts"]["bundle"]["path"]
+    except (KeyError, TypeError):
+        raise FoldwiseError(
+            f"{uri} is not a foldwise model (its MLmodel names no bundle).",
+            "pass a model the test stage registered, or a bundle path.",
+        ) from None
+    return load(local / bundle)  # read into memory: the folder may go

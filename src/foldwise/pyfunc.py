@@ -26,25 +26,44 @@ class FoldwiseModel(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         from foldwise.predict import predict_frame
 
-        return predict_frame(self.model, pd.DataFrame(model_input))
+        # MLflow has already checked the rows against the signature and dropped the
+        # columns it does not name (its convention); foldwise predict refuses those.
+        return predict_frame(self.model, pd.DataFrame(model_input), extra="ignore")
+
+
+def signature(model, example: pd.DataFrame) -> Any:
+    """Input: every feature column under its original name, as ``double`` — the bundle
+    scores in float64, so MLflow accepts integer and float columns alike (a ``float``
+    column, as the float32 table would infer, refuses the float64 rows of JSON or CSV).
+    Output: ``prediction`` and ``proba_<label>``, or ``prediction`` alone (a value)."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, Schema
+
+    from foldwise.predict import predict_frame
+
+    rows = example.astype("float64")
+    inputs = Schema([ColSpec("double", str(c)) for c in model.meta.feature_names])
+    outputs = infer_signature(rows, predict_frame(model, rows)).outputs
+    return ModelSignature(inputs=inputs, outputs=outputs)
 
 
 def log(bundle: Path, example: pd.DataFrame, name: str = "model") -> Any:
     """Log ``bundle`` (``model.pt``) as a pyfunc model under the active run; ``example``
-    (a few raw rows) becomes its input example and, run through the model, its signature."""
+    (a few raw rows) becomes its input example and, run through the model, the output
+    side of its signature (:func:`signature`)."""
     import sklearn
     import torch
 
-    from foldwise.predict import load, predict_frame
+    from foldwise.predict import load
 
     src = Path(__file__).resolve().parent
-    signature = mlflow.models.infer_signature(example, predict_frame(load(bundle), example))
+    example = example.astype("float64")
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(src / "pyfunc_model.py"),  # models from code: nothing pickled
         artifacts={"bundle": str(bundle)},
         code_paths=[str(src)],
-        signature=signature,
+        signature=signature(load(bundle), example),
         input_example=example,
         # given explicitly: inferring them imports and probes the whole environment
         pip_requirements=[

@@ -116,7 +116,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         # The logged model is the whole bundle (scalers, members, how they combine) behind
         # MLflow's pyfunc: raw feature rows in, classes and probabilities (or values) out.
         raw = dev[feature_columns(dev)].head(5).set_axis(list(meta.feature_names), axis=1)
-        pyfunc.log(layout.model_dir / "model.pt", raw)
+        logged = pyfunc.log(layout.model_dir / "model.pt", raw)
         mlflow.log_artifacts(str(layout.model_dir), artifact_path="bundle")
     info = {
         "cv": cv,  # the CV estimate the test stage sets beside the test result (or None)
@@ -129,6 +129,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         "n_train": len(dev),
         "train_metrics": res.metrics,
         "mlflow_run_id": run_id,
+        "mlflow_model_uri": logged.model_uri,  # what the test stage registers
         "sweep_run_id": selection["sweep_run_id"],
         "experiment_id": selection["experiment_id"],
     }
