@@ -27,9 +27,13 @@ repro: install  ## run the whole pipeline (DVC skips stages whose inputs did not
 report: install  ## write results/report.html from what has run so far, without DVC (preview before the lockbox opens)
 	$(RUN) $(BIN)/python pipelines/report.py
 
-test: install  ## lint, then every test (unit + end-to-end)
+# Test processes at once (pytest-xdist). Most of an end-to-end test is single-threaded
+# (process start-ups, DVC, MLflow); training processes share the cores (foldwise.threads).
+TEST_WORKERS ?= 2
+
+test: install  ## lint, then every test (unit + end-to-end), TEST_WORKERS at a time
 	$(BIN)/ruff check .
-	$(RUN) $(BIN)/pytest
+	$(RUN) $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install  ## unit tests only
 	$(RUN) $(BIN)/pytest -m "not slow"

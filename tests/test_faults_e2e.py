@@ -20,7 +20,8 @@ from mlflow import MlflowClient
 from conftest import BIN, TINY, tiny_params
 from faultkit import clone, jobs, runs, stage
 
-pytestmark = pytest.mark.slow
+# one worker under `pytest -n` (--dist loadgroup): the module fixture is built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults_e2e")]
 
 # 8 models in 4 stacks of 2, 12 epochs each, float64 (results do not depend on the stack)
 KILL = [

@@ -17,6 +17,9 @@ from foldwise.data import feature_columns, prepare
 from foldwise.predict import predict_frame
 from foldwise.train import fit
 
+# one worker under `pytest -n` (--dist loadgroup): the module fixture is built once
+pytestmark = pytest.mark.xdist_group("predict")
+
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):

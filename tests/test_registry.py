@@ -31,6 +31,9 @@ from foldwise.params import validate
 from foldwise.predict import load_registered, predict_frame, resolve
 from foldwise.train import fit
 
+# one worker under `pytest -n` (--dist loadgroup): the module fixture is built once
+pytestmark = pytest.mark.xdist_group("registry")
+
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):

@@ -15,7 +15,8 @@ from mlflow import MlflowClient
 
 from conftest import ROOT, Project, make_project, tiny_params
 
-pytestmark = pytest.mark.slow
+# one worker under `pytest -n` (--dist loadgroup): the module fixture is built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_e2e")]
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "test-output" / "report.png"

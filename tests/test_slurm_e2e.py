@@ -22,7 +22,8 @@ import pytest
 from conftest import BIN, ROOT, run_tree, tiny_params
 from faultkit import clone, jobs, stage
 
-pytestmark = pytest.mark.slow
+# one worker under `pytest -n` (--dist loadgroup): the module fixture is built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm_e2e")]
 
 spec = importlib.util.spec_from_file_location("slurm_cluster", ROOT / "scripts/slurm_cluster.py")
 slurm_cluster = importlib.util.module_from_spec(spec)
