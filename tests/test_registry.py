@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -29,6 +27,7 @@ from foldwise.data import feature_columns, prepare
 from foldwise.errors import FoldwiseError
 from foldwise.params import validate
 from foldwise.predict import load_registered, predict_frame, resolve
+from foldwise.tracking import stop_group
 from foldwise.train import fit
 
 # one worker under `pytest -n` (--dist loadgroup): the module fixture is built once
@@ -186,14 +185,7 @@ def served(model_uri: str, env: dict, log: Path, timeout: float = 120):
             time.sleep(0.5)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)
 
 
 @pytest.mark.slow

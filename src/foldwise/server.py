@@ -348,14 +348,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -
 
 
 def _stop_group(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    from foldwise.tracking import stop_group
+
+    stop_group(proc)
     # gunicorn's workers share the group; make sure none outlives the master
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
