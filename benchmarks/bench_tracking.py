@@ -92,6 +92,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        tmp.chmod(0o755)  # PostgreSQL runs as the `postgres` user when we are root
         repo = project(tmp / "repo", GRIDS[args.grid])
         sqlite = f"sqlite:///{tmp / 'mlflow.db'}"
         for name in ("prepare", "split"):
