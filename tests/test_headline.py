@@ -14,15 +14,15 @@ from foldwise.sweep import sweep_name
 
 def test_the_cv_headline_names_the_selected_values_by_their_short_names():
     doc = headline.cv(
-        "val_f1", {"mean": 0.976449, "se": 0.00401}, 4,
+        "val_f1", {"mean": 0.976449, "se": 0.00401},
         {"model.hidden": 128, "optim.lr": 0.001, "ensemble.name": "bagging"},
     )  # fmt: skip
     assert doc == {"cv": {"val_f1": 0.9764, "se": 0.004}, "hidden": 128, "lr": 0.001,
                    "name": "bagging"}  # fmt: skip
     # two swept keys with one last part keep their full names
-    clash = headline.cv("val_f1", {"mean": 0.9}, 2, {"model.dropout": 0.1, "optim.dropout": 0.2})
+    clash = headline.cv("val_f1", {"mean": 0.9}, {"model.dropout": 0.1, "optim.dropout": 0.2})
     assert clash["model.dropout"] == 0.1 and clash["optim.dropout"] == 0.2
-    assert set(headline.cv("val_f1", {"mean": 0.9}, 1, {})) == {"cv"}  # nothing was swept
+    assert set(headline.cv("val_f1", {"mean": 0.9}, {})) == {"cv"}  # nothing was swept
 
 
 def _opened(layout: Layout, config: str, split_key: str) -> None:

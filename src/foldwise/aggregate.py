@@ -465,7 +465,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             else f"{rule}: the best mean is also the simplest within one standard error"
         )
     write_json(layout.cv_metrics, doc)
-    chosen = headline.cv(metric, selected.stats[metric], len(summaries), selected.overrides)
+    chosen = headline.cv(metric, selected.stats[metric], selected.overrides)
     headline.write(layout.headline("cv"), chosen)
     headline.drop_stale_test(layout, selected.hash, session.doc["split_key"])
     layout.cv_table.parent.mkdir(parents=True, exist_ok=True)

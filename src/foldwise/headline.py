@@ -17,14 +17,12 @@ def _r(value: Any) -> Any:
     return round(float(value), 4) if isinstance(value, int | float) else value
 
 
-def cv(
-    metric: str, score: dict[str, Any], n_configs: int, chosen: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def cv(metric: str, score: dict[str, Any], chosen: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{"cv": {"val_f1": mean, "se": se}, "hidden": 128, "lr": 0.001}`` for the selection:
     its CV score and its swept values (``chosen``; ``model.hidden`` → ``hidden``, as in its
     label), so an experiment's row says what it chose, not params.yaml's base value.
-    ``n_configs`` (the grid's size) stays in ``cv_metrics.json`` and the MLflow run name:
-    ``dvc metrics show`` must fit 120 columns."""
+    The grid's size stays in ``cv_metrics.json`` and the MLflow run name: ``dvc metrics
+    show`` must fit 120 columns."""
     out: dict[str, Any] = {"cv": {metric: _r(score.get("mean")), "se": _r(score.get("se"))}}
     short = [k.rsplit(".", 1)[-1] for k in chosen or {}]
     for (k, v), s in zip((chosen or {}).items(), short, strict=True):
