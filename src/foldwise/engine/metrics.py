@@ -27,6 +27,13 @@ def per_sample_loss(logits: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(m * b, c), y.reshape(m * b), reduction="none").view(m, b)
 
 
+def _weighted_sum(values: Tensor, w: Tensor) -> Tensor:
+    """Σ ``values`` · ``w`` over the batch axis, where rows of weight 0 count as 0 even when
+    their value is not finite: a diverged model's NaN loss on a padded slot, or on a step
+    where it has no rows, must not turn its running sum (train_loss) into NaN."""
+    return torch.where(w > 0, values * w, torch.zeros((), dtype=values.dtype)).sum(1)
+
+
 def _accumulate(counts: object, parts: dict[str, Tensor], models: Tensor | None) -> None:
     """Add a batch's per-model sums to ``counts``' running totals (by attribute name);
     ``models`` names the batch's models when it is not the whole stack."""
@@ -70,7 +77,7 @@ class Counts:
         tp, fp, support = stat[..., 0], stat[..., 1], stat[..., 4]
         w = w.to(torch.float64)
         parts = {
-            "loss": (losses.detach().to(torch.float64) * w).sum(1),
+            "loss": _weighted_sum(losses.detach().to(torch.float64), w),
             "n": w.sum(1),
             "correct": tp.sum(-1),
             "pred": tp + fp,
@@ -115,9 +122,9 @@ class SquaredCounts:
         w = w.to(torch.float64)
         y64 = y.detach().to(torch.float64)
         parts = {
-            "loss": (losses.detach().to(torch.float64) * w).sum(1),
+            "loss": _weighted_sum(losses.detach().to(torch.float64), w),
             "n": w.sum(1),
-            "abs": ((pred.detach().to(torch.float64) - y64).abs() * w).sum(1),
+            "abs": _weighted_sum((pred.detach().to(torch.float64) - y64).abs(), w),
             "sy": (y64 * w).sum(1),
             "syy": (y64 * y64 * w).sum(1),
         }

@@ -155,14 +155,19 @@ class DropoutMasks:
             self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         m = len(self.p)
         p = stack.p.to(device)
+        # A model with p = 0 never writes its rows of these buffers, so they must never be
+        # read for it: its keep-mask is all ones by construction (``keep_all``), not by
+        # whatever the buffer holds. (They were once torch.empty and read as `u >= 0`:
+        # garbage or NaN dropped a p = 0 model's units when it shared a stack with p > 0.)
         self.buffers = {
-            name: torch.empty((m, batch, *shape), device=device)
+            name: torch.ones((m, batch, *shape), device=device)
             for name, shape in stack.mask_shapes.items()
         }
         self.arrays = {n: b.numpy() for n, b in self.buffers.items()} if self.cpu else {}
         view = lambda t, n: t.view(-1, *([1] * (n + 1)))  # noqa: E731
         shapes = stack.mask_shapes
         self.p_view = {n: view(p.float(), len(s)) for n, s in shapes.items()}
+        self.keep_all = {n: view(p == 0, len(s)) for n, s in shapes.items()}
         self.scale = {n: view((1 / (1 - p)).to(dtype), len(s)) for n, s in shapes.items()}
         self.zero = torch.zeros((), device=device, dtype=dtype)
 
@@ -178,6 +183,8 @@ class DropoutMasks:
                     self.gens[m].random(out=self.arrays[name][m], dtype=np.float32)
                 else:
                     torch.rand(u.shape[1:], generator=self.gens[m], device=u.device, out=u[m])
-            # p = 0 keeps everything (u >= 0); a model off this step is ignored anyway.
-            out[name] = torch.where(u >= self.p_view[name], self.scale[name], self.zero)
+            # A model off this step (inactive) gets a stale mask: its loss weight is 0 and
+            # BatchedAdam skips it, so nothing reads it.
+            keep = (u >= self.p_view[name]) | self.keep_all[name]
+            out[name] = torch.where(keep, self.scale[name], self.zero)
         return out
