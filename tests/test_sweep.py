@@ -124,7 +124,18 @@ def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path, sqlite_uri):
     assert len(jobs) == 4
     kept = {j.name: j.read_text() for j in jobs[1:]}
     # As if the process died before this model was recorded: no result, no cache entry...
-    key = json.loads(jobs[0].read_text())["job_key"]
+    first_job = json.loads(jobs[0].read_text())
+    from foldwise.engine import VERSION
+    from foldwise.results import Session
+
+    # Which engine computed it is on record, and part of the key cached results go by.
+    assert first_job["engine_version"] == VERSION
+    doc = json.loads((p.path / "results/sweep/session.json").read_text())
+    key = first_job["job_key"]
+    assert key == Session(doc).job_key(first_job["config_hash"], first_job["fold"])
+    assert key != Session({**doc, "engine": VERSION - 1}).job_key(
+        first_job["config_hash"], first_job["fold"]
+    )
     jobs[0].unlink()
     (p.path / ".foldwise/jobs" / f"{key}.json").unlink()
     from mlflow import MlflowClient

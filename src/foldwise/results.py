@@ -15,8 +15,11 @@ from typing import Any
 from foldwise.files import read_json, sha256_json, shared_root
 
 
-def job_key(cfg_hash: str, fold: int, split_key: str, code: str) -> str:
-    return sha256_json({"config": cfg_hash, "fold": fold, "split": split_key, "code": code})[:16]
+def job_key(cfg_hash: str, fold: int, split_key: str, code: str, engine: int) -> str:
+    """A job's identity: configuration, fold, split, foldwise's code and engine version."""
+    return sha256_json(
+        {"config": cfg_hash, "fold": fold, "split": split_key, "code": code, "engine": engine}
+    )[:16]
 
 
 # What a finished job produced, as opposed to where it was tracked.
@@ -58,6 +61,10 @@ class Session:
     def config(self, cfg_hash: str) -> dict[str, Any] | None:
         return next((c for c in self.configs if c["hash"] == cfg_hash), None)
 
+    def job_key(self, cfg_hash: str, fold: int) -> str:
+        d = self.doc
+        return job_key(cfg_hash, fold, d["split_key"], d["code"], d["engine"])
+
 
 def read_result(sweep_dir: Path, cfg_hash: str, fold: int) -> dict | None:
     path = job_path(sweep_dir, cfg_hash, fold)
@@ -78,7 +85,7 @@ def collect(session: Session, sweep_dir: Path) -> dict[str, list[dict | None]]:
         rows = []
         for f in range(session.doc["n_folds"]):
             r = read_result(sweep_dir, conf["hash"], f)
-            key = job_key(conf["hash"], f, session.doc["split_key"], session.doc["code"])
+            key = session.job_key(conf["hash"], f)
             rows.append(r if r is not None and r.get("job_key") == key else None)
         out[conf["hash"]] = rows
     return out

@@ -579,7 +579,6 @@ def _add_trial(cfg: DictConfig, layout: P.Layout, session, trial) -> dict:
     """The trial's configuration in the session: a new one (its MLflow run opened, its
     folds planned as stacks of ``folds_per_step``), or the one an earlier trial ran."""
     from foldwise import sweep, tracking
-    from foldwise.results import job_key
 
     overrides = _ordered(cfg, trial.params)
     conf, hyper = sweep.new_config(
@@ -610,15 +609,14 @@ def _add_trial(cfg: DictConfig, layout: P.Layout, session, trial) -> dict:
         names = [sweep.task_name(conf["hash"], f) for f in folds[i : i + step]]
         conf["stacks"].append(len(d["stacks"]))
         d["stacks"].append(names)
-    skey, code = d["split_key"], d["code"]
-    from foldwise.results import is_done, read_result
+    from foldwise.results import Session, is_done, read_result
+
+    key = Session(d).job_key
 
     d["pending"] += [
         sweep.task_name(conf["hash"], f)
         for f in folds
-        if not is_done(
-            read_result(layout.sweep_dir, conf["hash"], f), job_key(conf["hash"], f, skey, code)
-        )
+        if not is_done(read_result(layout.sweep_dir, conf["hash"], f), key(conf["hash"], f))
     ]
     session.configs.append(conf)
     return conf

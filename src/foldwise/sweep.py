@@ -171,6 +171,8 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     n_folds = int(manifest["n_splits"])
     kind = manifest.get("kind", "folds")
     fold_runs = n_folds <= int(cfg.tracking.get("max_fold_runs", 25))
+    from foldwise.engine import VERSION as eng
+
     skey, code = split_key(manifest), code_version()
     configs, hyper = [], {}
     from foldwise import search
@@ -269,6 +271,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
             "sweep_key": sweep_key,
             "split_key": skey,
             "code": code,
+            "engine": eng,
             "git_commit": commit,
             "tracking_uri": shown_uri,
             "experiment_id": exp_id,
@@ -285,7 +288,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         session = _plan(cfg, layout, configs, head)
         if all_runs:  # fold runs a dead process left open under this sweep's configurations
             to_train = set(session.doc["pending"]) - set(session.doc["cached"])
-            unrecorded = {job_key(h, f, skey, code) for h, f in map(parse_task_name, to_train)}
+            unrecorded = {job_key(h, f, skey, code, eng) for h, f in map(parse_task_name, to_train)}
             tracking.kill_orphans(c, exp_id, all_runs | set(old_runs.values()), unrecorded)
         return session
     except BaseException:  # Ctrl-C, SIGTERM, an error: leave nothing RUNNING behind
@@ -421,20 +424,16 @@ def _adopt_configs(c, exp_id: str, sweep_run: str, old: dict) -> tuple[dict[str,
 def _plan(cfg: DictConfig, layout: P.Layout, configs: list[dict], head: dict) -> Session:
     """What is left to train, in stacks; writes and returns the session file (``head``:
     the sweep's identity and MLflow ids, the top of the file)."""
-    sweep_dir, skey, code = layout.sweep_dir, head["split_key"], head["code"]
+    sweep_dir, key = layout.sweep_dir, Session(head).job_key
     n_folds = head["n_folds"]
     pending = [
         (conf["hash"], f)
         for conf in configs
         for f in range(conf.get("pruned_after", n_folds))  # a pruned trial: the folds it ran
-        if not is_done(
-            read_result(sweep_dir, conf["hash"], f), job_key(conf["hash"], f, skey, code)
-        )
+        if not is_done(read_result(sweep_dir, conf["hash"], f), key(conf["hash"], f))
     ]
     # Finished elsewhere (another experiment, an earlier grid): restored, not trained.
-    cached = [
-        (h, f) for h, f in pending if job_cache(layout.root, job_key(h, f, skey, code)).is_file()
-    ]
+    cached = [(h, f) for h, f in pending if job_cache(layout.root, key(h, f)).is_file()]
     train = [t for t in pending if t not in cached]
     stacks, tasks = plan_stacks(cfg, layout, configs, train) if train else ([], {})
     estimate = estimate_seconds(cfg, layout, stacks, tasks) if len(train) >= ESTIMATE_FROM else None
@@ -697,7 +696,7 @@ def restore_cached(cfg: DictConfig, layout: P.Layout) -> int:
     for name in session.doc["cached"]:
         cfg_hash, fold = parse_task_name(name)
         conf = session.config(cfg_hash)
-        key = job_key(cfg_hash, fold, session.doc["split_key"], session.doc["code"])
+        key = session.job_key(cfg_hash, fold)
         cached = read_json(job_cache(layout.root, key))
         if cached.get("config_run_id") == conf["run_id"] and _finished(durable, cached):
             _write_result(session, layout, conf, fold, key, cached, cached["fold_run_id"], False)
@@ -748,7 +747,7 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
                     "params.yaml changed during the sweep; re-run `dvc repro`.",
                 )
         full = full_cfgs[cfg_hash]
-        key = job_key(cfg_hash, fold, session.doc["split_key"], session.doc["code"])
+        key = session.job_key(cfg_hash, fold)
         if is_done(read_result(layout.sweep_dir, cfg_hash, fold), key):
             progress.skipped()
             continue
@@ -978,6 +977,7 @@ def _write_result(
         "sweep_run_id": session.doc["sweep_run_id"],
         "config_run_id": conf["run_id"],
         "fold_run_id": run,
+        "engine_version": session.doc["engine"],
         **{k: outcome[k] for k in OUTCOME if k in outcome},
     }
     if "error" in outcome:

@@ -24,7 +24,13 @@ from foldwise.engine.plan import Footprint, footprint, plan_stacks
 from foldwise.engine.stack import Stack
 from foldwise.engine.task import Hyper, Outcome, Task, prepare
 
-__all__ = ["EpochInfo", "Hyper", "Outcome", "Task", "device_for", "plan", "train"]
+# Bumped whenever a fix changes what the engine computes for some model. Job keys include
+# it, so results cached by an engine with a bug are never reused; result files record it.
+#   2: a dropout = 0 model stacked beside dropout > 0 models trained as if dropped out
+#      (garbage masks), and a diverged model's train_loss could read NaN (issue 16).
+VERSION = 2
+
+__all__ = ["VERSION", "EpochInfo", "Hyper", "Outcome", "Task", "device_for", "plan", "train"]
 
 # Lightning's start-up chatter ("GPU available: ...", tips) would repeat for every stack.
 for _name in ("pytorch_lightning", "lightning.fabric", "lightning_fabric"):
