@@ -75,6 +75,16 @@ def compose(*overrides: str) -> Callable[[Path], None]:
     return run
 
 
+def unread_model_key(tmp: Path) -> None:
+    """A conf/model/ yaml that defines a key no code reads: conf/ knows the key, so only
+    the model builder's own key list can refuse it."""
+    conf = tmp / "conf"
+    shutil.copytree(ROOT / "conf", conf)
+    (conf / "model/mine.yaml").write_text("name: mlp\nhidden: 8\ndepth: 1\ndropout: 0.0\n"
+                                          "width: 32\n")  # fmt: skip
+    params.validate(cfg_with(model__width=32), conf_dir=conf)
+
+
 def table(counts: dict[int, int], duplicated: bool = False) -> pd.DataFrame:
     """A canonical table with ``counts[c]`` rows of class c (distinct features, or every
     row twice when ``duplicated``)."""
@@ -228,6 +238,15 @@ CATALOGUE = [
     ("22-grid-key-not-per-configuration", validate(sweep__grid__split__n_splits=[3, 5]),
      r"sweep\.grid sweeps split\.n_splits, but split settings are the same",
      r"set split\.n_splits outside the grid"),
+    # Issue 16: a user's own network named by _target_ must not get the built-in one
+    # trained in its place, whether set with -S '+model._target_=...' or by a yaml file.
+    ("23-user-model-target", validate(model___target_="mynet.model.MyMLP", model__width=32),
+     r"model\._target_='mynet\.model\.MyMLP' names a network of your own.*train the "
+     r"built-in model=mlp and report it as yours",
+     r"remove model\._target_ and model\.width.*-S model=mlp"),
+    ("23-unread-model-key-from-a-yaml", unread_model_key,
+     r"model\.width is not read by model=mlp \(it reads model\.name, model\.hidden",
+     r"Remove model\.width"),
     ("22-misspelled-override", compose("model.hiden=64"), r"model\.hiden is not a foldwise",
      r"did you mean model\.hidden\?"),
     ("22-misspelled-override-with-plus", compose("+model.hiden=64"),
@@ -448,6 +467,30 @@ def test_compose_refuses_a_plus_key_and_keeps_params_yaml(checkout):
     assert "model.hiden is not a foldwise setting" in res.stderr
     assert "did you mean model.hidden?" in res.stderr
     assert (checkout.path / "params.yaml").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_refuses_a_user_model_target_in_both_spellings(checkout):
+    """Issue 16, as a new user tried it: ``+model._target_`` on the command line, and a
+    ``conf/model/mynet.yaml`` naming ``_target_`` beside ``name: mlp``. Both stop at the
+    first stage with the reason and the fix; nothing is trained."""
+    p = checkout
+    p.set_params(tiny_params())
+    p.commit("tiny digits")
+    spelled = p.dvc("exp", "run", "-S", "+model._target_=mynet.model.MyMLP",
+                    "-S", "+model.width=32", check=False)  # fmt: skip
+    (p.path / "conf/model/mynet.yaml").write_text(
+        "name: mlp\n_target_: mynet.model.MyMLP\nwidth: 32\nhidden: 64\ndepth: 1\ndropout: 0.1\n"
+    )
+    p.commit("a user's model yaml")
+    by_yaml = p.dvc("exp", "run", "-S", "model=mynet", check=False)
+    for res in (spelled, by_yaml):
+        out = res.stdout + res.stderr
+        assert res.returncode != 0, out
+        assert "model._target_='mynet.model.MyMLP' names a network of your own" in out
+        assert "remove model._target_ and model.width" in out
+        assert "Traceback" not in out
+        assert not (p.path / "results/sweep").exists()
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from foldwise.data import Meta
+from foldwise.params import check_model_keys
 
 
 class MLP(nn.Module):
@@ -68,6 +69,8 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_backbone(model: DictConfig, meta: Meta) -> nn.Module:
+    # Every key it is given must be one it reads (model._target_ would be ignored).
+    check_model_keys(model)
     return BACKBONES[str(model.name)](
         meta,
         n_outputs=meta.n_outputs,

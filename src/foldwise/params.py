@@ -29,6 +29,10 @@ from foldwise.split import schemes
 
 DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "csv")
 MODELS = ("mlp", "cnn")
+# What the model builder (foldwise.models.build_backbone) reads under ``model``, for
+# every built-in network. Checked against the code's keys, not conf/'s: a yaml file
+# under conf/model/ must not be able to make an unread key look valid.
+MODEL_KEYS = ("name", "hidden", "depth", "dropout")
 SELECTION_RULES = ("best_mean", "one_se")
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
 
@@ -303,6 +307,7 @@ def _check_values(cfg: DictConfig) -> None:
         )
 
     _one_of(_need(cfg, "model.name", "e.g. model=mlp"), MODELS, "model.name")
+    check_model_keys(cfg.model)
     if cfg.model.name == "cnn" and not cfg.data.get("image_shape"):
         raise FoldwiseError(
             f"params: model=cnn needs image data, but data '{name}' has no image_shape.",
@@ -498,6 +503,37 @@ def accelerator_available(accelerator: str) -> bool:
     if accelerator == "mps":
         return bool(torch.backends.mps.is_available())
     return bool(torch.cuda.is_available())
+
+
+def check_model_keys(model: Any) -> None:
+    """Refuse any key under ``model`` that the model builder does not read.
+
+    ``_target_`` gets its own message: a user naming their own network must not get the
+    built-in one trained and reported in its place."""
+    given = [str(k) for k in model]  # a DictConfig or a dict
+    extra = [k for k in given if k not in MODEL_KEYS]
+    if not extra:
+        return
+    name = model.get("name")
+    reads = ", ".join(f"model.{k}" for k in MODEL_KEYS)
+    tunable = ", ".join(f"model.{k}" for k in MODEL_KEYS if k != "name")
+    where = "the -S override that added it, or the conf/model/*.yaml file that sets it"
+    if "_target_" in extra:
+        others = ", ".join(f"model.{k}" for k in extra if k != "_target_")
+        raise FoldwiseError(
+            f"params: model._target_={model.get('_target_')!r} names a network of your own, "
+            f"but foldwise builds only its own (model=mlp, model=cnn): the sweep would train "
+            f"the built-in model={name} and report it as yours.",
+            f"remove model._target_{f' and {others}' if others else ''} ({where}); cross-"
+            f"validate a built-in network instead (-S model=mlp, tuning {tunable}).",
+        )
+    close = difflib.get_close_matches(extra[0], MODEL_KEYS, n=1, cutoff=0.7)
+    raise FoldwiseError(
+        f"params: model.{extra[0]} is not read by model={name} (it reads {reads}), so it "
+        "would be silently ignored.",
+        (f"did you mean model.{close[0]}? " if close else "")
+        + f"Remove model.{extra[0]} ({where}).",
+    )
 
 
 def _check_accelerator(accelerator: object) -> None:
@@ -851,6 +887,8 @@ def check_keys(cfg: DictConfig, conf_dir: Path | None = None) -> None:
     else:  # an installed foldwise and no conf/: nothing to compare with
         return
     tree = OmegaConf.to_container(cfg, resolve=False)
+    if "_target_" in (tree.get("model") or {}):  # a user's own network: its own message
+        check_model_keys(tree["model"])
     for key in flatten(tree):
         if key.startswith(("sweep.grid.", "sweep.space.")) or key in keys.leaves:
             continue
