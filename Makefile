@@ -31,21 +31,22 @@ report: install  ## write results/report.html from what has run so far, without 
 # (process start-ups, DVC, MLflow); training processes share the cores (foldwise.threads).
 TEST_WORKERS ?= 2
 
-test: install  ## lint, then every test (unit + end-to-end), TEST_WORKERS at a time
+test: install  ## lint, the layer contract, then every test (unit + end-to-end), TEST_WORKERS at a time
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(RUN) $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install  ## unit tests only
 	$(RUN) $(BIN)/pytest -m "not slow"
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 ui: install  ## MLflow UI over the project's tracking store, on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from foldwise.tracking import tracking_uri; print(tracking_uri())')" --host 127.0.0.1 --port 5000
 
 mlflow-server: install  ## shared tracking server: PostgreSQL + mlflow server on 127.0.0.1:5000 (ARGS="--host 0.0.0.0 ..."); Ctrl-C stops it
-	$(RUN) $(BIN)/python -m foldwise.server $(ARGS)
+	$(RUN) $(BIN)/python -m foldwise.tracking.server $(ARGS)
 
 params: install  ## regenerate params.yaml from conf/ (ARGS="data=breast_cancer model=cnn")
 	$(BIN)/python -m foldwise.compose $(ARGS)

@@ -37,11 +37,11 @@ from foldwise import engine, ensemble  # noqa: E402
 from foldwise.compose import compose_params  # noqa: E402
 from foldwise.data import prepare  # noqa: E402
 from foldwise.ensemble import boosting  # noqa: E402
+from foldwise.fitting.configs import apply  # noqa: E402
+from foldwise.fitting.train import arrays, make_task  # noqa: E402
 from foldwise.methods import bias_variance  # noqa: E402
 from foldwise.methods.resampling import t_summary  # noqa: E402
 from foldwise.split import split  # noqa: E402
-from foldwise.sweep import apply  # noqa: E402
-from foldwise.train import arrays, make_task  # noqa: E402
 
 KW = dict(accelerator="cpu", precision=32)
 

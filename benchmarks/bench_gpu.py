@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT / "src"))
 from foldwise import engine  # noqa: E402
 from foldwise.compose import compose_params  # noqa: E402
 from foldwise.data import prepare  # noqa: E402
+from foldwise.fitting.configs import apply, engine_settings, expand_grid  # noqa: E402
+from foldwise.fitting.train import arrays, make_task  # noqa: E402
 from foldwise.split import split  # noqa: E402
-from foldwise.sweep import apply, engine_settings, expand_grid  # noqa: E402
-from foldwise.train import arrays, make_task  # noqa: E402
 
 WORKLOADS = {
     "default": [],

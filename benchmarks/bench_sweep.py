@@ -41,7 +41,7 @@ sys.path.insert(0, {src!r})
 from omegaconf import OmegaConf
 from foldwise import data, split
 from foldwise.compose import compose_params
-from foldwise.train import fit
+from foldwise.fitting.train import fit
 cfg = compose_params({ov!r}, root=Path({root!r}))
 cfg = OmegaConf.create(OmegaConf.to_container(cfg))
 table, meta = data.prepare(cfg); res = split.split(table, cfg)
@@ -51,7 +51,7 @@ fit(cfg, meta, dev.loc[f.train], dev.loc[f.val])
 
 
 def bench_processes(folds: int) -> None:
-    from foldwise.train import fit
+    from foldwise.fitting.train import fit
 
     cfg = OmegaConf.create(OmegaConf.to_container(compose_params(OVERRIDES, root=ROOT)))
     table, meta = data.prepare(cfg)
@@ -102,8 +102,8 @@ def bench_logging(uri: str, label: str, epochs: int = 40) -> None:
 def bench_lightning(steps_epochs: int = 10) -> None:
     import torch
 
+    from foldwise.fitting.train import fit
     from foldwise.models import build_backbone
-    from foldwise.train import fit
 
     cfg = OmegaConf.create(
         OmegaConf.to_container(

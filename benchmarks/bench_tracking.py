@@ -5,7 +5,7 @@
 A copy of the repository in a temporary folder; `prepare` and `split` run once; then the
 `sweep` stage runs from scratch (results removed, a new MLflow experiment each time)
 against (a) the local SQLite store and (b) `make mlflow-server`'s PostgreSQL + gunicorn
-`mlflow server` on 127.0.0.1 (``foldwise.server.shared_server``; needs Debian's
+`mlflow server` on 127.0.0.1 (``foldwise.tracking.server.shared_server``; needs Debian's
 postgresql). Timed: the whole stage process (imports, planning, training, every MLflow
 call); also printed: the sweep run's own `tracking_seconds` (time in MLflow calls).
 Workloads: ``default`` is the default sweep (4 configurations × 5 folds = 20 fold runs);
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--grid", choices=list(GRIDS), default="default")
     args = ap.parse_args()
-    from foldwise.server import shared_server
+    from foldwise.tracking.server import shared_server
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -5,9 +5,10 @@ data/lockbox/test.parquet is written here and read only by the `test` stage.
 
 import pandas as pd
 
-from foldwise import params, rows
+from foldwise import params
 from foldwise.errors import run_stage
 from foldwise.files import read_json, write_json, write_table
+from foldwise.lockbox import ledger, rows
 from foldwise.split import dev_manifest, split
 
 MARK = {"pass": "ok  ", "warn": "WARN", "skip": "-   ", "fail": "FAIL"}
@@ -18,7 +19,7 @@ def main() -> None:
     meta = read_json(layout.meta)
     table = pd.read_parquet(layout.table)
     # Which rows earlier lockbox openings have seen (refuses if the records disagree).
-    seen = rows.plan(cfg, layout.root, table)
+    seen = ledger.plan_rows(cfg, layout.root, table)
     # Validates (and runs the leakage guards) before anything is written.
     result = split(
         table,

@@ -7,7 +7,7 @@ The search space comes from params.yaml (sweep.grid), so DVC tracks it; this scr
 plans the sweep (configurations × folds, grouped into stacks), lets Hydra's launcher
 run one job per stack (``+stack=0,1,...``), then closes the sweep. With sweep=optuna
 (sweep.space), foldwise's Optuna sweeper asks the configurations and launches one job
-per trial (``+trial=N``) instead (see foldwise.search).
+per trial (``+trial=N``) instead (see foldwise.sweep.trials).
 """
 
 import sys
@@ -18,8 +18,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from foldwise import params, search, sweep, workers
+from foldwise import params
+from foldwise.config import space as search_space
 from foldwise.errors import FoldwiseError, run_stage
+from foldwise.sweep import finish, plan, study, workers
 
 LAYOUT = params.Layout(Path(__file__).resolve().parents[1])
 
@@ -40,25 +42,25 @@ def main() -> int:
             "`dvc exp run -S ...`, so DVC tracks them.",
         )
     cfg, _ = params.start("sweep", LAYOUT.root)
-    session = sweep.begin(cfg, LAYOUT)  # closes what it opened if interrupted itself
-    print(sweep.describe(session), flush=True)
-    if search.enabled(cfg):
-        print(search.describe(cfg, session), flush=True)
+    session = plan.begin(cfg, LAYOUT)  # closes what it opened if interrupted itself
+    print(plan.describe(session), flush=True)
+    if search_space.enabled(cfg):
+        print(study.describe(cfg, session), flush=True)
     started = time.perf_counter()
 
     def launch() -> None:  # Hydra's multirun: one job per stack
         sys.argv = [
             sys.argv[0],
             "--multirun",
-            *sweep.launch_overrides(cfg, len(session.doc["stacks"])),
+            *plan.launch_overrides(cfg, len(session.doc["stacks"])),
             f"hydra.sweep.dir=outputs/sweep/{datetime.now():%Y-%m-%d_%H-%M-%S}",
             *extra,
         ]
         job()
 
-    if not sweep.train(cfg, LAYOUT, session, launch):
+    if not finish.train(cfg, LAYOUT, session, launch):
         return 1  # stopped on an error, said why; finished models are kept
-    return sweep.wrap_up(cfg, LAYOUT, session, time.perf_counter() - started)
+    return finish.wrap_up(cfg, LAYOUT, session, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

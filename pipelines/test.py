@@ -3,8 +3,9 @@
 Writes results/test_metrics.json (DVC metrics) and appends to lockbox/audit.jsonl.
 """
 
-from foldwise import lockbox, params
+from foldwise import params
 from foldwise.errors import run_stage
+from foldwise.lockbox import opening as lockbox
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ def run_tree(uri: str, max_results: int = 5000) -> dict[str, list]:
 
 def postgres_installed() -> bool:
     """Debian's PostgreSQL server programs are there (.ci/run installs them in CI)."""
-    from foldwise.server import pg_bindir
+    from foldwise.tracking.server import pg_bindir
 
     try:
         pg_bindir()

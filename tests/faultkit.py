@@ -33,10 +33,11 @@ class Ran:
 def stage(root: Path, name: str, *args: str, env: dict[str, str] | None = None) -> Ran:
     """``python pipelines/<name>.py args`` (or ``python -m foldwise.<name>`` when ``name``
     is ``-m foldwise.x``) in this process, in ``root``; its exit code and output."""
-    from foldwise import sweep, tracking
+    from foldwise.sweep import jobs
+    from foldwise.tracking import pending
 
-    sweep._progress = None
-    tracking.Durable._down_since, tracking.Durable.last_error = None, ""
+    jobs.reset_progress()
+    pending.Durable._down_since, pending.Durable.last_error = None, ""
     out, err = io.StringIO(), io.StringIO()
     old_cwd, old_argv, old_env = os.getcwd(), sys.argv, dict(os.environ)
     # Lightning ignores SIGINT after an interrupt; processes this one starts later inherit

@@ -87,7 +87,8 @@ def back_doors(p: Project, uri: str) -> None:
     lacks = f"lockbox/audit.jsonl lacks {len(lines)} lockbox opening"
     out = refused(p.dvc("repro", "test", check=False), lacks, LEDGER, f"git checkout -- {AUDIT}")
     assert "Running stage 'sweep'" not in out
-    p.run("python", "-m", "foldwise.ledger", "restore")  # never committed? the ledger has it
+    # never committed? the ledger has it
+    p.run("python", "-m", "foldwise.lockbox.ledger", "restore")
     unchanged()
     # ... and without the ledger too, MLflow's lockbox run does
     shutil.rmtree(root / ".foldwise")

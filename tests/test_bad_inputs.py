@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from conftest import ROOT, TINY, make_project, tiny_params
 from foldwise import params
+from foldwise.config.keys import check_keys, known_keys
 from foldwise.errors import FoldwiseError, run_stage
 
 # ------------------------------------------------------------------------------- helpers
@@ -304,7 +305,7 @@ def test_valid_keys_come_from_every_option_of_every_group():
     from foldwise.compose import compose_params
     from foldwise.files import flatten
 
-    keys = params.known_keys((ROOT / "conf").resolve())
+    keys = known_keys((ROOT / "conf").resolve())
     for overrides in ([], ["data=csv", "ensemble=bagging", "split=time_series"]):
         composed = flatten(OmegaConf.to_container(compose_params(overrides, root=ROOT)))
         assert {k for k in composed if not k.startswith("sweep.grid.")} <= keys.leaves
@@ -318,7 +319,7 @@ def test_valid_keys_come_from_every_option_of_every_group():
         "engine.cpu_stack_params",
     ):
         assert key in keys.leaves, key  # fmt: skip
-    assert params.check_keys(cfg_with(), ROOT / "conf") is None
+    assert check_keys(cfg_with(), ROOT / "conf") is None
 
 
 # ---------------------------------------------------------------- stages, in-process

@@ -21,7 +21,11 @@ from mlflow import MlflowClient
 
 from conftest import ROOT, tiny_params
 from faultkit import clone, jobs, runs, stage
-from foldwise import faults, redact, sweep, tracking
+from foldwise import faults, redact, tracking
+from foldwise.fitting.configs import apply, config_hash
+from foldwise.results import Session
+from foldwise.sweep import jobs as sweep_jobs
+from foldwise.sweep.estimate import pending_epochs
 
 
 def params(experiment: str, extra: list[str] | None = None):
@@ -60,7 +64,7 @@ def test_servers_bind_loopback_and_the_image_runs_as_non_root(tmp_path):
 
 
 def test_eta_counts_each_later_models_own_max_epochs():
-    session = sweep.Session(
+    session = Session(
         {
             "configs": [
                 {"hash": "a", "max_epochs": 5},
@@ -71,10 +75,10 @@ def test_eta_counts_each_later_models_own_max_epochs():
         }
     )
     cfg = tiny_params(["trainer.max_epochs=3"])
-    assert sweep.pending_epochs(cfg, session, 0) == 5 + 400 + 400 + 70
-    assert sweep.pending_epochs(cfg, session, 2) == 0
+    assert pending_epochs(cfg, session, 0) == 5 + 400 + 400 + 70
+    assert pending_epochs(cfg, session, 2) == 0
     cfg.sweep.launcher, cfg.sweep.n_jobs = "joblib", 2
-    assert sweep.pending_epochs(cfg, session, 0) == (5 + 400 + 400 + 70) // 2
+    assert pending_epochs(cfg, session, 0) == (5 + 400 + 400 + 70) // 2
 
 
 # ------------------------------------------------------------------ failing models
@@ -196,7 +200,7 @@ def test_server_gone_mid_sweep_keeps_results_and_sync_uploads_them(
 ):
     """A real `mlflow server`, stopped after the first model is recorded: the sweep
     trains on and writes every result, tracking calls fail fast (retries with backoff,
-    then queued in .foldwise/pending), and `python -m foldwise.sync` sends them once the
+    then queued in .foldwise/pending), and `python -m foldwise.tracking.sync` sends them once the
     server is back. The URI carries a password: it appears nowhere."""
     secret = f"pw-{os.urandom(6).hex()}"  # in no file of the project copy
     server = tracking.LocalServer(tmp_path / "server")
@@ -209,7 +213,7 @@ def test_server_gone_mid_sweep_keeps_results_and_sync_uploads_them(
             "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
             "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
         }
-        record, seen = sweep._record, []
+        record, seen = sweep_jobs._record, []
 
         def record_then_stop(*args, **kwargs):
             out = record(*args, **kwargs)
@@ -218,21 +222,21 @@ def test_server_gone_mid_sweep_keeps_results_and_sync_uploads_them(
             seen.append(out)
             return out
 
-        monkeypatch.setattr(sweep, "_record", record_then_stop)
+        monkeypatch.setattr(sweep_jobs, "_record", record_then_stop)
         ran = stage(p.path, "sweep", env=env)
         assert ran.code == 0, ran.err
         assert "4 ok, 0 failed, 0 missing of 4 models" in ran.out
-        assert "python -m foldwise.sync" in ran.err and "was unreachable" in ran.err
+        assert "python -m foldwise.tracking.sync" in ran.err and "was unreachable" in ran.err
         assert all(r["status"] == "ok" for r in jobs(p).values()) and len(jobs(p)) == 4
         waiting = sorted((p.path / ".foldwise/pending").glob("*.json"))
         assert waiting
         kinds = {json.loads(f.read_text())["kind"] for f in waiting}
         assert {"fold", "terminate", "log"} <= kinds
 
-        nothing = stage(p.path, "-m foldwise.sync", env=env)  # still down: exit 2, kept
+        nothing = stage(p.path, "-m foldwise.tracking.sync", env=env)  # still down: exit 2, kept
         assert nothing.code == 2 and "unreachable" in nothing.err
         server.start()  # back, same store and port
-        synced = stage(p.path, "-m foldwise.sync", env=env)
+        synced = stage(p.path, "-m foldwise.tracking.sync", env=env)
         assert synced.code == 0, synced.err
         assert "0 left" in synced.out and not list((p.path / ".foldwise/pending").glob("*"))
         agg = stage(p.path, "aggregate", env=env)
@@ -303,7 +307,7 @@ def test_full_disk_or_unwritable_folder_is_a_clear_error_and_no_half_result(
     assert not (p.path / "results/sweep/session.json").exists()
 
     # The disk fills up while one model's result is being written.
-    h = sweep.config_hash(sweep.apply(tiny_params(), {"model.hidden": 16, "optim.lr": 0.01}))
+    h = config_hash(apply(tiny_params(), {"model.hidden": 16, "optim.lr": 0.01}))
     monkeypatch.setattr(os, "fdopen", failing(f"{h}-fold1.json", errno.ENOSPC))
     full = stage(p.path, "sweep", env=env)
     assert full.code == 1
@@ -353,7 +357,7 @@ def test_sigterm_then_a_resume_after_dvc_put_back_an_older_session(
     # The grid grows to 4 configurations (8 models); SIGTERM once the first new model
     # is recorded, while the others train.
     p.set_params(params("sigterm", grid("[8,16]", "[1,40]")))
-    record, sent = sweep._record, []
+    record, sent = sweep_jobs._record, []
 
     def record_then_sigterm(*args, **kwargs):
         out = record(*args, **kwargs)
@@ -361,9 +365,9 @@ def test_sigterm_then_a_resume_after_dvc_put_back_an_older_session(
             sent.append(os.kill(os.getpid(), signal.SIGTERM))
         return out
 
-    monkeypatch.setattr(sweep, "_record", record_then_sigterm)
+    monkeypatch.setattr(sweep_jobs, "_record", record_then_sigterm)
     stopped = stage(p.path, "sweep", env=env)
-    monkeypatch.setattr(sweep, "_record", record)
+    monkeypatch.setattr(sweep_jobs, "_record", record)
     assert stopped.code == 143, stopped.err
     assert "interrupted; finished work is kept (SIGTERM" in stopped.err
     assert "To resume, run `python " in stopped.err

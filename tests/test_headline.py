@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from foldwise import headline
 from foldwise.params import Layout
-from foldwise.sweep import sweep_name
+from foldwise.sweep.plan import sweep_name
 
 
 def test_the_cv_headline_names_the_selected_values_by_their_short_names():

@@ -1,5 +1,5 @@
-"""Lockbox integrity on hand-made records: row registry (foldwise.rows), the ledger and
-its agreement with the audit log and MLflow, tamper checks (foldwise.ledger)."""
+"""Lockbox integrity on hand-made records: row registry (foldwise.lockbox.rows), the ledger and
+its agreement with the audit log and MLflow, tamper checks (foldwise.lockbox.ledger)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from foldwise import ledger, rows
-from foldwise.audit import append_audit, authority, read_audit
 from foldwise.errors import FoldwiseError
 from foldwise.files import sha256_file, sha256_table, write_json
+from foldwise.lockbox import ledger, rows
+from foldwise.lockbox.audit import append_audit, authority, read_audit
 
 SOURCE = "sklearn:digits"
 MANIFEST = {"dataset": {"source": SOURCE}}

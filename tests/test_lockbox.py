@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from foldwise.audit import append_audit, read_audit
 from foldwise.errors import FoldwiseError
-from foldwise.lockbox import decide
+from foldwise.lockbox.audit import append_audit, read_audit
+from foldwise.lockbox.opening import decide
 from foldwise.methods.resampling import bootstrap_scores
 
 TEST_A = "a" * 64
@@ -278,7 +278,7 @@ def test_bootstrap_perfect_predictions_with_a_rare_class():
 
 
 def test_cv_vs_test_gap_by_hand():
-    from foldwise.lockbox import cv_vs_test
+    from foldwise.lockbox.opening import cv_vs_test
 
     entry = {
         "cv": {"metric": "val_f1", "mean": 0.97, "ci_low": 0.96, "ci_high": 0.98, "method": "m"},
@@ -326,7 +326,7 @@ def test_extra_scores_precision_recall_auc(predictions):
 
 
 def test_confusion_counts_and_rows(tmp_path):
-    from foldwise.lockbox import confusion, write_confusion
+    from foldwise.lockbox.opening import confusion, write_confusion
 
     counts = confusion([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0], 3)
     assert counts == [[1, 1, 0], [0, 1, 0], [1, 0, 2]]

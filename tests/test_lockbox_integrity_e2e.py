@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 def test_appended_rows_can_be_tested_alone(tmp_path, sqlite_uri):
     """Split stage only (no training): an opening of iris' first 120 rows is recorded as
     the test stage records it; 30 appended rows may then be the whole test set."""
-    from foldwise import ledger
-    from foldwise.audit import authority
+    from foldwise.lockbox import ledger
+    from foldwise.lockbox.audit import authority
     from foldwise.params import Layout
 
     p = make_project(tmp_path, sqlite_uri, tiny_params([*IRIS, "data.drop=[site]"]))

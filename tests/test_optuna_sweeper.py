@@ -1,5 +1,5 @@
 """sweep=optuna: the search space, fold-level pruning, the grid's answer on an exhaustive
-space, RDB storage (SQLite, PostgreSQL) and resuming (foldwise.search + the Hydra sweeper)."""
+space, RDB storage (SQLite, PostgreSQL) and resuming (foldwise.sweep.trials + the Hydra sweeper)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from conftest import TINY, make_project, postgres_installed, run_tree
 from faultkit import stage
 from foldwise import params as P
-from foldwise import search
+from foldwise.config.space import distributions
 from foldwise.errors import FoldwiseError
+from foldwise.sweep import study as sweep_study
 
 # TINY without its grid (sweep=optuna has none) and its 2 folds.
 BASE = [t for t in TINY if not t.startswith(("sweep.grid", "split.n_splits"))]
@@ -69,7 +70,7 @@ def test_space_becomes_optuna_distributions():
                   "dropout": {"choices": [0.0, 0.5]}},
     })  # fmt: skip
     P.validate(cfg)
-    d = search.distributions(cfg)
+    d = distributions(cfg)
     assert d["optim.lr"] == FloatDistribution(1e-4, 0.1, log=True)
     assert d["optim.weight_decay"] == FloatDistribution(0.0, 0.01, step=0.005)
     assert d["model.hidden"] == IntDistribution(8, 64, step=8)
@@ -79,8 +80,9 @@ def test_space_becomes_optuna_distributions():
     shipped = optuna_params({})
     shipped.sweep.space = OmegaConf.load(P.repo_root() / "conf/sweep/optuna.yaml").space
     P.validate(shipped)
-    assert search.direction(shipped) == "maximize"  # val_f1
-    assert search.direction(optuna_params(grid_space([8], [0.01]), "data=diabetes")) == "minimize"
+    assert sweep_study.direction(shipped) == "maximize"  # val_f1
+    regression = optuna_params(grid_space([8], [0.01]), "data=diabetes")
+    assert sweep_study.direction(regression) == "minimize"
 
 
 @pytest.mark.parametrize(
@@ -247,7 +249,7 @@ def test_postgresql_storage_and_resume(tmp_path, monkeypatch):
     import optuna
     from optuna.trial import TrialState
 
-    from foldwise.server import DB_NAME, DB_USER, postgres
+    from foldwise.tracking.server import DB_NAME, DB_USER, postgres
 
     folder = Path(tempfile.mkdtemp(prefix="foldwise-pg-"))  # the postgres user can enter it
     with postgres(folder) as cluster:
@@ -275,9 +277,9 @@ def test_postgresql_storage_and_resume(tmp_path, monkeypatch):
         # A sweep killed mid-trial left the third configuration RUNNING, its process gone.
         (untried,) = {8, 12, 16} - {params["model.hidden"] for _, params, _ in first}
         study.enqueue_trial({"model.hidden": untried, "optim.lr": 0.01})
-        left = study.ask(search.distributions(cfg))
-        left.set_user_attr(search.CHECKOUT, search.checkout_id(P.Layout(p.path)))
-        left.set_user_attr(search.OWNER, f"{socket.gethostname()}:{2**22 + 12345}")
+        left = study.ask(distributions(cfg))
+        left.set_user_attr(sweep_study.CHECKOUT, sweep_study.checkout_id(P.Layout(p.path)))
+        left.set_user_attr(sweep_study.OWNER, f"{socket.gethostname()}:{2**22 + 12345}")
         # Re-run with one more trial: the study goes on, the two finished trials are kept
         # (their folds not trained again), the killed one failed and asked again.
         cfg.sweep.optuna.n_trials = 3
@@ -287,7 +289,7 @@ def test_postgresql_storage_and_resume(tmp_path, monkeypatch):
         out = ran.out
         trials = optuna.load_study(study_name=study.study_name, storage=url).trials
         assert [(t.number, t.params, t.value) for t in trials[:2]] == first
-        assert trials[2].state == TrialState.FAIL and trials[2].user_attrs[search.INTERRUPTED]
+        assert trials[2].state == TrialState.FAIL and trials[2].user_attrs[sweep_study.INTERRUPTED]
         assert len(trials) == 4 and trials[3].state == TrialState.COMPLETE
         assert trials[3].params == {"model.hidden": untried, "optim.lr": 0.01}
         assert trials[3].system_attrs["fixed_params"] == trials[2].params  # asked again

@@ -3,7 +3,7 @@
 A real PostgreSQL cluster and a real `mlflow server` (gunicorn) in a temporary folder;
 a sweep with two parallel Hydra/joblib workers logs through it; the run tree is read
 back over the REST API and counted in PostgreSQL itself; everything is stopped, then
-`python -m foldwise.server` reopens the same folder and finds the runs again.
+`python -m foldwise.tracking.server` reopens the same folder and finds the runs again.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from conftest import make_project, postgres_installed, tiny_params
-from foldwise.server import _alive, shared_server
+from foldwise.tracking.server import _alive, shared_server
 
 pytestmark = pytest.mark.slow
 
@@ -123,10 +123,11 @@ def test_parallel_sweep_through_postgres_backed_server(tmp_path):
             os.killpg(mlflow_group, 0)
         assert processes_mentioning(str(folder)) == []
 
-        # `python -m foldwise.server` reopens the same cluster: the runs are still there.
+        # `python -m foldwise.tracking.server` reopens the same cluster: the runs are still there.
         password = (folder / "pgpass").read_text().strip().rsplit(":", 1)[1]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "foldwise.server", "--folder", str(folder), "--port", "0"],
+            [sys.executable, "-m", "foldwise.tracking.server", "--folder", str(folder),
+             "--port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         out = ""

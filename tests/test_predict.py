@@ -14,8 +14,8 @@ import pytest
 from conftest import tiny_params
 from foldwise import artifact, pyfunc
 from foldwise.data import feature_columns, prepare
+from foldwise.fitting.train import fit
 from foldwise.predict import predict_frame
-from foldwise.train import fit
 
 # one worker under `pytest -n` (--dist loadgroup): the module fixture is built once
 pytestmark = pytest.mark.xdist_group("predict")

@@ -21,14 +21,14 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import BIN, make_project, tiny_params
-from foldwise import artifact, pyfunc, registry
+from foldwise import artifact, pyfunc
 from foldwise.cli import main
 from foldwise.data import feature_columns, prepare
 from foldwise.errors import FoldwiseError
+from foldwise.fitting.train import fit
 from foldwise.params import validate
 from foldwise.predict import load_registered, predict_frame, resolve
-from foldwise.tracking import stop_group
-from foldwise.train import fit
+from foldwise.tracking import registry, stop_group
 
 # one worker under `pytest -n` (--dist loadgroup): the module fixture is built once
 pytestmark = pytest.mark.xdist_group("registry")
@@ -255,7 +255,7 @@ def test_registry_down_fails_a_new_opening_and_warns_on_a_repeat(monkeypatch, ca
     warns, after one quick retry rather than MLflow's minutes of them."""
     from types import SimpleNamespace
 
-    from foldwise import lockbox
+    from foldwise.lockbox import opening as lockbox
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")
     cfg = OmegaConf.create({"data": {"name": "iris"}, "lockbox": {"registered_model": None}})

@@ -8,12 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import make_project, tiny_params
-from foldwise import sweep
+from foldwise.fitting.configs import apply, config_hash, config_label, expand_grid
 
 
 def test_grid_expansion_matches_hydra_order_and_types():
     cfg = tiny_params(["sweep.grid.model.hidden=[8,16]", "sweep.grid.optim.lr=[0.001,0.01]"])
-    grid = sweep.expand_grid(cfg)
+    grid = expand_grid(cfg)
     assert grid == [
         {"model.hidden": 8, "optim.lr": 0.001},
         {"model.hidden": 8, "optim.lr": 0.01},
@@ -25,23 +25,24 @@ def test_grid_expansion_matches_hydra_order_and_types():
 def test_hydra_sweep_syntax_strings_are_expanded_by_hydra_parser():
     cfg = tiny_params()
     cfg.sweep.grid = {"model": {"hidden": "range(16,49,16)"}}
-    assert [g["model.hidden"] for g in sweep.expand_grid(cfg)] == [16, 32, 48]
+    assert [g["model.hidden"] for g in expand_grid(cfg)] == [16, 32, 48]
 
 
 def test_a_list_of_grids_is_their_union_like_sklearns_parameter_grid():
     from sklearn.model_selection import ParameterGrid
 
     from foldwise.compose import compose_params
-    from foldwise.params import grid_leaves, validate
+    from foldwise.config.grid import grid_leaves
+    from foldwise.params import validate
 
     cfg = compose_params(["sweep=ensembles"])
     validate(cfg)
-    got = sweep.expand_grid(cfg)
+    got = expand_grid(cfg)
     raw = OmegaConf.to_container(cfg.sweep.grid)
     flat = [{f"{s}.{k}": v for s, d in g.items() for k, v in d.items()} for g in raw]
     want = list(ParameterGrid(flat))
     assert sorted(map(repr, got)) == sorted(map(repr, want)) and len(got) == 4
-    labels = [sweep.config_label(sweep.apply(cfg, o), o) for o in got]
+    labels = [config_label(apply(cfg, o), o) for o in got]
     assert labels[2] == "mlp ensemble=bagging hidden=128 lr=0.001"
     assert grid_leaves(cfg)["ensemble.name"] == ["bagging", "adaboost"]
 
@@ -67,20 +68,20 @@ def test_a_bad_grid_of_a_list_is_named(grid, message):
 
 def test_config_hash_ignores_fold_and_sweep_settings_but_not_hyperparameters():
     cfg = tiny_params()
-    base = sweep.config_hash(cfg)
+    base = config_hash(cfg)
     other = OmegaConf.merge(
         cfg, {"fold": 3, "sweep": {"n_jobs": 7}, "lockbox": {"override_reason": "x"}}
     )
-    assert sweep.config_hash(other) == base
-    assert sweep.config_hash(sweep.apply(cfg, {"optim.lr": 0.5})) != base
-    assert sweep.config_hash(sweep.apply(cfg, {"trainer.max_epochs": 9})) != base
+    assert config_hash(other) == base
+    assert config_hash(apply(cfg, {"optim.lr": 0.5})) != base
+    assert config_hash(apply(cfg, {"trainer.max_epochs": 9})) != base
 
 
 def test_fit_is_deterministic_on_cpu():
     import pandas as pd
 
     from foldwise import data, split
-    from foldwise.train import fit
+    from foldwise.fitting.train import fit
 
     cfg = tiny_params()
     table, meta = data.prepare(cfg)
@@ -96,7 +97,7 @@ def test_fit_is_deterministic_on_cpu():
 def test_early_stopping_never_sees_the_fold_validation_rows(monkeypatch):
     """Scramble the fold's validation labels: training and the chosen epoch must not change."""
     from foldwise import data, split
-    from foldwise.train import fit
+    from foldwise.fitting.train import fit
 
     cfg = tiny_params(["trainer.max_epochs=6"])
     table, meta = data.prepare(cfg)

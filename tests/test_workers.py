@@ -11,9 +11,10 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import tiny_params
-from foldwise import params, sweep, workers
+from foldwise import params
 from foldwise.errors import FoldwiseError
 from foldwise.params import validate
+from foldwise.sweep import launch, plan, workers
 
 
 def test_gpu_for_gives_parallel_workers_distinct_devices_then_wraps():
@@ -40,7 +41,7 @@ def test_slots_are_distinct_across_live_processes_and_freed_when_one_exits(tmp_p
     code = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from foldwise.workers import claim_slot
+        from foldwise.sweep.workers import claim_slot
         print(claim_slot(Path({str(tmp_path)!r})), flush=True)
         print(claim_slot(Path({str(tmp_path)!r})), flush=True)  # cached: the same slot
         sys.stdin.readline()  # hold the slot until told to exit
@@ -92,7 +93,7 @@ def test_launch_overrides_pass_the_submitit_settings(monkeypatch):
         "sweep.submitit.array_parallelism=8", "trainer.accelerator=gpu",
     ])  # fmt: skip
     validate(slurm)
-    assert sweep.launch_overrides(slurm, 3) == [
+    assert plan.launch_overrides(slurm, 3) == [
         "+stack=0,1,2",
         "hydra/launcher=submitit_slurm",
         "hydra.launcher.timeout_min=90",
@@ -103,20 +104,20 @@ def test_launch_overrides_pass_the_submitit_settings(monkeypatch):
         "hydra.launcher.gpus_per_task=1",
     ]
     local = tiny_params(["sweep.launcher=submitit_local"])  # defaults: no partition, no GPU
-    assert workers.submitit_overrides(local, 0) == [
+    assert launch.submitit_overrides(local, 0) == [
         "hydra.launcher.timeout_min=60",
         "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.gpus_per_node=0",
     ]
     # submitit's local jobs see the GPUs only when asked to: all of them, for trainer=gpu
     on_gpu = tiny_params(["sweep.launcher=submitit_local", "trainer.accelerator=gpu"])
-    assert workers.submitit_overrides(on_gpu, 4)[-1] == "hydra.launcher.gpus_per_node=4"
+    assert launch.submitit_overrides(on_gpu, 4)[-1] == "hydra.launcher.gpus_per_node=4"
 
 
 def test_the_parallel_launchers_plan_a_stack_per_worker():
     for launcher, n in (("basic", 1), ("joblib", 3), ("submitit_local", 3), ("submitit_slurm", 3)):
         cfg = tiny_params([f"sweep.launcher={launcher}", "sweep.n_jobs=3"])
-        assert workers.parallel_workers(cfg) == n
+        assert launch.parallel_workers(cfg) == n
 
 
 @pytest.mark.parametrize(
@@ -148,10 +149,10 @@ def test_trainer_gpu_on_slurm_needs_gpus_per_task(monkeypatch):
 def test_submitit_defaults_are_conf_s():
     """What an older params.yaml without sweep.submitit gets is conf/sweep/grid.yaml's."""
     cfg = tiny_params()
-    assert OmegaConf.to_container(cfg.sweep.submitit) == workers.SUBMITIT_DEFAULTS
+    assert OmegaConf.to_container(cfg.sweep.submitit) == launch.SUBMITIT_DEFAULTS
     del cfg.sweep["submitit"]
     cfg.sweep.launcher = "submitit_slurm"
-    assert workers.submitit_overrides(cfg, 0) == [
+    assert launch.submitit_overrides(cfg, 0) == [
         "hydra.launcher.timeout_min=60",
         "hydra.launcher.cpus_per_task=1",
         "hydra.launcher.array_parallelism=256",

@@ -68,7 +68,7 @@ def summarize_config(
     """Statistics over a configuration's resamples; ``rows[i]`` is resample i's result
     or None. ``apparent`` is the index of the bootstrap's all-rows fit, if any."""
     word = "fold" if kind == "folds" else "resample"
-    # An Optuna trial pruned after `cut` folds (foldwise.search): never trained the rest.
+    # An Optuna trial pruned after `cut` folds (foldwise.sweep.trials): never trained the rest.
     cut = int(conf.get("pruned_after", len(rows)))
     problems = [f"pruned after {cut} of {len(rows)} {word}s"] if cut < len(rows) else []
     problems += [f"{word} {i}: missing" for i, r in enumerate(rows) if r is None and i < cut]

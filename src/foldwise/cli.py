@@ -7,7 +7,7 @@
 names) with the final model and writes ``prediction`` and ``proba_<label>`` columns: the
 numbers MLflow's pyfunc and the test stage compute (:mod:`foldwise.predict`). ``--model``
 is a bundle path, ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a registered
-name (its ``champion``; :mod:`foldwise.registry`). Bad input exits 2 with the problem and
+name (its ``champion``; :mod:`foldwise.tracking.registry`). Bad input exits 2 with the problem and
 the fix.
 """
 

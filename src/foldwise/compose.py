@@ -29,7 +29,7 @@ def compose_params(overrides: list[str] | None = None, root: Path | None = None)
 
 def explain(err: Exception, conf: Path) -> FoldwiseError:
     """Hydra's refusal of an override, with the fix: a group's options, the closest key."""
-    from foldwise.params import known_keys
+    from foldwise.config.keys import known_keys
 
     first = str(err).splitlines()[0]
     missing = re.search(r"Could not find '([^'/]+)/([^']+)'", first)

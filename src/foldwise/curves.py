@@ -46,12 +46,12 @@ def plotted(regression: bool) -> str:
 
 def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     from foldwise.data import Meta
+    from foldwise.fitting.configs import apply, config_hash, split_key
+    from foldwise.fitting.train import arrays, make_task, train_cached
     from foldwise.progress import Progress, default_every
     from foldwise.refit import selected_config
     from foldwise.results import job_cache
     from foldwise.split import load_folds
-    from foldwise.sweep import apply, config_hash, split_key
-    from foldwise.train import arrays, make_task, train_cached
 
     out_dir = layout.curves_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -226,8 +226,8 @@ ENSEMBLE_KINDS = {"bagging": ("bagging",), "boosting": ("adaboost", "gradient_bo
 def ensemble_representatives(cfg: DictConfig, layout: Layout) -> dict[str, tuple[str, Any]]:
     """Per ensemble kind in the sweep, its best-ranked complete configuration:
     ``kind -> (label, composed config)`` (none when the sweep has no ensemble)."""
+    from foldwise.fitting.configs import apply
     from foldwise.results import Session
-    from foldwise.sweep import apply
 
     if not layout.cv_table.is_file():
         return {}

@@ -12,8 +12,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from foldwise.config.keys import check_model_keys
 from foldwise.data import Meta
-from foldwise.params import check_model_keys
 
 
 class MLP(nn.Module):

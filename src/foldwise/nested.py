@@ -54,13 +54,13 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     from foldwise.aggregate import higher_is_better, select, summarize_config
     from foldwise.data import Meta
     from foldwise.ensemble import bagging
+    from foldwise.fitting.configs import apply, config_hash, split_key
+    from foldwise.fitting.train import arrays, make_task, train_cached
     from foldwise.progress import Progress, default_every
     from foldwise.refit import refit_epochs
     from foldwise.results import Session, collect, job_cache
     from foldwise.split import load_folds
     from foldwise.split.schemes import make_scheme
-    from foldwise.sweep import apply, config_hash, split_key
-    from foldwise.train import arrays, make_task, train_cached
 
     t0 = time.perf_counter()
     manifest = read_json(layout.dev_manifest)

@@ -113,7 +113,7 @@ def read_rows(path: Path) -> pd.DataFrame:
         ) from err
 
 
-# ------------------------------------------------- the registered model (foldwise.registry)
+# ----------------------------------------- the registered model (foldwise.tracking.registry)
 def resolve(model: str | Path) -> str | Path:
     """What ``--model`` names: an existing bundle path stays a path; ``models:/...`` is
     an MLflow model URI; a bare name (no path separator, no suffix) is

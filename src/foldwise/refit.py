@@ -18,8 +18,8 @@ from foldwise import artifact
 from foldwise.data import Meta
 from foldwise.errors import FoldwiseError
 from foldwise.files import flatten, read_json, write_json
+from foldwise.fitting.configs import apply, config_hash, hyperparameters
 from foldwise.params import Layout
-from foldwise.sweep import apply, config_hash, hyperparameters
 
 
 def refit_epochs(cfg: DictConfig, fold_best_epochs: list[int]) -> int:
@@ -62,7 +62,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     from foldwise import pyfunc, tracking
     from foldwise.data import feature_columns
     from foldwise.ensemble import spec
-    from foldwise.train import fit, fit_members, headline
+    from foldwise.fitting.train import fit, fit_members, headline
 
     selection = read_json(layout.selection)
     chosen = selected_config(cfg, selection)
@@ -151,9 +151,9 @@ def _fold_ensemble(cfg, chosen, selection, meta, dev, layout, what) -> tuple:
     """``refit=fold_ensemble``: the selected configuration's fold models, trained again
     exactly as the sweep trained them (checked: their fold scores against the sweep's),
     saved as one bundle that averages them."""
+    from foldwise.fitting.train import fit_folds
     from foldwise.results import Session, collect
     from foldwise.split import load_folds
-    from foldwise.train import fit_folds
 
     folds = [r for r in load_folds(read_json(layout.folds)) if r.role == "resample"]
     dev = dev.sort_values("row_id", kind="stable").reset_index(drop=True)

@@ -15,6 +15,16 @@ from typing import Any
 from foldwise.files import read_json, sha256_json, shared_root
 
 
+def task_name(cfg_hash: str, fold: int) -> str:
+    """A (configuration, fold) job's name: in the session's stacks and result file names."""
+    return f"{cfg_hash}-fold{fold}"
+
+
+def parse_task_name(name: str) -> tuple[str, int]:
+    cfg_hash, fold = name.rsplit("-fold", 1)
+    return cfg_hash, int(fold)
+
+
 def job_key(cfg_hash: str, fold: int, split_key: str, code: str, engine: int) -> str:
     """A job's identity: configuration, fold, split, foldwise's code and engine version."""
     return sha256_json(

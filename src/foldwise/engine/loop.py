@@ -468,7 +468,7 @@ def fit_stack(module: StackTrainer, accelerator: str = "cpu") -> list[Outcome]:
     trainer = pl.Trainer(
         max_epochs=int(module.max_epochs.max()),
         accelerator=accelerator,
-        # the current CUDA device (a parallel worker's own, foldwise.workers), not cuda:0
+        # the current CUDA device (a parallel worker's own, foldwise.sweep.workers), not cuda:0
         devices=[torch.cuda.current_device()] if accelerator == "gpu" else 1,
         logger=False,
         enable_checkpointing=False,

@@ -8,6 +8,9 @@ wraps scikit-learn's splitter where one exists (``splitter()``); assignments equ
 that splitter yields for the same seed and dev-row order (tested per scheme). Only the
 bootstrap and sampled leave-p-out draw their own rows, from a seeded NumPy generator.
 
+(Over 600 lines on purpose: fifteen small classes read as one catalogue, like
+scikit-learn's ``_split.py``; splitting it would scatter the one contract.)
+
 Each scheme also says which *kind* of resampling it is, since that decides the honest
 summary (see :mod:`foldwise.methods.resampling`):
 

@@ -1,4 +1,4 @@
-"""The sweeper: Hydra's side of :func:`foldwise.search.drive` (ask, launch, tell)."""
+"""The sweeper: Hydra's side of :func:`foldwise.sweep.trials.drive` (ask, launch, tell)."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ class FoldwiseOptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> Any:
         from foldwise import params as P
-        from foldwise import search
         from foldwise.errors import FoldwiseError
         from foldwise.files import repo_root
+        from foldwise.sweep import trials
 
         if arguments:
             raise FoldwiseError(
@@ -44,5 +44,5 @@ class FoldwiseOptunaSweeper(Sweeper):
         with open_dict(cfg):
             cfg.pop("hydra", None)  # the task's config: params.yaml as the jobs see it
         layout = P.Layout(repo_root())
-        search.drive(cfg, layout, search.launch_jobs(self.launcher, self.job_idx))
+        trials.drive(cfg, layout, trials.launch_jobs(self.launcher, self.job_idx))
         return None

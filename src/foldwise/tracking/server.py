@@ -1,6 +1,6 @@
 """A shared MLflow tracking server: PostgreSQL as the backend store, artifacts on disk.
 
-``make mlflow-server`` (``python -m foldwise.server``) runs, in the foreground until
+``make mlflow-server`` (``python -m foldwise.tracking.server``) runs, in the foreground until
 Ctrl-C:
 
 * a PostgreSQL cluster in ``<repo>/.foldwise/mlflow-server/pgdata`` (created on first
@@ -418,7 +418,7 @@ def default_folder() -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m foldwise.server",
+        prog="python -m foldwise.tracking.server",
         description="A shared MLflow tracking server over PostgreSQL; Ctrl-C stops it. "
         "Arguments it does not know go to `mlflow server` (e.g. --app-name basic-auth).",
     )

@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from foldwise import audit as audit_log
-from foldwise import rows
 from foldwise.errors import FoldwiseError, run_stage
-from foldwise.files import sha256_file, sha256_json, shared_root
+from foldwise.files import sha256_file, sha256_json, sha256_table, shared_root
+from foldwise.lockbox import audit as audit_log
+from foldwise.lockbox import rows
 
 AUDIT = "lockbox/audit.jsonl"
 RESTORE_LOG = (
@@ -158,7 +159,7 @@ def load(root: Path, *, adopt: bool = True) -> list[dict[str, Any]]:
             f"recorded: {'; '.join(describe(e) for e in missing)}. Deleting or truncating the "
             "audit log does not reset the lockbox.",
             RESTORE_LOG + " If those lines were never committed, "
-            "`python -m foldwise.ledger restore` appends them back from the ledger.",
+            "`python -m foldwise.lockbox.ledger restore` appends them back from the ledger.",
         )
     if adopt:
         known = {key(e) for e in ledger}
@@ -387,7 +388,7 @@ def check_mlflow(
 def main(argv: list[str]) -> None:
     if argv != ["restore"]:
         raise FoldwiseError(
-            "usage: python -m foldwise.ledger restore",
+            "usage: python -m foldwise.lockbox.ledger restore",
             "`restore` appends to the audit log the openings only the ledger still has.",
         )
     from foldwise.files import repo_root
@@ -401,3 +402,17 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     run_stage(lambda: main(sys.argv[1:]))
+
+
+def plan_rows(cfg: Any, root: Path, table: pd.DataFrame) -> rows.Plan:
+    """What the records say about this dataset, before the split is drawn.
+
+    Reads (and checks) the audit log against the ledger (:func:`load`)."""
+    source = rows.source_id(cfg.data, root)
+    with locked(root):
+        entries = load(root)
+    seen = rows.openings_of(entries, source)
+    ids = np.sort(table["row_id"].to_numpy(dtype=np.int64))
+    mode = str(cfg.lockbox.get("test_rows", "all"))
+    fixed = rows.new_rows(ids, source, seen) if mode == "new" else None
+    return rows.Plan(source, sha256_table(table), ids, seen, entries, fixed)

@@ -1,7 +1,7 @@
 """The lockbox: the test set is opened once per selected model, and every opening is audited.
 
 Rules, keyed by the SHA-256 of the test rows (a new split of rows an opening has
-already seen is refused earlier, by the split stage: :mod:`foldwise.rows`):
+already seen is refused earlier, by the split stage: :mod:`foldwise.lockbox.rows`):
 
 * **first opening** — evaluate, record it in the audit log, report;
 * **same model again** (same weight fingerprint) — report the recorded result;
@@ -15,7 +15,7 @@ already seen is refused earlier, by the split stage: :mod:`foldwise.rows`):
 The audit log (``lockbox/audit.jsonl``) is append-only JSON lines, kept in git,
 never in DVC's cache: the history of looks must survive ``dvc checkout``. A ledger
 outside git and MLflow record every opening too, and the test stage refuses when they
-disagree or a file was edited after an opening (:mod:`foldwise.ledger`).
+disagree or a file was edited after an opening (:mod:`foldwise.lockbox.ledger`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from foldwise import audit as audit_log
-from foldwise import ledger
 from foldwise.errors import FoldwiseError
+from foldwise.lockbox import audit as audit_log
+from foldwise.lockbox import ledger
 from foldwise.scores import higher_is_better
 
 
@@ -321,14 +321,15 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
 
 
 def _register(cfg: Any, layout: Any, info: dict, entry: dict, *, opened: bool) -> None:
-    """The opened model into MLflow's registry (:mod:`foldwise.registry`). After a new
+    """The opened model into MLflow's registry (:mod:`foldwise.tracking.registry`). After a new
     opening a failure fails the stage (the opening stays recorded: a re-run registers it
     without a new look); after a repeat it is only reported."""
     import contextlib
 
-    from foldwise import registry, tracking
+    from foldwise import tracking
     from foldwise.files import read_json
     from foldwise.redact import redact
+    from foldwise.tracking import registry
 
     selection = read_json(layout.selection) if layout.selection.is_file() else {}
     metric = (entry.get("cv") or {}).get("metric") or selection.get("metric") or "val_loss"

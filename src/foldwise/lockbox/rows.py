@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from foldwise.errors import FoldwiseError
-from foldwise.files import sha256_table, shared_root
+from foldwise.files import shared_root
 
 TEST_ROWS = ("all", "new")
 
@@ -169,22 +168,6 @@ class Plan:
     seen: list[Seen]
     entries: list[dict[str, Any]]
     test_ids: np.ndarray | None  # fixed test rows (test_rows=new), else None: a seeded draw
-
-
-def plan(cfg: Any, root: Path, table: pd.DataFrame) -> Plan:
-    """What the records say about this dataset, before the split is drawn.
-
-    Reads (and checks) the audit log against the ledger; see :mod:`foldwise.ledger`."""
-    from foldwise import ledger
-
-    source = source_id(cfg.data, root)
-    with ledger.locked(root):
-        entries = ledger.load(root)
-    seen = openings_of(entries, source)
-    ids = np.sort(table["row_id"].to_numpy(dtype=np.int64))
-    mode = str(cfg.lockbox.get("test_rows", "all"))
-    fixed = new_rows(ids, source, seen) if mode == "new" else None
-    return Plan(source, sha256_table(table), ids, seen, entries, fixed)
 
 
 def admit(p: Plan, cfg: Any, result: Any) -> dict[str, Any]:

@@ -8,8 +8,10 @@ the engine (a stack of one) and returns the network itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,9 +19,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from foldwise import engine
+from foldwise import params as P
 from foldwise.data import Meta, feature_columns
 from foldwise.ensemble import spec as ensemble_spec
+from foldwise.files import read_json
 from foldwise.models import build_backbone
+from foldwise.split import load_folds
 
 
 def make_task(
@@ -134,8 +139,8 @@ def train_cached(tasks, x, y, meta, cfg, layout, done, progress, what: str) -> N
     """
     from foldwise import ensemble
     from foldwise.files import write_json
+    from foldwise.fitting.configs import engine_settings
     from foldwise.results import job_cache
-    from foldwise.sweep import engine_settings
 
     if not tasks:
         return
@@ -261,3 +266,26 @@ def fit_folds(cfg: DictConfig, meta: Meta, dev: pd.DataFrame, folds: list) -> Fo
         epochs_trained=max(o.epochs_trained for o in outs), n_train=len(dev), n_val=0,
     )  # fmt: skip
     return FoldModels(nets, [o.scaler for o in outs], res, fold_metrics)
+
+
+@dataclass
+class Inputs:
+    """Dev rows as engine arrays, and each fold's rows as positions into them."""
+
+    x: np.ndarray
+    y: np.ndarray
+    folds: dict[int, tuple[np.ndarray, np.ndarray]]
+    meta: Meta
+    row_ids: np.ndarray  # dev row id at each position
+
+
+@functools.lru_cache(maxsize=2)
+def dev_inputs(root: str) -> Inputs:
+    """Read once per process however many stacks it runs."""
+    layout = P.Layout(Path(root))
+    dev = pd.read_parquet(layout.dev).set_index("row_id", drop=False)
+    pos = lambda ids: dev.index.get_indexer(ids)  # noqa: E731
+    folds = {f.index: (pos(f.train), pos(f.val)) for f in load_folds(read_json(layout.folds))}
+    x, y = arrays(dev)
+    return Inputs(x, y, folds, Meta.from_dict(read_json(layout.meta)),
+                  dev["row_id"].to_numpy())  # fmt: skip

@@ -14,35 +14,17 @@ where it is, unless there is none yet.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from foldwise.errors import FoldwiseError
-
 ALIAS = "champion"
 TAG = "foldwise."
-# Conservative: MLflow names may hold more, but "/", ":" and "@" break models:/ URIs.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}")
 
 
 def model_name(cfg: DictConfig) -> str:
     name = OmegaConf.select(cfg, "lockbox.registered_model")
     return str(name) if name is not None else f"foldwise-{cfg.data.name}"
-
-
-def check_name(value: object) -> None:
-    """``lockbox.registered_model``: null (→ ``foldwise-<data.name>``) or a plain name."""
-    if value is None:
-        return
-    if not isinstance(value, str) or not NAME.fullmatch(value):
-        raise FoldwiseError(
-            f"params: lockbox.registered_model must be a model name (letters, digits, '.', "
-            f"'_', '-'), got {value!r}.",
-            "e.g. dvc exp run -S lockbox.registered_model=churn-mlp, or null for "
-            "foldwise-<data.name>.",
-        )
 
 
 def _versions(c: Any, name: str) -> list:
