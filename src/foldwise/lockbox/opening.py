@@ -336,7 +336,7 @@ def _register(cfg: Any, layout: Any, info: dict, entry: dict, *, opened: bool) -
     # A repeat must not wait out MLflow's minutes of retries for a server that is down.
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     try:
-        with contextlib.nullcontext() if opened else tracking._env(quick):
+        with contextlib.nullcontext() if opened else tracking.env_vars(quick):
             reg = registry.register(cfg, info, entry, metric, opened=opened)
     except Exception as err:
         why = redact(f"{type(err).__name__}: {err}").strip().splitlines()

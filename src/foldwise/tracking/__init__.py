@@ -75,7 +75,8 @@ RETRY_DEFAULTS = {
 
 
 @contextlib.contextmanager
-def _env(values: Mapping[str, str]) -> Iterator[None]:
+def env_vars(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (MLflow reads its HTTP settings there)."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
     try:
@@ -100,7 +101,7 @@ def require(cfg: DictConfig | None = None) -> str:
     try:
         # One quick try (one retry, 5 s timeout): a server that is up answers at once.
         with (
-            _env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}),
+            env_vars({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}),
             _creating_sqlite(uri),
         ):
             client(cfg).search_experiments(max_results=1)
