@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro report test test-fast lint ui mlflow-server params bench bench-parts bench-schemes bench-ensembles clean
+.PHONY: install repro report test test-fast lint ui mlflow-server params options bench bench-parts bench-schemes bench-ensembles clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ mlflow-server: install  ## shared tracking server: PostgreSQL + mlflow server on
 
 params: install  ## regenerate params.yaml from conf/ (ARGS="data=breast_cancer model=cnn")
 	$(BIN)/python -m foldwise.compose $(ARGS)
+
+options: install  ## the table of every setting (README: Every setting), from the config schema
+	@$(BIN)/python -m foldwise.config.schema
 
 bench: install  ## foldwise's sweep vs one-at-a-time, a plain PyTorch loop and sklearn (~15 min)
 	$(RUN) $(BIN)/python benchmarks/bench_engine.py

@@ -77,13 +77,13 @@ def compose(*overrides: str) -> Callable[[Path], None]:
 
 
 def unread_model_key(tmp: Path) -> None:
-    """A conf/model/ yaml that defines a key no code reads: conf/ knows the key, so only
-    the model builder's own key list can refuse it."""
+    """A conf/model/ yaml that defines a key no code reads: the valid keys come from the
+    schema, so a yaml file cannot make it valid."""
     conf = tmp / "conf"
     shutil.copytree(ROOT / "conf", conf)
     (conf / "model/mine.yaml").write_text("name: mlp\nhidden: 8\ndepth: 1\ndropout: 0.0\n"
                                           "width: 32\n")  # fmt: skip
-    params.validate(cfg_with(model__width=32), conf_dir=conf)
+    params.validate(cfg_with(model__width=32))
 
 
 def table(counts: dict[int, int], duplicated: bool = False) -> pd.DataFrame:
@@ -246,8 +246,14 @@ CATALOGUE = [
      r"built-in model=mlp and report it as yours",
      r"remove model\._target_ and model\.width.*-S model=mlp"),
     ("23-unread-model-key-from-a-yaml", unread_model_key,
-     r"model\.width is not read by model=mlp \(it reads model\.name, model\.hidden",
+     r"model\.width is not a foldwise setting: no code reads it",
      r"Remove model\.width"),
+    ("24-wrong-type", validate(lockbox__bootstrap_resamples="1000"),  # was a TypeError
+     r"lockbox\.bootstrap_resamples must be a whole number, got '1000'",
+     r"lockbox\.bootstrap_resamples=1000 \(its default\); a number in quotes is text"),
+    ("24-wrong-type-nested", validate(trainer__early_stopping__enabled="yes"),
+     r"trainer\.early_stopping\.enabled must be true or false, got 'yes'",
+     r"trainer\.early_stopping\.enabled=true"),
     ("22-misspelled-override", compose("model.hiden=64"), r"model\.hiden is not a foldwise",
      r"did you mean model\.hidden\?"),
     ("22-misspelled-override-with-plus", compose("+model.hiden=64"),
@@ -300,26 +306,38 @@ def test_gpu_is_accepted_where_cuda_is(monkeypatch):
     params.validate(cfg_with(trainer__accelerator="gpu"))
 
 
-def test_valid_keys_come_from_every_option_of_every_group():
-    """What Hydra composes from conf/ is known, for every option of a group."""
+def test_valid_keys_come_from_the_schema_and_conf_holds_the_same():
+    """The known keys are the schema's (what the code reads); every key of every option of
+    every group in conf/ is one of them, and every schema key appears in some option."""
     from foldwise.compose import compose_params
+    from foldwise.config import schema
     from foldwise.files import flatten
 
-    keys = known_keys((ROOT / "conf").resolve())
+    keys = known_keys()
+    in_conf: set[str] = set()
+    for path in [ROOT / "conf/config.yaml", *sorted((ROOT / "conf").glob("*/*.yaml"))]:
+        tree = OmegaConf.to_container(OmegaConf.load(path)) or {}
+        tree.pop("defaults", None)
+        prefix = "" if path.parent.name == "conf" else f"{path.parent.name}."
+        in_conf |= {prefix + k for k in flatten(tree)}
+    in_conf = {k for k in in_conf if not k.startswith(schema.FREE)} | set(schema.FREE)
+    assert in_conf <= keys.leaves, sorted(in_conf - keys.leaves)
+    assert {o.key for o in schema.options()} <= in_conf
     for overrides in ([], ["data=csv", "ensemble=bagging", "split=time_series"]):
         composed = flatten(OmegaConf.to_container(compose_params(overrides, root=ROOT)))
         assert {k for k in composed if not k.startswith("sweep.grid.")} <= keys.leaves
-    for key in (
-        "split.p",
-        "split.gap",
-        "split.n_resamples",
-        "ensemble.learning_rate",
-        "data.id_column",
-        "nested.inner.n_repeats",
-        "engine.cpu_stack_params",
-    ):
-        assert key in keys.leaves, key  # fmt: skip
-    assert check_keys(cfg_with(), ROOT / "conf") is None
+    assert "nested.inner.n_repeats" in keys.leaves  # any split option, under nested.inner
+    assert check_keys(cfg_with()) is None
+
+
+def test_the_readme_lists_every_setting_of_the_schema():
+    import subprocess
+
+    table = subprocess.run([sys.executable, "-m", "foldwise.config.schema"], check=True,
+                           capture_output=True, text=True).stdout  # fmt: skip
+    readme = (ROOT / "README.md").read_text()
+    shown = readme.split("<!-- options:start -->\n", 1)[1].split("<!-- options:end -->", 1)[0]
+    assert shown == table, "run `make options` and paste it into the README"
 
 
 # ---------------------------------------------------------------- stages, in-process

@@ -127,7 +127,7 @@ def test_the_parallel_launchers_plan_a_stack_per_worker():
         ("sweep.n_jobs=0", "sweep.n_jobs must be a positive integer"),
         ("sweep.submitit.cpus_per_task=0", "sweep.submitit.cpus_per_task must be a positive"),
         ("sweep.submitit.gpus_per_task=-1", "sweep.submitit.gpus_per_task must be an integer >= 0"),
-        ("sweep.submitit.timeout_min=1.5", "sweep.submitit.timeout_min must be a positive"),
+        ("sweep.submitit.timeout_min=1.5", "sweep.submitit.timeout_min must be a whole number"),
         ("sweep.submitit.array_parallelism=0", "array_parallelism must be a positive integer"),
         ("sweep.submitit.mem_gb=0.5", "sweep.submitit.mem_gb must be a whole number of GB"),
         ("sweep.submitit.partition=''", "sweep.submitit.partition must be a SLURM partition"),

@@ -41,8 +41,8 @@ def explain(err: Exception, conf: Path) -> FoldwiseError:
             f"use one of: {', '.join(options)} (e.g. {group}={options[0]}).",
         )
     unknown = re.search(r"Could not override '([^']+)'", first)
-    keys = known_keys(conf.resolve())
-    if unknown and keys is not None:
+    keys = known_keys()
+    if unknown:
         key = unknown[1]
         if key.startswith("sweep.grid."):  # keys conf/'s grid lacks need '+'
             swept = key.removeprefix("sweep.grid.")
@@ -70,7 +70,7 @@ def main(argv: list[str]) -> None:
     except HydraException as err:  # unknown group option, bad override syntax, ...
         raise explain(err, repo_root() / "conf") from err
     # Before writing: a rejected override leaves params.yaml as it was.
-    validate(cfg, conf_dir=repo_root() / "conf")
+    validate(cfg)
     path = repo_root() / "params.yaml"
     check_writable([path], repo_root())
     atomic_write_text(path, OmegaConf.to_yaml(cfg))

@@ -19,13 +19,13 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from foldwise import scores
-from foldwise.config import sections
+from foldwise.config import schema, sections
 from foldwise.config import space as search_space
 from foldwise.config.grid import check_grid
 from foldwise.config.keys import check_keys, check_model_keys
 from foldwise.config.rules import need, one_of
 from foldwise.errors import FoldwiseError
-from foldwise.files import check_writable, repo_root
+from foldwise.files import check_writable, flatten, repo_root
 from foldwise.split import schemes
 
 DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "csv")
@@ -170,7 +170,7 @@ def load(path: Path | None = None) -> DictConfig:
     if not isinstance(cfg, DictConfig):
         raise FoldwiseError(f"{path.name} does not hold a mapping of settings.",
                             "regenerate it from conf/: make params.")  # fmt: skip
-    validate(cfg, conf_dir=path.parent / "conf")
+    validate(cfg)
     return cfg
 
 
@@ -183,15 +183,16 @@ def start(stage: str, root: Path | None = None) -> tuple[DictConfig, Layout]:
     return cfg, layout
 
 
-def validate(cfg: DictConfig, *, grid: bool = True, conf_dir: Path | None = None) -> None:
+def validate(cfg: DictConfig, *, grid: bool = True) -> None:
     """Static checks of the whole configuration; raises :class:`FoldwiseError`.
 
-    First every key against those ``conf/`` (``conf_dir``, default the repo's) defines,
-    then every value; with ``grid``, every value ``sweep.grid`` gives each key too (each
-    in a configuration of the grid), so a bad hyperparameter fails at the first stage,
-    not when the sweep starts. The sweep checks each whole configuration (``grid=False``).
+    First every key against the schema (:mod:`foldwise.config.schema`: what the code
+    reads), then every value and its type; with ``grid``, every value ``sweep.grid``
+    gives each key too (each in a configuration of the grid), so a bad hyperparameter
+    fails at the first stage, not when the sweep starts. The sweep checks each whole
+    configuration (``grid=False``).
     """
-    check_keys(cfg, conf_dir)
+    check_keys(cfg)
     _check_values(cfg)
     if grid:
         one_of(str(cfg.sweep.get("search") or "grid"), search_space.SEARCHES, "sweep.search")
@@ -203,6 +204,9 @@ def validate(cfg: DictConfig, *, grid: bool = True, conf_dir: Path | None = None
 
 
 def _check_values(cfg: DictConfig) -> None:
+    # Types first, from the schema: the range checks below compare values, and a string
+    # where a number belongs would otherwise end in a TypeError.
+    schema.check_types(flatten(OmegaConf.to_container(cfg, resolve=False)))
     name = need(cfg, "data.name", "pick a dataset: -S data=digits")
     one_of(name, DATASETS, "data.name")
     if name == "csv":
@@ -431,7 +435,10 @@ def _check_values(cfg: DictConfig) -> None:
                 )
         mf = curves.get("max_folds", 5)
         if not isinstance(mf, int) or isinstance(mf, bool) or mf < 2:
-            raise FoldwiseError(f"params: curves.max_folds must be an integer >= 2, got {mf!r}.")
+            raise FoldwiseError(
+                f"params: curves.max_folds must be an integer >= 2, got {mf!r}.",
+                "e.g. -S curves.max_folds=5 (folds each curve point trains).",
+            )
 
     runs = (cfg.get("tracking") or {}).get("max_fold_runs", 25)
     if not isinstance(runs, int) or isinstance(runs, bool) or runs < 0:

@@ -1,25 +1,26 @@
-"""Which keys a configuration may hold: every key of every option of every config group
-in ``conf/`` (the "did you mean" list), and under ``model`` only the keys the model
-builder reads. A key no code reads is refused, never silently ignored."""
+"""Which keys a configuration may hold: the schema's (:mod:`.schema`), which is what the
+code reads, not what ``conf/`` happens to contain (the "did you mean" list), and under
+``model`` the keys the model builder reads. A key no code reads is refused, never
+silently ignored."""
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from foldwise.config import schema
 from foldwise.errors import FoldwiseError
-from foldwise.files import flatten, repo_root
+from foldwise.files import flatten
 
 # What the model builder (foldwise.models.build_backbone) reads under ``model``, for
-# every built-in network. Checked against the code's keys, not conf/'s: a yaml file
-# under conf/model/ must not be able to make an unread key look valid.
-MODEL_KEYS = ("name", "hidden", "depth", "dropout")
+# every built-in network (the schema's Model).
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(schema.Model))
 
 
 def check_model_keys(model: Any) -> None:
@@ -76,40 +77,14 @@ class Keys:
         return match[0] if match else None
 
 
-@functools.lru_cache(maxsize=8)
-def known_keys(conf_dir: Path) -> Keys | None:
-    """Every key of every option of every config group in ``conf_dir`` (e.g. all split
-    schemes' options, all ensembles' keys), plus the primary config's own keys; None when
-    there is no ``conf/`` to learn them from. ``nested.inner`` takes any split option."""
-    primary = conf_dir / "config.yaml"
-    if not primary.is_file():
-        return None
-    leaves: set[str] = set()
-    sections: set[str] = set()
-
-    def add(tree: dict, prefix: str) -> None:
-        for k, v in tree.items():
-            if isinstance(v, dict) and v:
-                sections.add(f"{prefix}{k}")
-                add(v, f"{prefix}{k}.")
-            else:
-                leaves.add(f"{prefix}{k}")
-
-    top = OmegaConf.to_container(OmegaConf.load(primary))
-    add({k: v for k, v in top.items() if k != "defaults"}, "")
-    for group in sorted(d for d in conf_dir.iterdir() if d.is_dir()):
-        sections.add(group.name)
-        for option in sorted(group.glob("*.yaml")):
-            tree = OmegaConf.to_container(OmegaConf.load(option))
-            add({k: v for k, v in (tree or {}).items() if k != "defaults"}, f"{group.name}.")
-    split = {k.removeprefix("split.") for k in leaves if k.startswith("split.")}
-    leaves |= {f"nested.inner.{k}" for k in split}
-    # The grid is a search space over other keys, checked on its own.
-    # (So is sweep=optuna's sweep.space: foldwise.config.space checks its keys.)
-    leaves = {k for k in leaves if not k.startswith(("sweep.grid.", "sweep.space."))}
-    leaves |= {"sweep.grid", "sweep.space"}
-    sections = {s for s in sections if not s.startswith(("sweep.grid", "sweep.space"))}
-    return Keys(frozenset(leaves), frozenset(sections))
+@functools.lru_cache(maxsize=1)
+def known_keys() -> Keys:
+    """Every setting of the schema (:mod:`.schema`: every option of every config group),
+    and the sections above them. ``nested.inner`` takes any split option; the search
+    spaces (``sweep.grid``, ``sweep.space``) are checked on their own."""
+    leaves = {o.key for o in schema.options()}
+    leaves |= {f"nested.inner.{k.removeprefix('split.')}" for k in leaves if k.startswith("split.")}
+    return Keys(frozenset(leaves), frozenset(schema.sections()))
 
 
 def unknown(key: str, keys: Keys, where: str, among: Iterable[str] | None = None) -> None:
@@ -125,22 +100,16 @@ def unknown(key: str, keys: Keys, where: str, among: Iterable[str] | None = None
         "without that override)."
     )
     raise FoldwiseError(
-        f"params: {where}{key} is not a foldwise setting: conf/ defines no such key, so no "
-        "code reads it and it would be silently ignored.",
+        f"params: {where}{key} is not a foldwise setting: no code reads it, so it would be "
+        "silently ignored.",
         " ".join(steps),
     )
 
 
-def check_keys(cfg: DictConfig, conf_dir: Path | None = None) -> None:
-    """Refuse keys that ``conf/`` does not define, in the config and in ``sweep.grid``,
-    naming the closest valid key (``+model.hiden=64`` would otherwise be kept silently)."""
-    # The project's conf/, else the one this foldwise ships with (a source checkout).
-    for folder in (conf_dir or repo_root() / "conf", Path(__file__).resolve().parents[3] / "conf"):
-        keys = known_keys(folder.resolve())
-        if keys is not None:
-            break
-    else:  # an installed foldwise and no conf/: nothing to compare with
-        return
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse keys the schema does not hold, in the config and in ``sweep.grid``, naming
+    the closest valid key (``+model.hiden=64`` would otherwise be kept silently)."""
+    keys = known_keys()
     tree = OmegaConf.to_container(cfg, resolve=False)
     if "_target_" in (tree.get("model") or {}):  # a user's own network: its own message
         check_model_keys(tree["model"])

@@ -120,11 +120,7 @@ def _dimension(key: str, d: dict[str, Any]) -> dict[str, Any]:
 
 def _check_keys(keys: list[str]) -> None:
     """Space keys are swept keys: the ones ``sweep.grid`` could sweep (params.check_keys)."""
-    from foldwise.files import repo_root
-
-    known = known_keys((repo_root() / "conf").resolve())
-    if known is None:
-        return
+    known = known_keys()
     sweepable = {k for k in known.leaves if k.startswith(SWEEPABLE)}
     for key in keys:
         if key in sweepable:
