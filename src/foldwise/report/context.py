@@ -177,7 +177,7 @@ def data_section(inp: Inputs) -> dict[str, Any]:
             f"{man.get('n_splits', '?')} resamples of the dev rows",
         ],
         ["seed", man.get("seed", "?")],
-        ["test rows SHA-256", str(man.get("test_sha256", ""))[:16]],
+        ["test rows SHA-256", str(man.get("test_sha256") or "")[:16]],
     ]
     out["split"] = Table(None, rows, text=(0, 1))
     checks = man.get("checks") or []
@@ -301,9 +301,10 @@ def rationale(inp: Inputs) -> dict[str, Any]:
     metric, rule = sel.get("metric", "?"), sel.get("rule", "?")
     better = "highest" if higher_is_better(metric, inp) else "lowest"
     overrides = ", ".join(f"{k}={v}" for k, v in (sel.get("overrides") or {}).items())
-    n = len(configs(inp)) or "the"
+    n = len(configs(inp))
+    among = f"the {n} configurations" if n else "the configurations"
     rules = {
-        "best_mean": f"the {better} mean validation {metric} among the {n} configurations that "
+        "best_mean": f"the {better} mean validation {metric} among {among} that "
         "finished every resample (ties: the smaller standard error, then grid order)",
         "one_se": f"the simplest configuration whose mean validation {metric} is within one "
         f"standard error of the {better} mean (the one-standard-error rule)",
