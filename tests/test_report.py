@@ -322,6 +322,7 @@ def test_only_a_selection_is_needed_and_the_rest_says_what_has_not_run():
     assert "curves stage has not run" in parts["curves"]
     assert "has not run" in parts["nested"]
     assert "has not been opened" in parts["test"]
+    assert "among the configurations" in parts["rationale"] and "the the" not in page
 
 
 def test_curves_off_skipped_or_stale():

@@ -1,7 +1,8 @@
 """The `report` stage: one self-contained HTML page per pipeline run.
 
-It reads what the other stages wrote (:mod:`foldwise.report.inputs`), renders it
-(:mod:`foldwise.report.html`, figures from :mod:`foldwise.report.figures`), writes
+It reads what the other stages wrote (:mod:`foldwise.report.inputs`), works out what
+the page says (:mod:`foldwise.report.context`, figures from :mod:`foldwise.report.figures`),
+renders it with the Jinja2 templates in ``templates/`` (:mod:`foldwise.report.html`), writes
 ``results/report.html`` atomically, logs it to MLflow on the sweep run and prints its
 ``file://`` address. It never reads the lockbox: the test result comes from
 ``results/test_metrics.json``, and only when that file is an opening for the current
