@@ -14,6 +14,7 @@ schema hold the same keys.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -399,6 +400,12 @@ def sections(cls: type = Config, prefix: str = "") -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _by_key() -> dict[str, Option]:
+    """The schema's settings by key, built once: every grid point is type-checked."""
+    return {o.key: o for o in options()}
+
+
 def _allowed(kind: Any) -> tuple[type, ...] | None:
     """The Python types a value of ``kind`` may have (None: anything)."""
     if kind is Any:
@@ -419,7 +426,7 @@ def _allowed(kind: Any) -> tuple[type, ...] | None:
 def type_errors(values: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, value, expected type) for each value of ``values`` (dotted keys) whose type
     the schema does not allow. Unknown keys are :mod:`.keys`' business."""
-    kinds = {o.key: o.type for o in options()}
+    kinds = {key: o.type for key, o in _by_key().items()}
     bad = []
     for key, value in values.items():
         kind = kinds.get(key)
@@ -454,10 +461,12 @@ def describe(kind: Any) -> str:
 
 
 def _numeric(value: Any) -> bool:
+    """A string that reads as a number ('64'): a quoted override, most likely."""
     try:
-        return isinstance(value, str) and bool(float(value) or True)
-    except ValueError:
+        float(value)
+    except (TypeError, ValueError):
         return False
+    return isinstance(value, str)
 
 
 def check_types(values: dict[str, Any]) -> None:
@@ -466,7 +475,7 @@ def check_types(values: dict[str, Any]) -> None:
     for key, value, kind in type_errors(values):
         if isinstance(value, str) and (value == "???" or value.startswith("${")):
             continue  # a required value not yet set, an interpolation: checked elsewhere
-        default = next(o.default for o in options() if o.key == key)
+        default = _by_key()[key].default
         example = (
             "null"
             if default is None
