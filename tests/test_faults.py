@@ -194,6 +194,46 @@ def test_processes_creating_one_new_sqlite_store_at_once_all_get_it(tmp_path):
     assert all(out.strip() == uri for out, _ in outs)
 
 
+def test_two_sweeps_logging_one_dataset_at_once_both_link_it(tmp_path):
+    """MLflow's store looks a dataset up, then inserts it; when a second sweep loses that
+    race the server answers "UNIQUE constraint failed". The loser retries and links the
+    winner's dataset to its own run instead of failing its whole sweep."""
+    from mlflow.exceptions import RestException
+
+    c = MlflowClient(f"sqlite:///{tmp_path / 'store.db'}")
+    exp = c.create_experiment("race")
+    a, b = (tracking.start_run(c, exp, n, "sweep") for n in "ab")
+    data = {"name": "digits dev", "digest": "aac04972eb4b", "rows": 1437, "context": "dev"}
+    tracking.log_dataset(c, a, data)  # the winner
+
+    class LostTheRace:
+        calls = 0
+
+        def __getattr__(self, name):
+            return getattr(c, name)
+
+        def log_inputs(self, *args, **kwargs):
+            LostTheRace.calls += 1
+            if LostTheRace.calls == 1:  # what the server said in CI
+                raise RestException({"error_code": "BAD_REQUEST", "message":
+                    "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                    "datasets.name, datasets.digest"})  # fmt: skip
+            return c.log_inputs(*args, **kwargs)
+
+    tracking.log_dataset(LostTheRace(), b, data)
+    assert LostTheRace.calls == 2
+    for run in (a, b):
+        (got,) = c.get_run(run).inputs.dataset_inputs
+        assert (got.dataset.name, got.dataset.digest) == ("digits dev", "aac04972eb4b")
+
+    class Refused(LostTheRace):
+        def log_inputs(self, *args, **kwargs):
+            raise RestException({"error_code": "BAD_REQUEST", "message": "run is deleted"})
+
+    with pytest.raises(RestException, match="run is deleted"):  # other errors still surface
+        tracking.log_dataset(Refused(), b, data)
+
+
 @pytest.mark.slow
 def test_server_gone_mid_sweep_keeps_results_and_sync_uploads_them(
     tmp_path, fault_template, monkeypatch

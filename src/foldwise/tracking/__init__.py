@@ -239,7 +239,17 @@ def log_dataset(c: MlflowClient, run_id: str, data: Mapping[str, Any] | None) ->
         profile=json.dumps({"num_rows": int(data["rows"])}),
     )  # fmt: skip
     context = InputTag(key="mlflow.data.context", value=str(data["context"]))
-    c.log_inputs(run_id, datasets=[DatasetInput(dataset=dataset, tags=[context])])
+    inputs = [DatasetInput(dataset=dataset, tags=[context])]
+    try:
+        c.log_inputs(run_id, datasets=inputs)
+    except Exception as err:
+        # MLflow's store looks the dataset up, then inserts it: two sweeps logging the
+        # same rows into one experiment at once race on the insert. The loser's retry
+        # finds the winner's dataset and only links it to this run.
+        said = str(err).lower()  # SQLite, PostgreSQL / MySQL wording
+        if "unique constraint" not in said and "duplicate entry" not in said:
+            raise
+        c.log_inputs(run_id, datasets=inputs)
 
 
 class Background:
