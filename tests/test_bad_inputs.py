@@ -241,10 +241,14 @@ CATALOGUE = [
      r"set split\.n_splits outside the grid"),
     # Issue 16: a user's own network named by _target_ must not get the built-in one
     # trained in its place, whether set with -S '+model._target_=...' or by a yaml file.
+    # Issue 18 made such targets real: one that does not import is refused, naming it;
+    # one that imports, added on top of model=mlp, is told to select model=module.
     ("23-user-model-target", validate(model___target_="mynet.model.MyMLP", model__width=32),
-     r"model\._target_='mynet\.model\.MyMLP' names a network of your own.*train the "
-     r"built-in model=mlp and report it as yours",
-     r"remove model\._target_ and model\.width.*-S model=mlp"),
+     r"model\._target_='mynet\.model\.MyMLP': module 'mynet' does not import",
+     r"Run from the project directory .* or add its folder to PYTHONPATH"),
+    ("23-user-model-target-on-top-of-mlp", validate(model___target_="foldwise.models.CNN"),
+     r"model\._target_=foldwise\.models\.CNN was added on top of model=mlp",
+     r"-S model=module -S model\._target_=foldwise\.models\.CNN"),
     ("23-unread-model-key-from-a-yaml", unread_model_key,
      r"model\.width is not a foldwise setting: no code reads it",
      r"Remove model\.width"),
@@ -491,8 +495,9 @@ def test_compose_refuses_a_plus_key_and_keeps_params_yaml(checkout):
 @pytest.mark.slow
 def test_dvc_exp_run_refuses_a_user_model_target_in_both_spellings(checkout):
     """Issue 16, as a new user tried it: ``+model._target_`` on the command line, and a
-    ``conf/model/mynet.yaml`` naming ``_target_`` beside ``name: mlp``. Both stop at the
-    first stage with the reason and the fix; nothing is trained."""
+    ``conf/model/mynet.yaml`` naming ``_target_`` beside ``name: mlp``. Since issue 18 a
+    target is trained, so one that does not import stops at the first stage with the
+    reason and the fix; nothing is trained."""
     p = checkout
     p.set_params(tiny_params())
     p.commit("tiny digits")
@@ -506,8 +511,8 @@ def test_dvc_exp_run_refuses_a_user_model_target_in_both_spellings(checkout):
     for res in (spelled, by_yaml):
         out = res.stdout + res.stderr
         assert res.returncode != 0, out
-        assert "model._target_='mynet.model.MyMLP' names a network of your own" in out
-        assert "remove model._target_ and model.width" in out
+        assert "model._target_='mynet.model.MyMLP': module 'mynet' does not import" in out
+        assert "Run from the project directory" in out
         assert "Traceback" not in out
         assert not (p.path / "results/sweep").exists()
 

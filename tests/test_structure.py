@@ -170,5 +170,5 @@ def test_validation_lists_match_the_registries():
     from foldwise import aggregate, data, models, params
 
     assert set(params.DATASETS) == set(data.LOADERS)
-    assert set(params.MODELS) == set(models.BACKBONES)
+    assert set(params.MODELS) == set(models.BUILTINS)
     assert set(params.SELECTION_RULES) == set(aggregate.RULES)

@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from foldwise.data import Meta, feature_columns
-from foldwise.models import build_backbone
+from foldwise.models import build_backbone, carry_code, use_carried_code
 
 
 def fingerprint(
@@ -72,6 +72,9 @@ def save(
     states = [{k: v.detach().cpu() for k, v in n.state_dict().items()} for n in nets]
     fp = members_fingerprint(list(zip(states, scs, strict=True)), config, combine)
     bundle: dict[str, Any] = {"meta": meta.to_dict(), "config": config, "fingerprint": fp}
+    code = carry_code(config["model"])  # a user's network: its source travels with it
+    if code:
+        bundle["code"] = code
     if combine:
         bundle["combine"] = combine
     if single:
@@ -91,6 +94,8 @@ class LoadedModel:
 
     def __init__(self, path: Path):
         bundle = torch.load(path, map_location="cpu", weights_only=False)
+        if bundle.get("code"):  # loads wherever it is, with the code it was trained with
+            use_carried_code(bundle["code"])
         self.meta = Meta.from_dict(bundle["meta"])
         self.config = bundle["config"]
         members = bundle.get("members") or [

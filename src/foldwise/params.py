@@ -206,7 +206,11 @@ def validate(cfg: DictConfig, *, grid: bool = True) -> None:
 def _check_values(cfg: DictConfig) -> None:
     # Types first, from the schema: the range checks below compare values, and a string
     # where a number belongs would otherwise end in a TypeError.
-    schema.check_types(flatten(OmegaConf.to_container(cfg, resolve=False)))
+    values = flatten(OmegaConf.to_container(cfg, resolve=False))
+    if cfg.get("model") is not None and cfg.model.get("_target_"):
+        # the user's network: its kwargs are typed by its own signature, not the schema's
+        values = {k: v for k, v in values.items() if not k.startswith("model.")}
+    schema.check_types(values)
     name = need(cfg, "data.name", "pick a dataset: -S data=digits")
     one_of(name, DATASETS, "data.name")
     if name == "csv":
@@ -283,14 +287,17 @@ def _check_values(cfg: DictConfig) -> None:
             + ("squared error)." if task == "regression" else "0-1; macro-F1 has none)."),
         )
 
-    one_of(need(cfg, "model.name", "e.g. model=mlp"), MODELS, "model.name")
+    own = bool(cfg.model.get("_target_"))  # the user's network: its kwargs are its own
+    if not own:
+        one_of(need(cfg, "model.name", "e.g. model=mlp"), MODELS, "model.name")
     check_model_keys(cfg.model)
-    if cfg.model.name == "cnn" and not cfg.data.get("image_shape"):
+    if not own and cfg.model.name == "cnn" and not cfg.data.get("image_shape"):
         raise FoldwiseError(
             f"params: model=cnn needs image data, but data '{name}' has no image_shape.",
             "use model=mlp for tables, or set data.image_shape=[channels,height,width].",
         )
-    for key in ("model.hidden", "model.depth", "trainer.batch_size", "trainer.max_epochs"):
+    hyper_ints = ("trainer.batch_size", "trainer.max_epochs")
+    for key in hyper_ints if own else ("model.hidden", "model.depth", *hyper_ints):
         value = need(cfg, key, f"set {key} to a positive integer")
         least = 0 if key == "model.depth" and cfg.model.name == "mlp" else 1  # 0: linear
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
@@ -300,7 +307,7 @@ def _check_values(cfg: DictConfig) -> None:
                 + (f" ({WHAT_IS_ZERO[key]})." if value == 0 and key in WHAT_IS_ZERO else "."),
                 f"set {key} to {HYPER_EXAMPLE[key]} (e.g. -S {key}={HYPER_EXAMPLE[key]}).",
             )
-    dropout = need(cfg, "model.dropout", "e.g. model.dropout=0.1")
+    dropout = cfg.model.get("dropout", 0.0) if own else need(cfg, "model.dropout", "e.g. 0.1")
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
         raise FoldwiseError(
             f"params: model.dropout must be in [0, 1) (the share of units zeroed), got "
@@ -414,6 +421,17 @@ def _check_values(cfg: DictConfig) -> None:
             )
         key = str(curves.validation.param)
         if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
+            own = [f"model.{k}" for k in cfg.model if k != "_target_"]
+            if cfg.model.get("_target_"):  # the default (model.hidden) is the built-ins'
+                raise FoldwiseError(
+                    f"params: curves.validation.param is {key}, which {cfg.model._target_} "
+                    "does not take: the validation and bias-variance curves vary one of "
+                    "your network's arguments.",
+                    f"-S curves.validation.param={(own or ['model.<argument>'])[0]} -S "
+                    "'curves.validation.values=[...]' (or optim.weight_decay), or turn the "
+                    "curves off: -S curves.validation.enabled=false "
+                    "-S curves.bias_variance.enabled=false.",
+                )
             raise FoldwiseError(
                 f"params: curves.validation.param {key!r} is not a configuration key.",
                 "use a hyperparameter such as model.hidden, model.depth, optim.weight_decay "

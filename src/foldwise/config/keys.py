@@ -20,37 +20,34 @@ from foldwise.files import flatten
 
 # What the model builder (foldwise.models.build_backbone) reads under ``model``, for
 # every built-in network (the schema's Model).
-MODEL_KEYS = tuple(f.name for f in dataclasses.fields(schema.Model))
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(schema.Model) if f.name != "_target_")
 
 
 def check_model_keys(model: Any) -> None:
     """Refuse any key under ``model`` that the model builder does not read.
 
-    ``_target_`` gets its own message: a user naming their own network must not get the
-    built-in one trained and reported in its place."""
+    With ``_target_`` (the user's own network) every other key is a keyword argument of
+    what it names: the target must import and take each of them. A built-in reads the
+    schema's Model keys only."""
+    from foldwise import models
+
     given = [str(k) for k in model]  # a DictConfig or a dict
+    if "_target_" in given:
+        models.check_kwargs(model)
+        return
     extra = [k for k in given if k not in MODEL_KEYS]
     if not extra:
         return
     name = model.get("name")
     reads = ", ".join(f"model.{k}" for k in MODEL_KEYS)
-    tunable = ", ".join(f"model.{k}" for k in MODEL_KEYS if k != "name")
     where = "the -S override that added it, or the conf/model/*.yaml file that sets it"
-    if "_target_" in extra:
-        others = ", ".join(f"model.{k}" for k in extra if k != "_target_")
-        raise FoldwiseError(
-            f"params: model._target_={model.get('_target_')!r} names a network of your own, "
-            f"but foldwise builds only its own (model=mlp, model=cnn): the sweep would train "
-            f"the built-in model={name} and report it as yours.",
-            f"remove model._target_{f' and {others}' if others else ''} ({where}); cross-"
-            f"validate a built-in network instead (-S model=mlp, tuning {tunable}).",
-        )
     close = difflib.get_close_matches(extra[0], MODEL_KEYS, n=1, cutoff=0.7)
     raise FoldwiseError(
         f"params: model.{extra[0]} is not read by model={name} (it reads {reads}), so it "
         "would be silently ignored.",
         (f"did you mean model.{close[0]}? " if close else "")
-        + f"Remove model.{extra[0]} ({where}).",
+        + f"Remove model.{extra[0]} ({where}), or to train a network of your own, select "
+        "it by model._target_ (-S model=module -S model._target_=<package.module.Class>).",
     )
 
 
@@ -111,10 +108,13 @@ def check_keys(cfg: DictConfig) -> None:
     the closest valid key (``+model.hiden=64`` would otherwise be kept silently)."""
     keys = known_keys()
     tree = OmegaConf.to_container(cfg, resolve=False)
-    if "_target_" in (tree.get("model") or {}):  # a user's own network: its own message
+    own = "_target_" in (tree.get("model") or {})  # the user's network: its kwargs
+    if own:
         check_model_keys(tree["model"])
     for key in flatten(tree):
         if key.startswith(("sweep.grid.", "sweep.space.")) or key in keys.leaves:
+            continue
+        if own and key.startswith("model."):  # checked against the constructor above
             continue
         above = [p for p in _prefixes(key) if p in keys.leaves]
         if above:
@@ -135,6 +135,9 @@ def check_keys(cfg: DictConfig) -> None:
     subs = grid if isinstance(grid, list) else [grid]
     sweepable = {k for k in keys.leaves if k.startswith(SWEEPABLE)}
     for key in (k for sub in subs if isinstance(sub, dict) for k in flatten(sub)):
+        if own and key.startswith("model."):  # a kwarg of the user's network
+            _own_kwarg(tree["model"], key)
+            continue
         if key in sweepable:
             continue
         if key in keys.leaves:
@@ -146,6 +149,24 @@ def check_keys(cfg: DictConfig) -> None:
                 f"set {key} outside the grid (-S {key}=...) and compare runs with dvc exp.",
             )
         unknown(key, keys, "sweep.grid.", sweepable)
+
+
+def _own_kwarg(model: dict, key: str) -> None:
+    """``sweep.grid.<key>`` must be an argument of the user's network; the default grid
+    sweeps the built-ins' model.hidden, which it usually is not."""
+    from foldwise import models
+
+    name = key.split(".", 1)[1]
+    names, any_kw = models.accepts(models.resolve(str(model["_target_"])))
+    if name in names or any_kw:
+        return
+    takes = sorted(n for n in names if n not in models.DATA_KWARGS)
+    raise FoldwiseError(
+        f"params: sweep.grid.{key} sweeps an argument {model['_target_']} does not take "
+        f"(it takes {', '.join(takes) or 'none'}).",
+        f"drop it from the grid (-S '~sweep.grid.{key}') and sweep your own: -S "
+        f"'+sweep.grid.model.{(takes or ['<argument>'])[0]}=[...]'.",
+    )
 
 
 def _prefixes(key: str) -> list[str]:

@@ -106,6 +106,13 @@ class Split:
 @dataclass
 class Model:
     name: str = field(default="mlp", metadata=_help("mlp (tables) or cnn (images)"))
+    _target_: str | None = field(
+        default=None,
+        metadata=_help(
+            "your own nn.Module class or factory (model=module); the other model.* keys "
+            "are its arguments (README: Your own model)"
+        ),
+    )
     hidden: int = field(
         default=64, metadata=_help("units per hidden layer (cnn: channels of the first block)")
     )

@@ -73,6 +73,43 @@ def footprints(tasks: list[Task], meta) -> dict[tuple, Footprint]:
     return out
 
 
+_PROBLEMS: dict[tuple, str | None] = {}
+
+
+def stack_problem(task: Task, meta) -> str | None:
+    """Why ``task``'s network cannot be stacked (``vmap`` cannot run it: random ops other
+    than ``nn.Dropout``, in-place updates of undeclared state, data-dependent control
+    flow), from one stacked training step of two copies; ``None`` when it can."""
+    key = (task.arch(), meta.n_features, meta.n_outputs)
+    if key not in _PROBLEMS:
+        import copy
+
+        net = _build(task, meta).double()
+        shape = _sample_shape(meta)
+        gen = torch.Generator().manual_seed(0)  # the global generator is left alone
+        x = torch.randn(2, 3, *shape, generator=gen, dtype=torch.float64)
+        try:
+            stack = Stack([net, copy.deepcopy(net)], shape).train()
+            stack(x).sum().backward()
+            _PROBLEMS[key] = None
+        except Exception as err:
+            said = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            _PROBLEMS[key] = f"{type(err).__name__}: {said}"[:300]
+    return _PROBLEMS[key]
+
+
+def solo_reasons(tasks: list[Task], meta) -> dict[tuple, str]:
+    """Architectures that train as stacks of one, and why (printed once per sweep)."""
+    out = {}
+    for t in tasks:
+        arch = t.arch()
+        if arch not in out and "_target_" in t.model:  # foldwise's own two always stack
+            problem = stack_problem(t, meta)
+            if problem:
+                out[arch] = problem
+    return {a: r for a, r in out.items() if r}
+
+
 def plan(
     tasks: list[Task],
     meta,
@@ -92,6 +129,7 @@ def plan(
         memory_mb=memory_mb,
         min_stacks=min_stacks,
         max_params=max_params,
+        solo=set(solo_reasons(tasks, meta)),
     )
 
 
@@ -123,7 +161,10 @@ def build_stack(
         prepare(t, x, y if t.targets is None else t.targets, regression=regression) for t in tasks
     ]
     modules = [_build(t, meta).to(dtype) for t in tasks]
-    stack = Stack(modules, [t.hyper.dropout for t in tasks], _sample_shape(meta))
+    solo = "_target_" in tasks[0].model and stack_problem(tasks[0], meta) is not None
+    if solo:  # its own random ops draw from the global generator: seed it by the task
+        torch.manual_seed(tasks[0].seed ^ 0x5EED)
+    stack = Stack(modules, _sample_shape(meta), solo=solo)
     return StackTrainer(
         tasks, prepared, stack.to(device), xt, yt, meta.n_classes, regression=regression,
         **trainer_kw,
@@ -171,10 +212,15 @@ def train(
         if len(t.train) == 0:
             raise ValueError(f"task {t.key} has no training rows")
     sizes = footprints(tasks, meta)  # one dry run per architecture, for planning and scoring
+    solo = solo_reasons(tasks, meta)
+    for arch, reason in solo.items():
+        label = next(t.model["_target_"] for t in tasks if t.arch() == arch)
+        print(f"[foldwise] {label} trains one model at a time (vmap cannot stack it: "
+              f"{reason})", flush=True)  # fmt: skip
     if stacks is None:
         stacks = plan_stacks(
             tasks, sizes, itemsize=dtype.itemsize, max_models=max_models, memory_mb=memory_mb,
-            max_params=max_params,
+            max_params=max_params, solo=set(solo),
         )  # fmt: skip
     results: list[Outcome | None] = [None] * len(tasks)
 

@@ -80,7 +80,11 @@ class _Batches:
             n = len(o.prepared[m].fit)
             perm = torch.randperm(n, generator=o.batch_gens[m]).numpy()
             perms[m] = o.prepared[m].fit[perm]
-        steps = max((math.ceil(len(p) / b) for p in perms.values()), default=0)
+        # BatchNorm: the last partial batch is dropped (DataLoader's drop_last): its padding
+        # rows would enter the batch statistics. A fold smaller than a batch keeps one.
+        count = (lambda n: max(1, n // b)) if o.stack.mutable else (lambda n: math.ceil(n / b))
+        perms = {m: p[: count(len(p)) * b] for m, p in perms.items()}
+        steps = max((count(len(p)) for p in perms.values()), default=0)
         idx = np.zeros((steps, o.n_models, b), dtype=np.int64)
         w = np.zeros((steps, o.n_models, b), dtype=np.float32)
         for m, p in perms.items():
@@ -207,6 +211,12 @@ class StackTrainer(pl.LightningModule):
             self.stack, [t.seed ^ 0x5EED for t in self.tasks], self.batch, dev, self.x.dtype
         )
         self.best = [w.detach().clone() for w in self.stack.weights] if self.es.any() else None
+        # BatchNorm's running statistics at each model's best epoch (restored with it)
+        self.best_buffers = (
+            {n: b.clone() for n, b in self.stack.buffer_values.items()}
+            if self.es.any() and self.stack.mutable
+            else None
+        )
 
     def on_train_epoch_start(self) -> None:
         if self.x.device.type == "cpu":
@@ -234,7 +244,10 @@ class StackTrainer(pl.LightningModule):
         flags = active.tolist()
         masks = self.dropout.draw(flags)
         sub = None
-        if sum(flags) < COMPACT * len(flags):
+        mutable = self.stack.mutable
+        if mutable and not all(flags):  # running statistics of models without rows stay
+            kept = {n: b.clone() for n, b in self.stack.buffer_values.items()}
+        if not mutable and sum(flags) < COMPACT * len(flags):
             # Most of the stack has stopped (early stopping, failures, shorter folds): run
             # only the models with rows on this step. Gradients reach the full parameters
             # through index_select; the others' are zero and BatchedAdam skips them.
@@ -252,6 +265,10 @@ class StackTrainer(pl.LightningModule):
         self.adam.zero_grad()
         self.manual_backward(self.head.objective(per_model, sub).sum())
         self.adam.step(active)
+        if mutable and not all(flags):  # after backward: it reads the buffers' versions
+            for n, b in self.stack.buffer_values.items():
+                off = ~active.to(b.device).view(-1, *([1] * (b.dim() - 1)))
+                b.copy_(torch.where(off, kept[n], b))
         self.counts.add(losses, out, y, w, models=sub)
 
     def train_dataloader(self):
@@ -326,7 +343,7 @@ class StackTrainer(pl.LightningModule):
         self.stack.eval()
         idx_all, w_all = self.sets[name]
         idx, w = idx_all.index_select(0, models), w_all.index_select(0, models)
-        params = self.stack.params(models) if params is None else params
+        params = self.stack.state(models) if params is None else params
         counts = self.head.counts(len(models), self.x.device)
         chunk = max(64, self.eval_budget // max(1, len(models) * self.act_width))
         for a in range(0, idx.shape[1], chunk):
@@ -375,17 +392,22 @@ class StackTrainer(pl.LightningModule):
         if self.best is not None:
             for b, w in zip(self.best, self.stack.weights, strict=True):
                 b[m].copy_(w.detach()[m])
+        if self.best_buffers is not None:
+            for n, b in self.best_buffers.items():
+                b[m].copy_(self.stack.buffer_values[n][m])
 
     def _final_params(self, models: list[int]) -> dict[str, Tensor]:
+        """Each model's weights and buffers at its best inner epoch (early stopping), or
+        as they are now."""
         sel = torch.tensor(models, device=self.x.device)
+        best = [bool(self.es[m]) and self.best_epoch[m] > 0 for m in models]
+        now = self.stack.state()
+        then = dict(zip(self.stack.names, self.best or self.stack.weights, strict=True))
+        then |= self.best_buffers or self.stack.buffer_values
         out = {}
-        for n, w, b in zip(
-            self.stack.names, self.stack.weights, self.best or self.stack.weights, strict=True
-        ):
-            use_best = torch.tensor(
-                [bool(self.es[m]) and self.best_epoch[m] > 0 for m in models], device=w.device
-            ).view(-1, *([1] * (w.dim() - 1)))
-            out[n] = torch.where(use_best, b.index_select(0, sel), w.detach().index_select(0, sel))
+        for n, t in now.items():
+            use_best = torch.tensor(best, device=t.device).view(-1, *([1] * (t.dim() - 1)))
+            out[n] = torch.where(use_best, then[n].index_select(0, sel), t.index_select(0, sel))
         return out
 
     def _finish(self, models: list[int]) -> None:

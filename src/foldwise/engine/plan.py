@@ -57,8 +57,11 @@ def plan_stacks(
     memory_mb: float = 2048,
     min_stacks: int = 1,
     max_params: int | None = None,
+    solo: set[tuple] | frozenset[tuple] = frozenset(),
 ) -> list[list[int]]:
     """Task indices grouped into stacks (order kept within an architecture).
+
+    ``solo``: architectures ``vmap`` cannot run, one model per stack.
 
     ``max_params`` bounds the parameters of a whole stack (see ``engine.cpu_stack_params``).
 
@@ -75,7 +78,7 @@ def plan_stacks(
             cap = min(cap, int(max_models))
         if max_params:
             cap = min(cap, max(1, int(max_params) // sizes[arch].params))
-        per_group[arch] = cap
+        per_group[arch] = 1 if arch in solo else cap
     n_stacks = sum(math.ceil(len(m) / per_group[a]) for a, m in groups.items())
     if n_stacks < min_stacks:  # spread over workers: shrink caps evenly
         total = sum(len(m) for m in groups.values())
@@ -85,6 +88,9 @@ def plan_stacks(
     for arch, members in groups.items():
         n = math.ceil(len(members) / per_group[arch])
         size = math.ceil(len(members) / n)  # equal sizes, not one big and one tiny
+        if arch in solo:  # ensemble members too: each trains alone
+            stacks += [[i] for i in members]
+            continue
         stacks += _pack(members, [tasks[i].group for i in members], size)
     return stacks
 

@@ -68,9 +68,19 @@ class Task:
     staged: bool = False
 
     def arch(self) -> tuple:
-        """Tasks with equal ``arch()`` can train in one stack (dropout is per model)."""
-        shape = {k: v for k, v in self.model.items() if k != "dropout"}
+        """Tasks with equal ``arch()`` can train in one stack. A built-in's dropout is per
+        model; any key of a user's network (``_target_``) may change its structure."""
+        own = "_target_" in self.model
+        shape = {k: _hashable(v) for k, v in self.model.items() if own or k != "dropout"}
         return (tuple(sorted(shape.items())), self.batch_size)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_hashable(v) for v in value)
+    return value
 
 
 @dataclass

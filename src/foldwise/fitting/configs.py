@@ -56,6 +56,11 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     ens = spec(cfg)
     if ens is not None:
         out["ensemble"] = ens
+    from foldwise.models import source_hash
+
+    code = source_hash(cfg.model)  # the user's network: editing its source re-trains
+    if code is not None:
+        out["model_source"] = code
     return out
 
 
@@ -66,15 +71,17 @@ def config_hash(cfg: DictConfig) -> str:
 
 def n_params(cfg: DictConfig, layout: P.Layout) -> int:
     """The network's parameter count: the complexity order of ``selection=one_se``."""
-    from foldwise.models import build_backbone
+    from foldwise.models import dry_run
 
-    meta = Meta.from_dict(read_json(layout.meta))
-    return int(sum(p.numel() for p in build_backbone(cfg.model, meta).parameters()))
+    # a dry run on two rows: a user's network that cannot train fails here, before any work
+    return dry_run(cfg.model, Meta.from_dict(read_json(layout.meta)))
 
 
 def config_label(cfg: DictConfig, overrides: dict[str, Any]) -> str:
     """``mlp hidden=32 lr=0.001``: the model, then the swept values (last key part)."""
-    parts = [] if "model.name" in overrides else [str(cfg.model.name)]
+    from foldwise.models import label
+
+    parts = [] if "model.name" in overrides else [label(cfg.model)]
     short = lambda k: "ensemble" if k == "ensemble.name" else k.rsplit(".", 1)[-1]  # noqa: E731
     return " ".join(parts + [f"{short(k)}={v}" for k, v in overrides.items()])
 

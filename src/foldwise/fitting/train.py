@@ -12,6 +12,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,16 @@ from foldwise.ensemble import spec as ensemble_spec
 from foldwise.files import read_json
 from foldwise.models import build_backbone
 from foldwise.split import load_folds
+
+
+def _float32(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A trained state in float32; integer buffers (BatchNorm's batch count) stay integers."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _number(value: Any) -> float:
+    """``model.dropout`` as a number; a user's network may have none, or another kind."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def make_task(
@@ -45,7 +56,7 @@ def make_task(
         hyper=engine.Hyper(
             lr=float(cfg.optim.lr),
             weight_decay=float(cfg.optim.weight_decay),
-            dropout=float(cfg.model.dropout),
+            dropout=_number(cfg.model.get("dropout")),
             max_epochs=int(epochs or tr.max_epochs),
             early_stopping=bool(es.enabled) and epochs is None,
             inner_fraction=float(es.inner_fraction),
@@ -120,7 +131,7 @@ def fit(
     if out.status != "ok":
         raise RuntimeError(f"training failed: {out.error}")
     net = build_backbone(cfg.model, meta)
-    net.load_state_dict({k: v.float() for k, v in out.state_dict.items()})
+    net.load_state_dict(_float32(out.state_dict))
     return net.eval(), FitResult(
         metrics=out.metrics,
         history=out.history,
@@ -198,7 +209,7 @@ def fit_members(
     nets = []
     for o in outs:
         net = build_backbone(cfg.model, meta)
-        net.load_state_dict({k: v.float() for k, v in o.state_dict.items()})
+        net.load_state_dict(_float32(o.state_dict))
         nets.append(net.eval())
     res = FitResult(
         metrics=both.metrics, history=both.history, best_epoch=both.best_epoch,
@@ -258,7 +269,7 @@ def fit_folds(cfg: DictConfig, meta: Meta, dev: pd.DataFrame, folds: list) -> Fo
     nets = []
     for o in outs:
         net = build_backbone(cfg.model, meta)
-        net.load_state_dict({k: v.float() for k, v in o.state_dict.items()})
+        net.load_state_dict(_float32(o.state_dict))
         nets.append(net.eval())
     res = FitResult(
         metrics={f"train_{k}": v for k, v in apparent.items()}, history={},

@@ -1,0 +1,1 @@
+"""A user's own networks, as foldwise cross-validates them (README "Your own model")."""

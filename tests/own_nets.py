@@ -1,0 +1,45 @@
+"""Networks for tests/test_own_model.py: ones a user might write that foldwise must
+handle (a network vmap cannot stack), and ones that are broken in the ways users break
+them."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class NoisyMLP(nn.Module):
+    """Gaussian noise on the inputs in training: a random op vmap refuses to batch."""
+
+    def __init__(self, in_features: int, out_features: int, width: int = 8, noise: float = 0.1):
+        super().__init__()
+        self.noise = noise
+        self.net = nn.Sequential(nn.Linear(in_features, width), nn.ReLU(),
+                                 nn.Linear(width, out_features))  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            x = x + self.noise * torch.randn_like(x)
+        return self.net(x)
+
+
+class Raises(nn.Module):
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.lin = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.view(-1, 3, 3))  # a shape the data never has
+
+
+class WrongShape(nn.Module):
+    def __init__(self, in_features: int):
+        super().__init__()
+        self.lin = nn.Linear(in_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)  # one output whatever the classes
+
+
+def not_a_module(width: int = 3) -> str:
+    return "a network"
