@@ -19,6 +19,12 @@ AUDIT = "lockbox/audit.jsonl"
 LEDGER = ".foldwise/lockbox/ledger.jsonl"
 
 
+def test_stage(p: Project, check: bool = True):
+    """``python pipelines/test.py`` in this process (conftest's Project.stage): what the
+    stage refuses is the point here, its command line is `dvc repro`'s below."""
+    return p.stage("test", check=check, in_process=True)
+
+
 def refused(proc, *needles: str) -> str:
     """The stage (or dvc) failed with a foldwise error naming every needle."""
     out = proc.stdout + proc.stderr
@@ -63,7 +69,7 @@ def back_doors(p: Project, uri: str) -> None:
     rows.to_parquet(test_file, index=False)
     changed = "data/lockbox/test.parquet was changed after the split"
     recorded = f"recorded {first['test_sha256'][:12]} (opened {first['opened_at']}"
-    refused(p.stage("test", check=False), changed, recorded)
+    refused(test_stage(p, check=False), changed, recorded)
     test_file.write_bytes(original)
 
     manifest_file = root / "data/split/manifest.json"
@@ -71,15 +77,15 @@ def back_doors(p: Project, uri: str) -> None:
     manifest = json.loads(original)
     manifest["test_sha256"] = "0" * 64
     manifest_file.write_text(json.dumps(manifest))
-    refused(p.stage("test", check=False), "data/split/manifest.json was changed")
+    refused(test_stage(p, check=False), "data/split/manifest.json was changed")
     manifest_file.write_bytes(original)
 
     edited = dict(first, scores={**first["scores"], "acc": {**first["scores"]["acc"], "value": 1}})
     (root / AUDIT).write_text("\n".join([*lines[:-1], json.dumps(edited, sort_keys=True)]) + "\n")
     was_edited = "lockbox/audit.jsonl was edited after the lockbox"
-    refused(p.stage("test", check=False), was_edited, "scores.acc.value: audit log 1, ledger")
+    refused(test_stage(p, check=False), was_edited, "scores.acc.value: audit log 1, ledger")
     p.run("git", "checkout", "--", AUDIT)  # the documented fix
-    assert "no new look" in p.stage("test").stdout
+    assert "no new look" in test_stage(p).stdout
     unchanged()
 
     # (b) deleting the audit log does not reset the lockbox: the ledger knows ...
@@ -94,9 +100,9 @@ def back_doors(p: Project, uri: str) -> None:
     shutil.rmtree(root / ".foldwise")
     (root / AUDIT).unlink()
     mlflow_knows = f"records {len(lines)} lockbox opening(s) of sklearn:digits"
-    refused(p.stage("test", check=False), "MLflow", mlflow_knows, *(r.info.run_id for r in runs))
+    refused(test_stage(p, check=False), "MLflow", mlflow_knows, *(r.info.run_id for r in runs))
     p.run("git", "checkout", "--", AUDIT)
-    assert "no new look" in p.stage("test").stdout  # the restored log is adopted again
+    assert "no new look" in test_stage(p).stdout  # the restored log is adopted again
     assert (root / LEDGER).is_file()
     unchanged()
 
@@ -115,7 +121,7 @@ def back_doors(p: Project, uri: str) -> None:
     assert manifest["reused_rows"]["reason"] == "relabelled two digits"
     assert manifest["reused_rows"]["n_seen"] == manifest["n_test"]  # every row was seen
     # (the test stage alone: the model refit on seed 42's dev rows, which is the leak)
-    assert "flagged reused_rows" in p.stage("test").stdout
+    assert "flagged reused_rows" in test_stage(p).stdout
     metrics = json.loads((root / "results/test_metrics.json").read_text())
     assert metrics["reused_rows"] is True
     assert metrics["reuse_rows_reason"] == "relabelled two digits"

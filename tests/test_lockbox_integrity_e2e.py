@@ -26,8 +26,8 @@ def test_appended_rows_can_be_tested_alone(tmp_path, sqlite_uri):
     csv = p.path / "data/raw/iris.csv"
     iris = iris_csv()
     iris.iloc[:120].to_csv(csv, index=False)
-    p.stage("prepare")
-    p.stage("split")
+    p.stage("prepare", in_process=True)
+    p.stage("split", in_process=True)
     manifest = json.loads((p.path / "data/split/manifest.json").read_text())
     assert manifest["dataset"]["source"] == "file:data/raw/iris.csv#position"
     entry = {"opened_at": "2025-01-01T00:00:00+00:00", "test_sha256": manifest["test_sha256"],
@@ -36,10 +36,11 @@ def test_appended_rows_can_be_tested_alone(tmp_path, sqlite_uri):
     ledger.record(p.path, authority(p.path), entry)
 
     iris.to_csv(csv, index=False)  # 30 new rows appended: new table hash, same old row ids
-    p.stage("prepare")
-    refused(p.stage("split", check=False), "reuses rows of file:data/raw/iris.csv#position")
+    p.stage("prepare", in_process=True)
+    split = p.stage("split", check=False, in_process=True)
+    refused(split, "reuses rows of file:data/raw/iris.csv#position")
     p.set_params(tiny_params([*IRIS, "data.drop=[site]", "lockbox.test_rows=new"]))
-    out = p.stage("split").stdout
+    out = p.stage("split", in_process=True).stdout
     assert "by new_rows): 30 rows" in out
     test = pd.read_parquet(p.path / "data/lockbox/test.parquet")
     assert test["row_id"].tolist() == list(range(120, 150))

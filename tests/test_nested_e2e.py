@@ -121,6 +121,6 @@ def _check_fold_ensemble(project) -> None:
 def test_nested_is_off_by_default(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     project = make_project(tmp_path, uri, compose_params([*TINY], root=ROOT))
-    out = project.stage("nested")
+    out = project.stage("nested", in_process=True)
     assert "[nested] off" in out.stdout
     assert json.loads((project.path / "results/nested.json").read_text()) == {"enabled": False}

@@ -20,6 +20,9 @@ from lockbox_back_doors import back_doors
 pytestmark = pytest.mark.slow
 
 N_CONFIGS, N_FOLDS, EPOCHS = 2, 2, 3
+# The curves stage (the costliest after the sweep) where a test asserts nothing of it:
+# the first test below checks the curves, their plots and their MLflow run.
+NO_CURVES = [f"curves.{c}.enabled=false" for c in ("learning", "validation", "bias_variance")]
 
 
 def check_tree(uri: str, sweeps: int = 1) -> dict[str, list]:
@@ -154,7 +157,7 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert max(len(line) for line in table.splitlines()) <= 120, table
 
     # Re-running the test stage with the same model reports, and counts no new look.
-    rerun = p.stage("test").stdout
+    rerun = p.stage("test", in_process=True).stdout
     assert "no new look" in rerun
     assert len((root / "lockbox/audit.jsonl").read_text().splitlines()) == 1
 
@@ -169,7 +172,9 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     assert before == {f: sha256_file(root / f) for f in before}
 
     # A different selection against the opened test set is refused...
-    p.set_params(tiny_params(["trainer.max_epochs=2"]))
+    # (no curves from here on: a new selection would train them again, and nothing
+    # below reads them)
+    p.set_params(tiny_params(["trainer.max_epochs=2", *NO_CURVES]))
     refused = p.dvc("repro", check=False)
     assert refused.returncode != 0
     assert "tunes hyperparameters on the test set" in refused.stdout + refused.stderr
@@ -177,16 +182,13 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
     refused_doc = json.loads((root / "results/test_metrics.json").read_text())
     assert refused_doc["status"] == "refused" and "test" not in refused_doc  # no stale scores
     # the report (`make report`: DVC stops at the failed test stage) says so, without scores
-    p.stage("report")
+    p.stage("report", in_process=True)
     page = (root / "results/report.html").read_text()
     assert "The lockbox refused this selection" in page and "bootstrap interval" not in page
 
     # ...unless overridden with a reason: audited and flagged.
-    p.set_params(
-        tiny_params(
-            ["trainer.max_epochs=2", "lockbox.override_reason='compare the 2-epoch budget'"]
-        )
-    )
+    reason = "lockbox.override_reason='compare the 2-epoch budget'"
+    p.set_params(tiny_params(["trainer.max_epochs=2", *NO_CURVES, reason]))
     p.dvc("repro")
     test = json.loads((root / "results/test_metrics.json").read_text())
     assert test["look"] == 2 and test["reused_test_set"] is True
@@ -209,7 +211,7 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
 
 
 def test_repro_against_mlflow_server(tmp_path, mlflow_server):
-    p: Project = make_project(tmp_path, mlflow_server, tiny_params())
+    p: Project = make_project(tmp_path, mlflow_server, tiny_params(NO_CURVES))
     p.dvc("repro")
     tree = check_tree(mlflow_server)
     assert len(tree["refit"]) == 1 and len(tree["lockbox"]) == 1
@@ -227,7 +229,7 @@ def test_dvc_exp_run_temp_composes_conf_and_shares_store_and_lockbox(tmp_path):
     the real checkout's."""
     p = make_project(tmp_path, "unused", tiny_params())
     p.env.pop("MLFLOW_TRACKING_URI")  # exercise the default store location
-    overrides = [arg for o in [*TINY, "data=breast_cancer"] for arg in ("-S", o)]
+    overrides = [arg for o in [*TINY, *NO_CURVES, "data=breast_cancer"] for arg in ("-S", o)]
     p.dvc("exp", "run", "--temp", *overrides)
     root = p.path
     audit = [json.loads(x) for x in (root / "lockbox/audit.jsonl").read_text().splitlines()]

@@ -7,8 +7,24 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import make_project, tiny_params
+from conftest import tiny_params
+from faultkit import Ran, clone, stage
 from foldwise.fitting.configs import apply, config_hash, config_label, expand_grid
+
+
+def prepared(fault_template, dest, uri: str, params):
+    """A copy of conftest's prepared TINY project (`prepare` and `split` done) with these
+    params: the sweep tests below change only sweep-side settings (grid, trainer, engine,
+    launcher), which neither data stage reads."""
+    return clone(fault_template, dest, uri, params)
+
+
+def run(p, name: str, check: bool = True) -> Ran:
+    """``python pipelines/<name>.py`` in this process (faultkit.stage), on ``p``'s store."""
+    ran = stage(p.path, name, env={"MLFLOW_TRACKING_URI": p.env["MLFLOW_TRACKING_URI"]})
+    if check:
+        assert ran.code == 0, f"{name}: {ran.out[-3000:]}{ran.err[-3000:]}"
+    return ran
 
 
 def test_grid_expansion_matches_hydra_order_and_types():
@@ -115,11 +131,9 @@ def test_early_stopping_never_sees_the_fold_validation_rows(monkeypatch):
 
 
 @pytest.mark.slow
-def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path, sqlite_uri):
-    p = make_project(tmp_path, sqlite_uri, tiny_params())
-    p.stage("prepare")
-    p.stage("split")
-    first = p.stage("sweep").stdout
+def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path, sqlite_uri, fault_template):
+    p = prepared(fault_template, tmp_path / "p", sqlite_uri, tiny_params())
+    first = run(p, "sweep").out
     assert "4 to train in 2 stack(s) of 2, 0 already done" in first
     jobs = sorted((p.path / "results/sweep/jobs").glob("*.json"))
     assert len(jobs) == 4
@@ -150,7 +164,7 @@ def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path, sqlite_uri):
             "mlflow.parentRunId": session["configs"][0]["run_id"],
         },
     ).info.run_id
-    second = p.stage("sweep").stdout
+    second = run(p, "sweep").out
     assert "1 to train in 1 stack(s) of 1, 3 already done" in second
     assert {j.name: j.read_text() for j in jobs[1:]} == kept  # finished results untouched
     assert jobs[0].is_file()
@@ -160,20 +174,20 @@ def test_interrupted_sweep_reruns_only_missing_jobs(tmp_path, sqlite_uri):
 
 
 @pytest.mark.slow
-def test_failed_job_is_isolated_and_its_configuration_cannot_be_selected(tmp_path, sqlite_uri):
+def test_failed_job_is_isolated_and_its_configuration_cannot_be_selected(
+    tmp_path, sqlite_uri, fault_template
+):
     # lr=1e38 drives the loss to inf/NaN: one configuration fails on every fold, while the
     # other configuration in the same stack trains on.
     params = tiny_params(["sweep.grid.model.hidden=[8]", "sweep.grid.optim.lr=[0.01,1e38]"])
-    p = make_project(tmp_path, sqlite_uri, params)
-    p.stage("prepare")
-    p.stage("split")
-    res = p.stage("sweep", check=False)
-    assert res.returncode == 1
-    assert "2 ok, 2 failed" in res.stdout
+    p = prepared(fault_template, tmp_path / "p", sqlite_uri, params)
+    res = run(p, "sweep", check=False)
+    assert res.code == 1
+    assert "2 ok, 2 failed" in res.out
     results = [json.loads(f.read_text()) for f in (p.path / "results/sweep/jobs").glob("*")]
     failed = [r for r in results if r["status"] == "failed"]
     assert len(failed) == 2 and all("non-finite" in r["error"] for r in failed)
-    agg = p.stage("aggregate").stdout
+    agg = run(p, "aggregate").out
     assert "incomplete" in agg
     selection = json.loads((p.path / "results/selection.json").read_text())
     assert selection["overrides"]["optim.lr"] == 0.01
@@ -186,11 +200,10 @@ def test_failed_job_is_isolated_and_its_configuration_cannot_be_selected(tmp_pat
 
 
 @pytest.mark.slow
-def test_joblib_launcher_runs_every_job_in_parallel_workers(tmp_path, sqlite_uri):
-    p = make_project(tmp_path, sqlite_uri, tiny_params(["sweep.launcher=joblib", "sweep.n_jobs=2"]))
-    p.stage("prepare")
-    p.stage("split")
-    out = p.stage("sweep").stdout
+def test_joblib_launcher_runs_every_job_in_parallel_workers(tmp_path, sqlite_uri, fault_template):
+    params = tiny_params(["sweep.launcher=joblib", "sweep.n_jobs=2"])
+    p = prepared(fault_template, tmp_path / "p", sqlite_uri, params)
+    out = p.stage("sweep").stdout  # a process of its own, as `dvc repro` starts it
     assert "Joblib.Parallel(n_jobs=2" in out
     assert "4 ok, 0 failed, 0 missing of 4 models" in out
     results = [json.loads(f.read_text()) for f in (p.path / "results/sweep/jobs").glob("*")]
@@ -204,18 +217,16 @@ def test_joblib_launcher_runs_every_job_in_parallel_workers(tmp_path, sqlite_uri
 
 
 @pytest.mark.slow
-def test_going_back_to_an_earlier_grid_reuses_cached_jobs(tmp_path, sqlite_uri):
-    p = make_project(tmp_path, sqlite_uri, tiny_params())
-    p.stage("prepare")
-    p.stage("split")
-    p.stage("sweep")
+def test_going_back_to_an_earlier_grid_reuses_cached_jobs(tmp_path, sqlite_uri, fault_template):
+    p = prepared(fault_template, tmp_path / "p", sqlite_uri, tiny_params())
+    run(p, "sweep")
     jobs = p.path / "results/sweep/jobs"
     first = {f.name: json.loads(f.read_text()) for f in jobs.glob("*.json")}
     p.set_params(tiny_params(["sweep.grid.model.hidden=[16]"]))
-    narrowed = p.stage("sweep").stdout
+    narrowed = run(p, "sweep").out
     assert "0 to train in 0 stack(s)" in narrowed and len(list(jobs.glob("*.json"))) == 2
     p.set_params(tiny_params())  # back to hidden=[8,16]: the pruned hidden=8 jobs
-    back = p.stage("sweep").stdout
+    back = run(p, "sweep").out
     assert back.count("[foldwise] reuse ") == 2  # restored from .foldwise/jobs, no training
     again = {f.name: json.loads(f.read_text()) for f in jobs.glob("*.json")}
     assert again.keys() == first.keys()
@@ -235,15 +246,16 @@ def test_going_back_to_an_earlier_grid_reuses_cached_jobs(tmp_path, sqlite_uri):
 
 
 @pytest.mark.slow
-def test_stacked_and_one_at_a_time_sweeps_give_the_same_results(tmp_path, sqlite_uri):
+def test_stacked_and_one_at_a_time_sweeps_give_the_same_results(
+    tmp_path, sqlite_uri, fault_template
+):
     """The sweep stage end to end: the engine setting changes speed, not results (float64)."""
     extra = ["trainer.precision=64", "sweep.grid.optim.lr=[0.01,0.03]", "model.dropout=0.2"]
     results = {}
     for engine in ("stacked", "one_at_a_time"):
-        p = make_project(tmp_path / engine, sqlite_uri, tiny_params([*extra, f"engine={engine}"]))
-        p.stage("prepare")
-        p.stage("split")
-        out = p.stage("sweep").stdout
+        params = tiny_params([*extra, f"engine={engine}"])
+        p = prepared(fault_template, tmp_path / engine, sqlite_uri, params)
+        out = run(p, "sweep").out
         stacks = "2 stack(s) of 4" if engine == "stacked" else "8 stack(s) of 1"
         assert f"8 to train in {stacks}" in out
         results[engine] = {
@@ -259,7 +271,7 @@ def test_stacked_and_one_at_a_time_sweeps_give_the_same_results(tmp_path, sqlite
 
 @pytest.mark.slow
 def test_ctrl_c_keeps_finished_models_closes_the_rest_and_resume_trains_only_those(
-    tmp_path, sqlite_uri
+    tmp_path, sqlite_uri, fault_template
 ):
     import signal
     import subprocess
@@ -271,11 +283,9 @@ def test_ctrl_c_keeps_finished_models_closes_the_rest_and_resume_trains_only_tho
     # One stack: the max_epochs=1 models finish (and are recorded) long before the others.
     params = tiny_params(["sweep.grid.model.hidden=[8]", "+sweep.grid.trainer.max_epochs=[1,4000]",
                           "trainer.early_stopping.enabled=false"])  # fmt: skip
-    p = make_project(tmp_path, sqlite_uri, params)
-    p.stage("prepare")
-    p.stage("split")
+    p = prepared(fault_template, tmp_path / "p", sqlite_uri, params)
     jobs = p.path / "results/sweep/jobs"
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # a process of its own: SIGINT goes to it
         [sys.executable, "pipelines/sweep.py"], cwd=p.path, env=p.env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
@@ -300,7 +310,7 @@ def test_ctrl_c_keeps_finished_models_closes_the_rest_and_resume_trains_only_tho
     p.set_params(tiny_params(["sweep.grid.model.hidden=[8]", "+sweep.grid.trainer.max_epochs=[1,3]",
                               "trainer.early_stopping.enabled=false"]))  # fmt: skip
     # (a shorter second configuration, so the resumed sweep is quick; the first is unchanged)
-    again = p.stage("sweep").stdout
+    again = run(p, "sweep").out
     assert "2 to train in 1 stack(s) of 2, 2 already done" in again
     assert {n: t for n, t in done.items()} == {
         n: (jobs / n).read_text() for n in done
