@@ -4,6 +4,7 @@ them."""
 
 from __future__ import annotations
 
+import pytorch_lightning as pl
 import torch
 from torch import nn
 
@@ -43,3 +44,18 @@ class WrongShape(nn.Module):
 
 def not_a_module(width: int = 3) -> str:
     return "a network"
+
+
+class NoOptimizers(pl.LightningModule):
+    """A LightningModule that forgot configure_optimizers."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.lin = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)

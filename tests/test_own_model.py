@@ -109,6 +109,50 @@ def test_a_network_vmap_cannot_run_trains_alone_and_says_why(capsys):
         assert a.status == "ok" and a.history == b.history
 
 
+def test_a_lightning_module_trains_itself_and_its_scores_are_its_forwards():
+    """Its own training_step, optimizer, schedule and self.log; foldwise's early stopping
+    and scores. Every reported validation score is recomputed by scikit-learn from the
+    returned state, and a task's outcome does not depend on the other tasks."""
+    from scipy.special import softmax
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
+
+    x, y, meta = _digits()
+    model = {"_target_": "mynets.lit.LitCNN", "width": 4}
+    tasks = _tasks(model, len(y))[:2]  # early stopping on, then off
+    out = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64, keep_state=True)
+    for t, o in zip(tasks, out, strict=True):
+        assert o.status == "ok", o.error
+        assert len(o.history["user_train_ce"]) == o.epochs_trained  # the module's self.log
+        assert o.best_epoch <= o.epochs_trained <= t.hyper.max_epochs
+        net = models.build_backbone(model, meta).double()
+        net.load_state_dict(o.state_dict)
+        val = t.evals["val"]
+        xv = (x[val] - np.asarray(o.scaler["mean"])) / np.asarray(o.scaler["scale"])
+        with torch.no_grad():
+            logits = net.eval()(torch.from_numpy(xv)).numpy()
+        assert o.metrics["val_acc"] == pytest.approx(accuracy_score(y[val], logits.argmax(1)))
+        assert o.metrics["val_f1"] == pytest.approx(
+            f1_score(y[val], logits.argmax(1), average="macro"))  # fmt: skip
+        loss = log_loss(y[val], softmax(logits, axis=1), labels=list(range(10)))
+        assert o.metrics["val_loss"] == pytest.approx(loss, rel=1e-9)
+    again = engine.train(tasks[::-1], x, y, meta, accelerator="cpu", precision=64)[::-1]
+    for a, b in zip(out, again, strict=True):
+        assert a.history == b.history
+
+
+def test_a_lightning_modules_optimizer_is_its_own_so_optim_is_not_swept():
+    base = ["model._target_=mynets.lit.LitCNN", "curves.validation.param=model.width",
+            "~sweep.grid.model.hidden"]  # fmt: skip
+    with pytest.raises(FoldwiseError, match=r"LightningModule: its configure_optimizers") as e:
+        P.validate(_cfg(*base))  # the default grid sweeps optim.lr
+    assert "-S '~sweep.grid.optim.lr'" in e.value.fix
+    base += ["~sweep.grid.optim.lr", "+sweep.grid.model.lr=[0.01,0.1]"]
+    with pytest.raises(FoldwiseError, match=r"LitCNN takes but the config does not set") as e:
+        P.validate(_cfg(*base))
+    assert e.value.fix == "-S +model.width=<value>."
+    P.validate(_cfg(*base, "+model.width=4"))
+
+
 def test_data_shapes_reach_the_constructor_unless_the_config_sets_them():
     _, _, meta = _digits()
     cnn = models.build_backbone({"_target_": "mynets.nets.SmallCNN", "width": 4}, meta)
@@ -184,8 +228,9 @@ def test_a_target_added_on_top_of_the_built_in_says_to_select_module():
         ({"_target_": "own_nets.Raises"}, "forward raised RuntimeError on a batch of 2 rows"),
         ({"_target_": "own_nets.WrongShape"}, "returned [2, 1] for a batch of 2 rows"),
         ({"_target_": "own_nets.not_a_module"}, "returned a str, not a torch nn.Module"),
+        ({"_target_": "own_nets.NoOptimizers"}, "LightningModule without configure_optimizers"),
     ],
-    ids=["forward-raises", "wrong-output-shape", "not-a-module"],
+    ids=["forward-raises", "wrong-output-shape", "not-a-module", "lightning-no-optimizers"],
 )
 def test_a_broken_network_fails_its_dry_run_before_any_work(model, said):
     with pytest.raises(FoldwiseError) as err:
@@ -221,17 +266,28 @@ def test_the_example_package_is_what_the_readme_shows():
 
 # ---------------------------------------------------------------- the real pipeline
 # TINY (dvc exp run composes params.yaml from conf/ and these), then the README's lines
-SMALL = [t for t in TINY if not t.startswith(("sweep.grid.model.", "curves.validation."))]
-OWN_MODEL = [
-    *(a for t in SMALL for a in ("-S", t)),
-    "-S", "model=module", "-S", "model._target_=mynets.nets.SmallCNN", "-S", "+model.width=4",
-    "-S", "~sweep.grid.model.hidden", "-S", "+sweep.grid.model.width=[4,8]",
-    "-S", "curves.validation.param=model.width", "-S", "curves.validation.values=[4,8]",
-]  # fmt: skip
+SMALL = [t for t in TINY if not t.startswith(("sweep.grid.", "curves.validation."))]
+CASES = {
+    "nn.Module": (
+        ["model=module", "model._target_=mynets.nets.SmallCNN", "+model.width=4",
+         "~sweep.grid.model.hidden", "+sweep.grid.model.width=[4,8]", "sweep.grid.optim.lr=[0.01]",
+         "curves.validation.param=model.width", "curves.validation.values=[4,8]"],
+        ["SmallCNN width=4 lr=0.01", "SmallCNN width=8 lr=0.01"],
+        "vmap cannot stack it",
+    ),
+    "LightningModule": (
+        ["model=module", "model._target_=mynets.lit.LitCNN", "+model.width=4", "+model.lr=0.05",
+         "~sweep.grid.model.hidden", "~sweep.grid.optim.lr", "+sweep.grid.model.lr=[0.02,0.05]",
+         "curves.validation.param=model.lr", "curves.validation.values=[0.02,0.05]"],
+        ["LitCNN lr=0.02", "LitCNN lr=0.05"],
+        "a LightningModule trains with its own training_step",
+    ),
+}  # fmt: skip
 
 
 @pytest.mark.slow
-def test_a_users_package_is_cross_validated_by_dvc_exp_run_and_predicts_elsewhere(tmp_path):
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_users_package_is_cross_validated_by_dvc_exp_run_and_predicts_elsewhere(tmp_path, case):
     """As README "Your own model" says: the package in the project directory, the
     overrides of the example, `dvc exp run`; every stage runs, the lockbox opens once,
     and the saved model predicts from another directory (it carries its code)."""
@@ -239,24 +295,26 @@ def test_a_users_package_is_cross_validated_by_dvc_exp_run_and_predicts_elsewher
 
     import pandas as pd
 
+    overrides, labels, note = CASES[case]
+    args = [a for o in [*SMALL, *overrides] for a in ("-S", o)]
     p = make_project(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", tiny_params())
     shutil.copytree(EXAMPLES / "mynets", p.path / "mynets")
     p.commit("tiny digits, and the user's package")
-    ran = p.dvc("exp", "run", *OWN_MODEL)
+    ran = p.dvc("exp", "run", *args)
     said = ran.stdout + ran.stderr
-    assert "vmap cannot stack it" not in said  # BatchNorm and dropout stack
+    # BatchNorm and dropout stack; a LightningModule trains alone, as it says
+    assert (note in said) == (case == "LightningModule"), said[-3000:]
 
     session = json.loads((p.path / "results/sweep/session.json").read_text())
-    labels = sorted(c["label"] for c in session["configs"])
-    assert labels == ["SmallCNN width=4 lr=0.01", "SmallCNN width=8 lr=0.01"]
+    assert sorted(c["label"] for c in session["configs"]) == labels
     cv = json.loads((p.path / "results/cv_metrics.json").read_text())
     assert all(c["complete"] for c in cv["configs"].values())
     curve = pd.read_csv(p.path / "results/curves/validation.csv")
-    assert sorted(curve["x"]) == [4, 8]  # over the user's own argument
+    assert sorted(curve["x"]) == sorted(json.loads(overrides[-1].split("=")[1]))  # its own argument
     test = json.loads((p.path / "results/test_metrics.json").read_text())
     assert 0 <= test["test"]["acc"]["value"] <= 1
 
-    again = p.dvc("exp", "run", *OWN_MODEL)  # nothing changed: nothing re-runs
+    again = p.dvc("exp", "run", *args)  # nothing changed: nothing re-runs
     assert "Stage 'test' didn't change" in again.stdout + again.stderr
 
     elsewhere = tmp_path / "elsewhere"

@@ -331,6 +331,17 @@ def dry_run(model: Mapping[str, Any], meta: Meta) -> int:
             f"{type(err).__name__}: {err}",
             "fix the constructor or the model.* values it was given.",
         ) from err
+    import pytorch_lightning as pl
+
+    if isinstance(net, pl.LightningModule):  # it trains itself: it must be able to
+        for hook in ("training_step", "configure_optimizers"):
+            if getattr(type(net), hook) is getattr(pl.LightningModule, hook):
+                raise FoldwiseError(
+                    f"model: {target} is a LightningModule without {hook}, so it cannot "
+                    "train itself.",
+                    f"define {hook} (batches are (x, y) tuples), or make it a plain "
+                    "nn.Module and foldwise trains it with its own loss and optimizer.",
+                )
     want = (2, meta.n_outputs)
     x = torch.zeros(2, int(meta.n_features))
     for mode in ("train", "eval"):

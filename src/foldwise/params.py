@@ -422,7 +422,18 @@ def _check_values(cfg: DictConfig) -> None:
         key = str(curves.validation.param)
         if OmegaConf.select(cfg, key, default="__absent__") == "__absent__":
             own = [f"model.{k}" for k in cfg.model if k != "_target_"]
-            if cfg.model.get("_target_"):  # the default (model.hidden) is the built-ins'
+            target = cfg.model.get("_target_")
+            if target and key.startswith("model."):
+                from foldwise import models
+
+                takes, _ = models.accepts(models.resolve(str(target)))
+                if key.split(".", 1)[1] in takes:
+                    raise FoldwiseError(
+                        f"params: curves.validation.param is {key}, which {target} takes but "
+                        "the config does not set (the curves vary it around its value).",
+                        f"-S +{key}=<value>.",
+                    )
+            if target:  # the default (model.hidden) is the built-ins'
                 raise FoldwiseError(
                     f"params: curves.validation.param is {key}, which {cfg.model._target_} "
                     "does not take: the validation and bias-variance curves vary one of "

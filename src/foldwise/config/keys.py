@@ -138,6 +138,14 @@ def check_keys(cfg: DictConfig) -> None:
         if own and key.startswith("model."):  # a kwarg of the user's network
             _own_kwarg(tree["model"], key)
             continue
+        if own and key.startswith("optim.") and _trains_itself(tree["model"]):
+            raise FoldwiseError(
+                f"params: sweep.grid sweeps {key}, but {tree['model']['_target_']} is a "
+                "LightningModule: its configure_optimizers picks the optimizer, so every "
+                "value would train the same model.",
+                f"drop it (-S '~sweep.grid.{key}') and sweep the module's own argument, "
+                "e.g. -S '+sweep.grid.model.lr=[0.01,0.1]'.",
+            )
         if key in sweepable:
             continue
         if key in keys.leaves:
@@ -149,6 +157,19 @@ def check_keys(cfg: DictConfig) -> None:
                 f"set {key} outside the grid (-S {key}=...) and compare runs with dvc exp.",
             )
         unknown(key, keys, "sweep.grid.", sweepable)
+
+
+def _trains_itself(model: dict) -> bool:
+    """Whether the user's ``_target_`` is a LightningModule class (it has its own
+    optimizer; a factory function is only known once built)."""
+    import inspect
+
+    import pytorch_lightning as pl
+
+    from foldwise import models
+
+    fn = models.resolve(str(model["_target_"]))
+    return inspect.isclass(fn) and issubclass(fn, pl.LightningModule)
 
 
 def _own_kwarg(model: dict, key: str) -> None:

@@ -98,16 +98,41 @@ def stack_problem(task: Task, meta) -> str | None:
     return _PROBLEMS[key]
 
 
+_LIGHTNING: dict[tuple, bool] = {}
+
+
+def lightning_archs(tasks: list[Task], meta) -> set[tuple]:
+    """Architectures whose network is a ``pl.LightningModule``: each task trains with its
+    own ``training_step`` and optimizer in a Trainer of its own (:mod:`.lightning`)."""
+    from foldwise.engine.lightning import is_lightning
+
+    out = set()
+    for t in tasks:
+        if "_target_" not in t.model:
+            continue
+        key = (t.arch(), meta.n_features, meta.n_outputs)
+        if key not in _LIGHTNING:
+            _LIGHTNING[key] = is_lightning(_build(t, meta))
+        if _LIGHTNING[key]:
+            out.add(t.arch())
+    return out
+
+
 def solo_reasons(tasks: list[Task], meta) -> dict[tuple, str]:
     """Architectures that train as stacks of one, and why (printed once per sweep)."""
-    out = {}
+    out: dict[tuple, str] = {}
+    lightning = lightning_archs(tasks, meta)
     for t in tasks:
         arch = t.arch()
-        if arch not in out and "_target_" in t.model:  # foldwise's own two always stack
-            problem = stack_problem(t, meta)
-            if problem:
-                out[arch] = problem
-    return {a: r for a, r in out.items() if r}
+        if arch in out or "_target_" not in t.model:  # foldwise's own two always stack
+            continue
+        if arch in lightning:
+            out[arch] = "a LightningModule trains with its own training_step and optimizer"
+            continue
+        problem = stack_problem(t, meta)
+        if problem:
+            out[arch] = problem
+    return out
 
 
 def plan(
@@ -213,10 +238,11 @@ def train(
             raise ValueError(f"task {t.key} has no training rows")
     sizes = footprints(tasks, meta)  # one dry run per architecture, for planning and scoring
     solo = solo_reasons(tasks, meta)
+    lightning = lightning_archs(tasks, meta)
     for arch, reason in solo.items():
         label = next(t.model["_target_"] for t in tasks if t.arch() == arch)
-        print(f"[foldwise] {label} trains one model at a time (vmap cannot stack it: "
-              f"{reason})", flush=True)  # fmt: skip
+        why = reason if arch in lightning else f"vmap cannot stack it: {reason}"
+        print(f"[foldwise] {label} trains one model at a time ({why})", flush=True)
     if stacks is None:
         stacks = plan_stacks(
             tasks, sizes, itemsize=dtype.itemsize, max_models=max_models, memory_mb=memory_mb,
@@ -231,6 +257,22 @@ def train(
 
     def run(group: list[int], number: int) -> None:
         group_tasks = [tasks[i] for i in group]
+        if group_tasks[0].arch() in lightning:
+            from foldwise.engine.lightning import fit_lightning
+
+            for i in group:
+                try:
+                    out = fit_lightning(
+                        tasks[i], x, y, meta, _build(tasks[i], meta), accelerator=accelerator,
+                        dtype=dtype, keep_state=keep_state,
+                    )  # fmt: skip
+                except KeyboardInterrupt:
+                    raise
+                except Exception as err:  # one task's failure is its own
+                    out = Outcome(status="failed", error=f"{type(err).__name__}: {err}\n"
+                                  + traceback.format_exc()[-4000:])  # fmt: skip
+                deliver(i, out)
+            return
         try:
             module = build_stack(
                 group_tasks,
