@@ -10,9 +10,13 @@ the same folds and in the same process (torch's threads: foldwise.threads):
 
   stacked         foldwise's engine, the 15 models in one stack (torch.func)
   one-at-a-time   foldwise's engine, stacks of one (engine=one_at_a_time)
-  lightning loop  a hand-written k-fold loop as the Lightning docs' example writes it:
-                  one LightningModule and one pl.Trainer per (configuration, fold),
-                  a shuffled DataLoader, torch.optim.Adam, cross-entropy
+  foldwise+Lit    the same network as a LightningModule that trains itself
+                  (examples/own_model/mynets/lit.py: LitCNN, its own SGD + StepLR and
+                  label smoothing), through foldwise: a Trainer per task, foldwise's
+                  per-epoch scores of the training and validation rows
+  lightning loop  LitCNN in a hand-written k-fold loop as the Lightning docs' example
+                  writes it: one pl.Trainer per (configuration, fold), a shuffled
+                  DataLoader, nothing scored until the end
 
 Training only: data loading and imports are outside the timings. Runners alternate
 within each repetition; medians are printed.
@@ -32,19 +36,19 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples/own_model"))
 
-from mynets.nets import SmallCNN  # noqa: E402
+from mynets.lit import LitCNN  # noqa: E402
 
 from foldwise import engine, threads  # noqa: E402
 from foldwise.data import Meta  # noqa: E402
 
-LRS = [0.001, 0.003, 0.01]
+LRS = [0.001, 0.003, 0.01]  # Adam's (SmallCNN); LitCNN's SGD takes 10x these
 MODEL = {"_target_": "mynets.nets.SmallCNN", "width": 8, "dropout": 0.1}
+LIT = {"_target_": "mynets.lit.LitCNN", "width": 8}
 BATCH = 64
 
 
@@ -57,12 +61,15 @@ def data():
     return x, y, meta, folds
 
 
-def foldwise_runner(x, y, meta, folds, epochs: int, max_models: int | None) -> tuple[float, float]:
+def foldwise_runner(
+    x, y, meta, folds, epochs: int, max_models: int | None, model: dict = MODEL
+) -> tuple[float, float]:
     tasks = []
     for i, lr in enumerate(LRS):
         for k, (tr, va) in enumerate(folds):
             tasks.append(engine.Task(
-                key=f"lr{lr}-f{k}", model=MODEL,
+                key=f"lr{lr}-f{k}", model={**model, "lr": 10 * lr} if "lit" in model["_target_"]
+                else model,
                 hyper=engine.Hyper(lr, 0.0, 0.1, epochs, False, 0.2, epochs),
                 batch_size=BATCH, seed=1000 * i + k, train=tr, evals={"val": va},
             ))  # fmt: skip
@@ -71,23 +78,6 @@ def foldwise_runner(x, y, meta, folds, epochs: int, max_models: int | None) -> t
     wall = time.perf_counter() - t
     assert all(o.status == "ok" for o in out), [o.error for o in out if o.error]
     return wall, float(np.mean([o.metrics["val_acc"] for o in out]))
-
-
-class LitCNN(pl.LightningModule):
-    def __init__(self, lr: float):
-        super().__init__()
-        self.net = SmallCNN((1, 8, 8), 10, width=8, dropout=0.1)
-        self.lr = lr
-
-    def forward(self, x):
-        return self.net(x)
-
-    def training_step(self, batch, _i):
-        x, y = batch
-        return F.cross_entropy(self.net(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
 
 
 def lightning_loop(x, y, folds, epochs: int) -> tuple[float, float]:
@@ -99,7 +89,7 @@ def lightning_loop(x, y, folds, epochs: int) -> tuple[float, float]:
             xt = torch.from_numpy(scaler.transform(x[tr]).astype(np.float32))
             xv = torch.from_numpy(scaler.transform(x[va]).astype(np.float32))
             pl.seed_everything(1000 * i + k, verbose=False)
-            model = LitCNN(lr)
+            model = LitCNN((1, 8, 8), 10, width=8, lr=10 * lr)
             loader = DataLoader(TensorDataset(xt, torch.from_numpy(y[tr])), batch_size=BATCH,
                                 shuffle=True)  # fmt: skip
             trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
@@ -127,6 +117,7 @@ def main() -> None:
     runners = {
         "stacked": lambda: foldwise_runner(x, y, meta, folds, args.epochs, None),
         "one-at-a-time": lambda: foldwise_runner(x, y, meta, folds, args.epochs, 1),
+        "foldwise+Lit": lambda: foldwise_runner(x, y, meta, folds, args.epochs, 1, LIT),
         "lightning loop": lambda: lightning_loop(x, y, folds, args.epochs),
     }
     rows: dict[str, list[tuple[float, float]]] = {r: [] for r in runners}

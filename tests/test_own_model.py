@@ -290,7 +290,8 @@ CASES = {
 def test_a_users_package_is_cross_validated_by_dvc_exp_run_and_predicts_elsewhere(tmp_path, case):
     """As README "Your own model" says: the package in the project directory, the
     overrides of the example, `dvc exp run`; every stage runs, the lockbox opens once,
-    and the saved model predicts from another directory (it carries its code)."""
+    and the saved and the registered model predict from another directory (the model
+    carries its code)."""
     import json
 
     import pandas as pd
@@ -324,10 +325,14 @@ def test_a_users_package_is_cross_validated_by_dvc_exp_run_and_predicts_elsewher
     rows = table[feature_columns(table)].set_axis(meta["feature_names"], axis=1)
     rows.head(5).to_csv(elsewhere / "rows.csv", index=False)
     env = {k: v for k, v in p.env.items() if k != "PYTHONPATH"}
-    out = subprocess.run(
-        [str(Path(sys.executable).parent / "foldwise"), "predict", "--model",
-         str(p.path / "models/final"), "--input", "rows.csv", "--output", "pred.csv"],
-        cwd=elsewhere, env=env, capture_output=True, text=True,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert len(pd.read_csv(elsewhere / "pred.csv")) == 5
+    # the saved bundle, then the registered model (MLflow's registry), from elsewhere
+    for model, name in ((str(p.path / "models/final"), "bundle"), ("foldwise-digits", "reg")):
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "foldwise"), "predict", "--model", model,
+             "--input", "rows.csv", "--output", f"{name}.csv"],
+            cwd=elsewhere, env=env, capture_output=True, text=True,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+    bundle, reg = (pd.read_csv(elsewhere / f"{n}.csv") for n in ("bundle", "reg"))
+    assert len(bundle) == 5
+    pd.testing.assert_frame_equal(bundle, reg)

@@ -239,9 +239,11 @@ def train(
     sizes = footprints(tasks, meta)  # one dry run per architecture, for planning and scoring
     solo = solo_reasons(tasks, meta)
     lightning = lightning_archs(tasks, meta)
+    said = {}  # one line per network, whatever its arguments
     for arch, reason in solo.items():
         label = next(t.model["_target_"] for t in tasks if t.arch() == arch)
-        why = reason if arch in lightning else f"vmap cannot stack it: {reason}"
+        said.setdefault(label, reason if arch in lightning else f"vmap cannot stack it: {reason}")
+    for label, why in said.items():
         print(f"[foldwise] {label} trains one model at a time ({why})", flush=True)
     if stacks is None:
         stacks = plan_stacks(
