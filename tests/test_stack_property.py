@@ -4,11 +4,11 @@ Hypothesis draws random heterogeneous stacks of 2–6 tasks (learning rates, wei
 decays, dropout rates including 0, epochs and patience, early stopping on and off,
 bootstrap multiplicities, short and long folds, loss weights, a diverging model,
 classification or regression, foldwise's MLP or CNN or a user's network by ``_target_``
-with BatchNorm, a custom layer and two dropout rates) and checks, in float64, that every task's
-per-epoch history and final metrics equal the same task trained alone (a stack of one)
-to 1e-6 (or 1e-9 of the value). The stacks run with their per-model dropout buffers
-pre-filled with NaN or a negative value, so a model that reads memory it never wrote
-cannot pass.
+with BatchNorm, a custom layer and two dropout rates, Adam or SGD) and checks, in
+float64, that every task's per-epoch history and final metrics equal the same task
+trained alone (a stack of one) to 1e-6 (or 1e-9 of the value). The stacks run with
+their per-model dropout buffers pre-filled with NaN or a negative value, so a model
+that reads memory it never wrote cannot pass.
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ def stacks(draw):
         size = {"width": hidden} | ({"blocks": depth} if arch == "SmallCNN" else {})
         model = {"_target_": f"mynets.nets.{arch}", **size, **rates}
     batch = draw(st.sampled_from([8, 16, 32]))
+    # the stack's optimizer: Adam, or SGD with or without (Nesterov) momentum
+    optim = draw(st.sampled_from([{}, {}, {"name": "sgd", "momentum": 0.9, "nesterov": True},
+                                  {"name": "sgd", "momentum": 0.0}]))  # fmt: skip
     n_tasks = draw(st.integers(2, 6))
     diverging = draw(st.one_of(st.none(), st.integers(0, n_tasks - 1)))
     tasks = []
@@ -110,6 +113,7 @@ def stacks(draw):
                 train=train,
                 evals={"val": held[: draw(st.sampled_from([10, 40]))]},
                 weights=weights,
+                optim=optim,
             )
         )
     return kind, tasks

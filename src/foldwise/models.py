@@ -128,11 +128,11 @@ def is_builtin(model: Mapping[str, Any]) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def resolve(target: str) -> Callable[..., nn.Module]:
-    """The class or function ``target`` names, imported from the project directory or
-    ``PYTHONPATH``; an error names the closest existing names."""
+def resolve(target: str, key: str = "model._target_") -> Callable[..., Any]:
+    """The class or function ``target`` (the value of setting ``key``) names, imported from
+    the project directory or ``PYTHONPATH``; an error names the closest existing names."""
     module_name, _, attr = target.rpartition(".")
-    if target == "???":  # conf/model/module.yaml, not yet told which
+    if target == "???" and key == "model._target_":  # conf/model/module.yaml, not yet told
         raise FoldwiseError(
             "params: model=module needs model._target_, the network to train.",
             "add -S model._target_=<package.module.Class> (an nn.Module class or a function "
@@ -140,8 +140,8 @@ def resolve(target: str) -> Callable[..., nn.Module]:
         )
     if not module_name:
         raise FoldwiseError(
-            f"params: model._target_={target!r} is not a dotted path.",
-            "name the class with its module, e.g. model._target_=mypkg.nets.SmallResNet.",
+            f"params: {key}={target!r} is not a dotted path.",
+            f"name the class with its module, e.g. {key}=mypkg.nets.SmallResNet.",
         )
     here = str(Path.cwd())  # the project directory: a stage runs as pipelines/<stage>.py
     if here not in sys.path:
@@ -152,7 +152,7 @@ def resolve(target: str) -> Callable[..., nn.Module]:
         missing = getattr(err, "name", None) or module_name
         near = _near_modules(module_name)
         raise FoldwiseError(
-            f"params: model._target_={target!r}: module {missing!r} does not import "
+            f"params: {key}={target!r}: module {missing!r} does not import "
             f"({type(err).__name__}: {err}).",
             (f"did you mean {' or '.join(near)}? " if near else "")
             + "Run from the project directory (the one holding your package) or add its "
@@ -163,15 +163,15 @@ def resolve(target: str) -> Callable[..., nn.Module]:
         names = [n for n in dir(module) if not n.startswith("_")]
         near = difflib.get_close_matches(attr, names, n=3, cutoff=0.5)
         raise FoldwiseError(
-            f"params: model._target_={target!r}: module {module_name} has no {attr!r}.",
+            f"params: {key}={target!r}: module {module_name} has no {attr!r}.",
             f"did you mean {', '.join(f'{module_name}.{n}' for n in near)}?"
             if near
             else f"name a class or function defined in {module_name}.",
         )
     if not callable(found):
         raise FoldwiseError(
-            f"params: model._target_={target!r} is not a class or function.",
-            "name an nn.Module class, or a function that returns one.",
+            f"params: {key}={target!r} is not a class or function.",
+            "name a class, or a function that returns the object.",
         )
     return found
 

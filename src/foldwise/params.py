@@ -22,7 +22,7 @@ from foldwise import scores
 from foldwise.config import schema, sections
 from foldwise.config import space as search_space
 from foldwise.config.grid import check_grid
-from foldwise.config.keys import check_keys, check_model_keys
+from foldwise.config.keys import check_keys, check_model_keys, check_optim_kwargs
 from foldwise.config.rules import need, one_of
 from foldwise.errors import FoldwiseError
 from foldwise.files import check_writable, flatten, repo_root
@@ -203,13 +203,46 @@ def validate(cfg: DictConfig, *, grid: bool = True) -> None:
             check_grid(cfg, _check_values)
 
 
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _check_optim(optim: DictConfig) -> None:
+    """``optim.name`` is one foldwise trains (another would silently train Adam), and
+    every key is one the optimizer reads; ``optim._target_`` names a torch optimizer."""
+    if optim.get("_target_"):
+        check_optim_kwargs(optim)
+        return
+    name = str(optim.get("name", "adam"))
+    one_of(name, OPTIMIZERS, "optim.name")
+    sgd_only = [k for k in ("momentum", "nesterov") if k in optim]
+    if name == "adam" and sgd_only:
+        raise FoldwiseError(
+            f"params: optim.{sgd_only[0]} is read by optim=sgd only; Adam would ignore it.",
+            f"-S optim=sgd for SGD with momentum, or remove optim.{sgd_only[0]}.",
+        )
+    momentum = optim.get("momentum", 0.0)
+    if name == "sgd" and (
+        isinstance(momentum, bool) or not isinstance(momentum, int | float)
+        or not 0 <= momentum < 1
+    ):  # fmt: skip
+        raise FoldwiseError(
+            f"params: optim.momentum must be in [0, 1), got {momentum!r}.",
+            "e.g. -S optim.momentum=0.9 (0: plain SGD).",
+        )
+    if name == "sgd" and optim.get("nesterov") and not momentum:
+        raise FoldwiseError(
+            "params: optim.nesterov needs a momentum > 0 (torch.optim.SGD refuses it).",
+            "-S optim.momentum=0.9, or -S optim.nesterov=false.",
+        )
+
+
 def _check_values(cfg: DictConfig) -> None:
     # Types first, from the schema: the range checks below compare values, and a string
     # where a number belongs would otherwise end in a TypeError.
     values = flatten(OmegaConf.to_container(cfg, resolve=False))
-    if cfg.get("model") is not None and cfg.model.get("_target_"):
-        # the user's network: its kwargs are typed by its own signature, not the schema's
-        values = {k: v for k, v in values.items() if not k.startswith("model.")}
+    for section in ("model", "optim"):  # a _target_'s arguments: typed by its signature
+        if cfg.get(section) is not None and cfg[section].get("_target_"):
+            values = {k: v for k, v in values.items() if not k.startswith(f"{section}.")}
     schema.check_types(values)
     name = need(cfg, "data.name", "pick a dataset: -S data=digits")
     one_of(name, DATASETS, "data.name")
@@ -339,7 +372,7 @@ def _check_values(cfg: DictConfig) -> None:
     lr = need(cfg, "optim.lr", "e.g. optim.lr=0.001")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
         raise FoldwiseError(
-            f"params: optim.lr must be a positive number (Adam's step size), got {lr!r}.",
+            f"params: optim.lr must be a positive number (the step size), got {lr!r}.",
             "use e.g. -S optim.lr=0.001 (typical: 1e-4 to 1e-2).",
         )
     wd = cfg.optim.get("weight_decay", 0.0)
@@ -348,6 +381,7 @@ def _check_values(cfg: DictConfig) -> None:
             f"params: optim.weight_decay must be a number >= 0, got {wd!r}.",
             "use 0 (none) or a small penalty such as -S optim.weight_decay=0.0001.",
         )
+    _check_optim(cfg.optim)
     es = cfg.trainer.early_stopping
     if es.enabled and not 0 < es.inner_fraction < 1:
         raise FoldwiseError(

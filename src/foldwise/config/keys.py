@@ -51,6 +51,46 @@ def check_model_keys(model: Any) -> None:
     )
 
 
+def check_optim_kwargs(optim: Any) -> None:
+    """``optim._target_`` names a torch optimizer class, and takes every other key."""
+    import inspect
+
+    import torch
+
+    from foldwise import models
+
+    target = str(optim["_target_"])
+    if target == "???":
+        raise FoldwiseError(
+            "params: optim=torch needs optim._target_, the optimizer class.",
+            "e.g. -S optim._target_=torch.optim.AdamW.",
+        )
+    cls = models.resolve(target, "optim._target_")
+    if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
+        raise FoldwiseError(
+            f"params: optim._target_={target} is not a torch.optim.Optimizer class.",
+            "name one, e.g. torch.optim.AdamW, or your own subclass of torch.optim.Optimizer.",
+        )
+    names, any_kw = models.accepts(cls)
+    names.discard("params")
+    for key in optim:
+        if key in ("_target_", "name") or key in names or any_kw:
+            continue
+        if key == "weight_decay" and not optim[key]:
+            continue  # 0 is not passed
+        near = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.6)
+        raise FoldwiseError(
+            f"params: optim.{key} is not an argument of {target} (it takes "
+            f"{', '.join(sorted(names))}).",
+            (f"did you mean optim.{near[0]}? " if near else "") + f"Remove optim.{key}.",
+        )
+    if "name" in optim:
+        raise FoldwiseError(
+            f"params: optim._target_={target} was added on top of optim={optim['name']}.",
+            f"select it with -S optim=torch -S optim._target_={target}.",
+        )
+
+
 # ------------------------------------------------------------------ which keys exist
 # sweep.grid sweeps what defines one fit; the rest is fixed before (data, split) or
 # after (selection, lockbox, ...) the sweep, or is how it runs (engine, sweep, tracking).
@@ -111,10 +151,15 @@ def check_keys(cfg: DictConfig) -> None:
     own = "_target_" in (tree.get("model") or {})  # the user's network: its kwargs
     if own:
         check_model_keys(tree["model"])
+    own_optim = "_target_" in (tree.get("optim") or {})
+    if own_optim:
+        check_optim_kwargs(tree["optim"])
     for key in flatten(tree):
         if key.startswith(("sweep.grid.", "sweep.space.")) or key in keys.leaves:
             continue
         if own and key.startswith("model."):  # checked against the constructor above
+            continue
+        if own_optim and key.startswith("optim."):
             continue
         above = [p for p in _prefixes(key) if p in keys.leaves]
         if above:
@@ -137,6 +182,9 @@ def check_keys(cfg: DictConfig) -> None:
     for key in (k for sub in subs if isinstance(sub, dict) for k in flatten(sub)):
         if own and key.startswith("model."):  # a kwarg of the user's network
             _own_kwarg(tree["model"], key)
+            continue
+        if own_optim and key.startswith("optim."):  # an argument of the user's optimizer
+            check_optim_kwargs({**tree["optim"], key.split(".", 1)[1]: 1})
             continue
         if own and key.startswith("optim.") and _trains_itself(tree["model"]):
             raise FoldwiseError(

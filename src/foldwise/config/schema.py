@@ -126,9 +126,20 @@ class Model:
 
 @dataclass
 class Optim:
-    name: str = field(default="adam", metadata=_help("optimizer (Adam, per model)"))
+    name: str = field(
+        default="adam", metadata=_help("adam or sgd (both stacked: lr and weight decay per model)")
+    )
+    _target_: str | None = field(
+        default=None,
+        metadata=_help(
+            "any torch optimizer class (optim=torch; one model at a time unless Adam or SGD); "
+            "the other optim.* keys are its arguments"
+        ),
+    )
     lr: float = field(default=0.001, metadata=_help("learning rate"))
     weight_decay: float = field(default=0.0, metadata=_help("L2 penalty"))
+    momentum: float = field(default=0.9, metadata=_help("sgd: momentum, in [0, 1)"))
+    nesterov: bool = field(default=False, metadata=_help("sgd: Nesterov momentum"))
 
 
 @dataclass

@@ -122,9 +122,17 @@ def solo_reasons(tasks: list[Task], meta) -> dict[tuple, str]:
     """Architectures that train as stacks of one, and why (printed once per sweep)."""
     out: dict[tuple, str] = {}
     lightning = lightning_archs(tasks, meta)
+    from foldwise.engine.optim import BATCHED, kind
+
     for t in tasks:
         arch = t.arch()
-        if arch in out or "_target_" not in t.model:  # foldwise's own two always stack
+        if arch in out:
+            continue
+        name, _ = kind(t.optim)
+        if name not in BATCHED:  # its state is per tensor: models' lr would be shared
+            out[arch] = f"optimizer {name} is not stacked: it trains one model at a time"
+            continue
+        if "_target_" not in t.model:  # foldwise's own two networks always stack
             continue
         if arch in lightning:
             out[arch] = "a LightningModule trains with its own training_step and optimizer"
@@ -239,12 +247,16 @@ def train(
     sizes = footprints(tasks, meta)  # one dry run per architecture, for planning and scoring
     solo = solo_reasons(tasks, meta)
     lightning = lightning_archs(tasks, meta)
-    said = {}  # one line per network, whatever its arguments
+    said = {}  # one line per network and reason, whatever its arguments
     for arch, reason in solo.items():
-        label = next(t.model["_target_"] for t in tasks if t.arch() == arch)
-        said.setdefault(label, reason if arch in lightning else f"vmap cannot stack it: {reason}")
-    for label, why in said.items():
-        print(f"[foldwise] {label} trains one model at a time ({why})", flush=True)
+        model = next(t.model for t in tasks if t.arch() == arch)
+        if reason.startswith("optimizer "):
+            said.setdefault(reason, "")
+            continue
+        why = reason if arch in lightning else f"vmap cannot stack it: {reason}"
+        said.setdefault(f"{model['_target_']} trains one model at a time ({why})", "")
+    for line in said:
+        print(f"[foldwise] {line}", flush=True)
     if stacks is None:
         stacks = plan_stacks(
             tasks, sizes, itemsize=dtype.itemsize, max_models=max_models, memory_mb=memory_mb,

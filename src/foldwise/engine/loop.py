@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from foldwise import faults, threads
+from foldwise.engine import optim
 from foldwise.engine.metrics import Classifier, Head, Regressor
-from foldwise.engine.optim import BatchedAdam
 from foldwise.engine.stack import DropoutMasks, Stack
 from foldwise.engine.task import Outcome, Prepared, Task
 
@@ -195,12 +195,22 @@ class StackTrainer(pl.LightningModule):
     # ------------------------------------------------------------------ Lightning hooks
     def configure_optimizers(self):
         h = [t.hyper for t in self.tasks]
-        self.adam = BatchedAdam(
-            list(self.stack.weights),
-            lr=[x.lr for x in h],
-            weight_decay=[x.weight_decay for x in h],
-        )
-        return self.adam
+        name, extra = optim.kind(self.tasks[0].optim)
+        weights = list(self.stack.weights)
+        if name in optim.BATCHED:  # per-model lr and weight decay, one update for the stack
+            self.adam = optim.BATCHED[name](
+                weights, lr=[x.lr for x in h], weight_decay=[x.weight_decay for x in h], **extra
+            )
+            return self.adam
+        # any other torch optimizer, on a stack of one (planned so): its own arithmetic
+        from foldwise.models import resolve
+
+        if len(h) != 1:
+            raise ValueError(f"optimizer {name} trains one model at a time")
+        wd = {"weight_decay": h[0].weight_decay} if h[0].weight_decay else {}
+        inner = resolve(name, "optim._target_")(weights, lr=h[0].lr, **wd, **extra)
+        self.adam = optim.OneModel(inner)
+        return inner
 
     def on_fit_start(self) -> None:
         dev = self.x.device

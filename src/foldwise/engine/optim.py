@@ -85,3 +85,103 @@ class BatchedAdam(torch.optim.Optimizer):
         else:
             self.steps.index_copy_(0, idx, steps)
         return None
+
+
+class BatchedSGD(torch.optim.Optimizer):
+    """SGD over stacked parameters (dim 0 = model), one learning rate and weight decay per
+    model: ``torch.optim.SGD``'s arithmetic (L2 weight decay added to the gradient; the
+    momentum buffer starts as a model's first gradient; dampening; Nesterov), model by
+    model. ``step(active)`` moves only active models, as :class:`BatchedAdam`."""
+
+    def __init__(
+        self,
+        params: list[Tensor],
+        lr: Sequence[float],
+        weight_decay: Sequence[float],
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        super().__init__(params, {"momentum": momentum, "dampening": dampening})
+        device = params[0].device
+        self.lr = torch.tensor(list(lr), dtype=torch.float64, device=device)
+        self.weight_decay = torch.tensor(list(weight_decay), dtype=torch.float64, device=device)
+        self.steps = torch.zeros_like(self.lr)
+        self.nesterov = nesterov
+        self.n_models = len(self.lr)
+
+    @torch.no_grad()
+    def step(self, active: Tensor | None = None, closure=None):  # type: ignore[override]
+        if closure is not None:
+            raise ValueError("BatchedSGD takes no closure; call backward() first.")
+        idx = None if active is None or bool(active.all()) else active.nonzero().flatten()
+        if idx is not None and idx.numel() == 0:
+            return None
+        mom, damp = self.defaults["momentum"], self.defaults["dampening"]
+        sel = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
+        dtype = self.param_groups[0]["params"][0].dtype
+        lr, wd = sel(self.lr).to(dtype), sel(self.weight_decay).to(dtype)
+        first = sel(self.steps) == 0
+        any_wd = bool((wd != 0).any())
+        for p in self.param_groups[0]["params"]:
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            param, grad = sel(p), sel(p.grad)
+            if any_wd:
+                grad = grad.addcmul(wd.view(shape), param)
+            if mom:
+                state = self.state[p]
+                if not state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = sel(state["momentum_buffer"])
+                buf = torch.where(first.view(shape), grad, buf * mom + grad * (1 - damp))
+                grad = grad + buf * mom if self.nesterov else buf
+                if idx is None:
+                    state["momentum_buffer"].copy_(buf)
+                else:
+                    state["momentum_buffer"].index_copy_(0, idx, buf)
+            param.sub_(grad * lr.view(shape))
+            if idx is not None:
+                p.index_copy_(0, idx, param)
+        if idx is None:
+            self.steps += 1
+        else:
+            self.steps.index_copy_(0, idx, sel(self.steps) + 1)
+        return None
+
+
+class OneModel:
+    """A torch optimizer for a stack of one (any optimizer, its own arithmetic), with the
+    batched optimizers' ``step(active)``: no step on a step without rows."""
+
+    def __init__(self, inner: torch.optim.Optimizer) -> None:
+        self.inner = inner
+
+    def zero_grad(self) -> None:
+        self.inner.zero_grad()
+
+    def step(self, active: Tensor | None = None) -> None:
+        if active is None or bool(active[0]):
+            self.inner.step()
+
+
+# Optimizers a stack updates model by model: optim.name, or the _target_ they stand for.
+BATCHED = {"adam": BatchedAdam, "sgd": BatchedSGD}
+TARGETS = {"torch.optim.Adam": "adam", "torch.optim.SGD": "sgd"}
+# what each reads besides lr and weight_decay
+EXTRA = {"adam": ("betas", "eps"), "sgd": ("momentum", "dampening", "nesterov")}
+
+
+def kind(optim: dict) -> tuple[str, dict]:
+    """``("adam" | "sgd" | <dotted target>, extra kwargs)`` of an ``optim`` config: the
+    built-ins and torch's Adam and SGD (without options the batched ones lack) are
+    stacked; any other optimizer trains one model at a time."""
+    extra = {k: v for k, v in optim.items() if k not in ("name", "_target_", "lr", "weight_decay")}
+    target = optim.get("_target_")
+    name = TARGETS.get(str(target)) if target else str(optim.get("name", "adam"))
+    if name in BATCHED and set(extra) <= set(EXTRA[name]):
+        if name == "adam":
+            extra = {k: tuple(v) if k == "betas" else v for k, v in extra.items()}
+        return name, extra
+    return str(target), extra

@@ -66,13 +66,19 @@ class Task:
     # An ensemble's "val" prediction record also keeps ``staged``: the prediction of the
     # ensemble of its first 1, 2, …, B members (the bias–variance-by-members curves).
     staged: bool = False
+    # The optimizer (``cfg.optim``: ``name`` or ``_target_`` and its options); its lr and
+    # weight decay are per model (``hyper``), the rest is shared by a stack. {}: Adam.
+    optim: dict[str, Any] = field(default_factory=dict)
 
     def arch(self) -> tuple:
         """Tasks with equal ``arch()`` can train in one stack. A built-in's dropout is per
         model; any key of a user's network (``_target_``) may change its structure."""
         own = "_target_" in self.model
         shape = {k: _hashable(v) for k, v in self.model.items() if own or k != "dropout"}
-        return (tuple(sorted(shape.items())), self.batch_size)
+        opt = {k: _hashable(v) for k, v in self.optim.items() if k not in ("lr", "weight_decay")}
+        if opt.get("name", "adam") == "adam" and len(opt) <= 1:
+            opt = {}  # Adam, however it is spelled
+        return (tuple(sorted(shape.items())), self.batch_size, tuple(sorted(opt.items())))
 
 
 def _hashable(value: Any) -> Any:

@@ -63,6 +63,7 @@ def make_task(
             patience=int(es.patience),
         ),
         batch_size=int(tr.batch_size),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
         seed=int(cfg.seed),
         train=np.asarray(train, dtype=np.int64),
         evals={k: np.asarray(v, dtype=np.int64) for k, v in (evals or {}).items()},

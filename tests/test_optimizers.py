@@ -1,0 +1,131 @@
+"""Optimizers: SGD stacked like Adam (torch.optim.SGD's arithmetic, model by model), any
+torch optimizer by ``optim._target_`` (one model at a time), and an ``optim.name`` that
+foldwise does not train refused instead of silently training Adam."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_own_model import _digits
+
+from conftest import tiny_params
+from foldwise import engine
+from foldwise import params as P
+from foldwise.engine import Hyper, Task
+from foldwise.engine.optim import BatchedSGD, kind
+from foldwise.errors import FoldwiseError
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
+    dampening=st.sampled_from([0.0, 0.3]),
+    nesterov=st.booleans(),
+    masks=st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=1, max_size=6),
+)
+def test_batched_sgd_equals_torch_sgd_model_by_model(momentum, dampening, nesterov, masks):
+    if nesterov and (momentum == 0 or dampening != 0):
+        nesterov = False  # torch.optim.SGD refuses these
+    gen = torch.Generator().manual_seed(0)
+    lrs, wds = [0.1, 0.01, 0.3], [0.0, 0.1, 0.01]
+    init = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
+    stacked = torch.nn.Parameter(init.clone())
+    opt = BatchedSGD([stacked], lrs, wds, momentum, dampening, nesterov)
+    singles = [torch.nn.Parameter(init[i].clone()) for i in range(3)]
+    refs = [torch.optim.SGD([p], lr=lr, weight_decay=wd, momentum=momentum,
+                            dampening=dampening, nesterov=nesterov)
+            for p, lr, wd in zip(singles, lrs, wds, strict=True)]  # fmt: skip
+    for mask in masks:  # models sit out steps (inactive): their state must not move
+        grad = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
+        stacked.grad = grad.clone()
+        opt.step(torch.tensor(mask))
+        for i, (p, o) in enumerate(zip(singles, refs, strict=True)):
+            if mask[i]:
+                p.grad = grad[i].clone()
+                o.step()
+    for i in range(3):
+        torch.testing.assert_close(stacked.data[i], singles[i].data, rtol=0, atol=1e-12)
+
+
+def _tasks(optim: dict, n: int) -> list[Task]:
+    rng = np.random.default_rng(3)
+    out = []
+    for i, (lr, rows) in enumerate([(0.01, 120), (0.05, 40), (0.003, 90)]):
+        train = np.sort(rng.choice(n, rows, replace=False))
+        out.append(Task(
+            key=f"t{i}", model={"name": "mlp", "hidden": 8, "depth": 1, "dropout": 0.1},
+            hyper=Hyper(lr, 1e-3 * i, 0.1, 4, i != 1, 0.25, 2), batch_size=16, seed=7 + i,
+            train=train, evals={"val": np.setdiff1d(np.arange(n), train)[:30]}, optim=optim,
+        ))  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize(
+    "optim",
+    [{"name": "sgd", "momentum": 0.9, "nesterov": True}, {"name": "sgd", "momentum": 0.0},
+     {"_target_": "torch.optim.SGD", "momentum": 0.5}],
+    ids=["sgd-nesterov", "sgd-plain", "torch-sgd-target"],
+)  # fmt: skip
+def test_sgd_stacks_and_each_model_trains_as_alone(optim):
+    x, y, meta = _digits()
+    tasks = _tasks(optim, len(y))
+    assert engine.plan(tasks, meta) == [[0, 1, 2]]
+    sizes = set()
+    together = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64,
+                            on_epoch=lambda _n, info: sizes.add(info.n_models))  # fmt: skip
+    assert sizes == {3}
+    alone = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64, max_models=1)
+    for a, b in zip(together, alone, strict=True):
+        assert a.status == b.status == "ok"
+        for k in a.history:
+            np.testing.assert_allclose(a.history[k], b.history[k], rtol=1e-9, atol=1e-9)
+    adam = engine.train(_tasks({}, len(y)), x, y, meta, accelerator="cpu", precision=64)
+    assert adam[0].history["train_loss"] != together[0].history["train_loss"]  # not Adam
+
+
+def test_any_torch_optimizer_trains_one_model_at_a_time_with_its_own_arithmetic(capsys):
+    x, y, meta = _digits()
+    optim = {"_target_": "torch.optim.AdamW", "betas": [0.9, 0.95]}
+    tasks = _tasks(optim, len(y))
+    assert kind(optim) == ("torch.optim.AdamW", {"betas": [0.9, 0.95]})
+    assert engine.plan(tasks, meta) == [[0], [1], [2]]
+    out = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64)
+    assert all(o.status == "ok" for o in out)
+    said = capsys.readouterr().out
+    assert said.count("optimizer torch.optim.AdamW is not stacked") == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "said", "fix"),
+    [
+        (["optim.name=rmsprop"], "unknown optim.name", "adam, sgd"),
+        (["optim.name=adam", "+optim.momentum=0.9"], "optim.momentum is read by optim=sgd only",
+         "-S optim=sgd"),
+        (["optim=sgd", "optim.momentum=1.5"], "optim.momentum must be in [0, 1)", "0.9"),
+        (["optim=sgd", "optim.momentum=0", "optim.nesterov=true"], "nesterov needs a momentum",
+         "optim.nesterov=false"),
+        (["optim=torch"], "optim=torch needs optim._target_", "torch.optim.AdamW"),
+        (["optim=torch", "optim._target_=torch.optim.AdamX"], "has no 'AdamX'",
+         "did you mean torch.optim.Adam"),
+        (["optim=torch", "optim._target_=torch.nn.Linear"], "not a torch.optim.Optimizer",
+         "torch.optim.AdamW"),
+        (["optim=torch", "optim._target_=torch.optim.AdamW", "+optim.beta=[0.9,0.95]"],
+         "optim.beta is not an argument of torch.optim.AdamW", "did you mean optim.betas"),
+        (["+optim._target_=torch.optim.AdamW"], "added on top of optim=adam", "-S optim=torch"),
+    ],
+    ids=["unknown-name", "momentum-with-adam", "momentum-range", "nesterov-no-momentum",
+         "no-target", "misspelt-class", "not-an-optimizer", "misspelt-kwarg", "on-top"],
+)  # fmt: skip
+def test_optimizer_settings_are_refused_naming_the_fix(extra, said, fix):
+    with pytest.raises(FoldwiseError) as err:
+        P.validate(tiny_params(extra))
+    assert said in str(err.value) and fix in str(err.value.fix)
+
+
+def test_optimizer_settings_that_train():
+    P.validate(tiny_params(["optim=sgd", "sweep.grid.optim.lr=[0.01,0.1]"]))
+    adamw = ["optim=torch", "optim._target_=torch.optim.AdamW", "+optim.betas=[0.9,0.95]"]
+    P.validate(tiny_params([*adamw, "+sweep.grid.optim.eps=[1e-8,1e-6]"]))
