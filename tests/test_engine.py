@@ -25,7 +25,6 @@ from foldwise import engine
 from foldwise.data import Meta
 from foldwise.engine import Hyper, Task
 from foldwise.engine.metrics import Counts, SquaredCounts, per_sample_loss
-from foldwise.engine.optim import BatchedAdam
 from reference import reference_fit
 
 TOL = 1e-6
@@ -158,28 +157,6 @@ def test_batched_metrics_equal_scikit_learn():
         assert got["f1"][i] == pytest.approx(f1_score(yt, yp, average="macro"), abs=1e-12)
         ref = torch.nn.functional.cross_entropy(logits[i][keep], y[i][keep])
         assert got["loss"][i] == pytest.approx(float(ref), abs=1e-12)
-
-
-def test_batched_adam_equals_torch_adam_model_by_model():
-    gen = torch.Generator().manual_seed(0)
-    lrs, wds = [0.1, 0.01, 0.003], [0.0, 0.1, 0.01]
-    init = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
-    stacked = torch.nn.Parameter(init.clone())
-    opt = BatchedAdam([stacked], lrs, wds)
-    singles = [torch.nn.Parameter(init[i].clone()) for i in range(3)]
-    refs = [torch.optim.Adam([p], lr=lr, weight_decay=wd)
-            for p, lr, wd in zip(singles, lrs, wds, strict=True)]  # fmt: skip
-    masks = [[1, 1, 1], [1, 0, 1], [0, 0, 1], [1, 1, 1]]  # model 1 sits out a step, model 0 two
-    for mask in masks:
-        grad = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
-        stacked.grad = grad.clone()
-        opt.step(torch.tensor(mask, dtype=torch.bool))
-        for i, (p, o) in enumerate(zip(singles, refs, strict=True)):
-            if mask[i]:
-                p.grad = grad[i].clone()
-                o.step()
-    for i in range(3):
-        torch.testing.assert_close(stacked.data[i], singles[i].data, rtol=0, atol=1e-12)
 
 
 def test_plan_groups_architectures_and_bounds_stacks_by_memory(digits):

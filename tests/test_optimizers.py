@@ -1,4 +1,4 @@
-"""Optimizers: SGD stacked like Adam (torch.optim.SGD's arithmetic, model by model), any
+"""Optimizers: Adam and SGD stacked (torch's arithmetic, model by model), any
 torch optimizer by ``optim._target_`` (one model at a time), and an ``optim.name`` that
 foldwise does not train refused instead of silently training Adam."""
 
@@ -15,30 +15,23 @@ from conftest import tiny_params
 from foldwise import engine
 from foldwise import params as P
 from foldwise.engine import Hyper, Task
-from foldwise.engine.optim import BatchedSGD, kind
+from foldwise.engine.optim import BatchedAdam, BatchedSGD, kind
 from foldwise.errors import FoldwiseError
 
 
-@settings(max_examples=25, deadline=None, derandomize=True, database=None)
-@given(
-    momentum=st.sampled_from([0.0, 0.5, 0.9]),
-    dampening=st.sampled_from([0.0, 0.3]),
-    nesterov=st.booleans(),
-    masks=st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=1, max_size=6),
-)
-def test_batched_sgd_equals_torch_sgd_model_by_model(momentum, dampening, nesterov, masks):
-    if nesterov and (momentum == 0 or dampening != 0):
-        nesterov = False  # torch.optim.SGD refuses these
+def _same_as_torch(batched, reference, masks: list[list[bool]]) -> None:
+    """Step a batched optimizer over 3 stacked models (``batched(params, lrs, wds)``) and
+    ``reference(param, lr, wd)`` (torch's own) over each model alone, the models sitting
+    out the steps ``masks`` says (inactive: their state must not move); the parameters
+    must stay equal."""
     gen = torch.Generator().manual_seed(0)
     lrs, wds = [0.1, 0.01, 0.3], [0.0, 0.1, 0.01]
     init = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
     stacked = torch.nn.Parameter(init.clone())
-    opt = BatchedSGD([stacked], lrs, wds, momentum, dampening, nesterov)
+    opt = batched([stacked], lrs, wds)
     singles = [torch.nn.Parameter(init[i].clone()) for i in range(3)]
-    refs = [torch.optim.SGD([p], lr=lr, weight_decay=wd, momentum=momentum,
-                            dampening=dampening, nesterov=nesterov)
-            for p, lr, wd in zip(singles, lrs, wds, strict=True)]  # fmt: skip
-    for mask in masks:  # models sit out steps (inactive): their state must not move
+    refs = [reference(p, lr, wd) for p, lr, wd in zip(singles, lrs, wds, strict=True)]
+    for mask in masks:
         grad = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
         stacked.grad = grad.clone()
         opt.step(torch.tensor(mask))
@@ -48,6 +41,34 @@ def test_batched_sgd_equals_torch_sgd_model_by_model(momentum, dampening, nester
                 o.step()
     for i in range(3):
         torch.testing.assert_close(stacked.data[i], singles[i].data, rtol=0, atol=1e-12)
+
+
+MASKS = st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=1, max_size=6)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True, database=None)
+@given(masks=MASKS)
+def test_batched_adam_equals_torch_adam_model_by_model(masks):
+    _same_as_torch(BatchedAdam, lambda p, lr, wd: torch.optim.Adam([p], lr=lr, weight_decay=wd),
+                   [[True] * 3, *masks])  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
+@given(
+    momentum=st.sampled_from([0.0, 0.5, 0.9]),
+    dampening=st.sampled_from([0.0, 0.3]),
+    nesterov=st.booleans(),
+    masks=MASKS,
+)
+def test_batched_sgd_equals_torch_sgd_model_by_model(momentum, dampening, nesterov, masks):
+    if nesterov and (momentum == 0 or dampening != 0):
+        nesterov = False  # torch.optim.SGD refuses these
+    kw = {"momentum": momentum, "dampening": dampening, "nesterov": nesterov}
+    _same_as_torch(
+        lambda ps, lrs, wds: BatchedSGD(ps, lrs, wds, **kw),
+        lambda p, lr, wd: torch.optim.SGD([p], lr=lr, weight_decay=wd, **kw),
+        masks,
+    )
 
 
 def _tasks(optim: dict, n: int) -> list[Task]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -172,3 +174,21 @@ def test_validation_lists_match_the_registries():
     assert set(params.DATASETS) == set(data.LOADERS)
     assert set(params.MODELS) == set(models.BUILTINS)
     assert set(params.SELECTION_RULES) == set(aggregate.RULES)
+
+
+def test_the_params_check_of_the_light_stages_does_not_import_torch():
+    """prepare, split, aggregate and report validate params.yaml and never train: torch
+    (and through it Lightning) is imported only for a network of the user's. It once was
+    for every config, a second and more on each light stage."""
+    code = (
+        "import sys\n"
+        "from foldwise.compose import compose_params\n"
+        "from foldwise import params\n"
+        "from omegaconf import OmegaConf\n"
+        "cfg = OmegaConf.create(OmegaConf.to_container(compose_params([])))\n"
+        "params.validate(cfg)\n"
+        "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -311,11 +311,6 @@ def source_hash(model: Mapping[str, Any]) -> str | None:
     return sha256_files(files, root)[:16]
 
 
-def label(model: Mapping[str, Any]) -> str:
-    """What a configuration's label starts with: ``mlp``, or the user's class name."""
-    return str(model.get("name")) if is_builtin(model) else target_of(model).rsplit(".", 1)[-1]
-
-
 def dry_run(model: Mapping[str, Any], meta: Meta) -> int:
     """Build ``model`` and run it on two rows of zeros, in training and in eval mode, before
     any work starts; returns its parameter count. A constructor or forward that raises,

@@ -29,10 +29,10 @@ def check_model_keys(model: Any) -> None:
     With ``_target_`` (the user's own network) every other key is a keyword argument of
     what it names: the target must import and take each of them. A built-in reads the
     schema's Model keys only."""
-    from foldwise import models
-
     given = [str(k) for k in model]  # a DictConfig or a dict
     if "_target_" in given:
+        from foldwise import models  # torch: only for a network of the user's
+
         models.check_kwargs(model)
         return
     extra = [k for k in given if k not in MODEL_KEYS]

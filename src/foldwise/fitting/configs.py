@@ -56,11 +56,10 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     ens = spec(cfg)
     if ens is not None:
         out["ensemble"] = ens
-    from foldwise.models import source_hash
+    if cfg.model.get("_target_"):  # the user's network: editing its source re-trains
+        from foldwise.models import source_hash
 
-    code = source_hash(cfg.model)  # the user's network: editing its source re-trains
-    if code is not None:
-        out["model_source"] = code
+        out["model_source"] = source_hash(cfg.model)
     return out
 
 
@@ -79,9 +78,8 @@ def n_params(cfg: DictConfig, layout: P.Layout) -> int:
 
 def config_label(cfg: DictConfig, overrides: dict[str, Any]) -> str:
     """``mlp hidden=32 lr=0.001``: the model, then the swept values (last key part)."""
-    from foldwise.models import label
-
-    parts = [] if "model.name" in overrides else [label(cfg.model)]
+    name = str(cfg.model.get("_target_") or cfg.model.name).rsplit(".", 1)[-1]  # class name
+    parts = [] if "model.name" in overrides else [name]
     short = lambda k: "ensemble" if k == "ensemble.name" else k.rsplit(".", 1)[-1]  # noqa: E731
     return " ".join(parts + [f"{short(k)}={v}" for k, v in overrides.items()])
 
