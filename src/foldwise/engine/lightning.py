@@ -6,9 +6,11 @@ foldwise keeps its side of the contract with a callback (:class:`Watch`), so the
 means what a stacked model's means:
 - batches are ``(x, y)`` tuples of the task's fit rows, shuffled by the task's seed, the
   features standardised on those rows (class codes, or the raw regression target);
-- at each epoch end, in eval mode, ``forward(x)`` is scored on the inner early-stopping
-  rows and the evaluation rows with foldwise's own loss and scores; early stopping on
-  the inner rows, and the best inner epoch's weights and buffers are restored;
+- at each epoch end, in eval mode, ``forward(x)`` is scored on the training rows, the
+  inner early-stopping rows and the evaluation rows with foldwise's own loss and scores
+  (so ``train_*`` is the end-of-epoch score, where a stacked model's is the running mean
+  over the epoch's batches); early stopping on the inner rows, and the best inner
+  epoch's weights and buffers are restored;
 - what the module logs (``self.log``) joins the history as ``user_<name>``.
 """
 
