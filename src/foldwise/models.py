@@ -196,6 +196,19 @@ def accepts(fn: Callable[..., Any]) -> tuple[set[str], bool]:
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
+def refuse_argument(section: str, key: str, target: str, names: set[str], where: str) -> None:
+    """Raise: ``<section>.<key>`` is not an argument of ``target`` (which takes ``names``),
+    naming the closest one."""
+    near = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
+    takes = ", ".join(sorted(names)) or "no keyword arguments"
+    raise FoldwiseError(
+        f"params: {section}.{key} is not an argument of {target} (it takes {takes}), so it "
+        "cannot be passed to it.",
+        (f"did you mean {section}.{near[0]}? " if near else "")
+        + f"Remove {section}.{key} ({where}).",
+    )
+
+
 def check_kwargs(model: Mapping[str, Any]) -> None:
     """Refuse a key under ``model`` that the constructor does not take (it would fail, or
     for a built-in be silently ignored), and a constructor argument without a value."""
@@ -206,8 +219,6 @@ def check_kwargs(model: Mapping[str, Any]) -> None:
     where = "the -S override that added it, or the conf/model/*.yaml file that sets it"
     for key in given:
         if key not in names and not any_kw:
-            near = difflib.get_close_matches(key, sorted(names), n=1, cutoff=0.6)
-            takes = ", ".join(sorted(names)) or "no keyword arguments"
             if key in ("name", "hidden", "depth") and "name" in given:
                 raise FoldwiseError(
                     f"params: model._target_={target} was added on top of model="
@@ -216,12 +227,7 @@ def check_kwargs(model: Mapping[str, Any]) -> None:
                     f"{target} (conf/model/module.yaml has no built-in keys), and add its "
                     "arguments with -S +model.<name>=<value>.",
                 )
-            raise FoldwiseError(
-                f"params: model.{key} is not an argument of {target} (it takes {takes}), so "
-                "it cannot be passed to it.",
-                (f"did you mean model.{near[0]}? " if near else "")
-                + f"Remove model.{key} ({where}).",
-            )
+            refuse_argument("model", key, target, names, where)
     params = inspect.signature(fn).parameters.values()
     needed = [
         p.name for p in params

@@ -78,12 +78,7 @@ def check_optim_kwargs(optim: Any) -> None:
             continue
         if key == "weight_decay" and not optim[key]:
             continue  # 0 is not passed
-        near = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.6)
-        raise FoldwiseError(
-            f"params: optim.{key} is not an argument of {target} (it takes "
-            f"{', '.join(sorted(names))}).",
-            (f"did you mean optim.{near[0]}? " if near else "") + f"Remove optim.{key}.",
-        )
+        models.refuse_argument("optim", str(key), target, names, "the -S override that set it")
     if "name" in optim:
         raise FoldwiseError(
             f"params: optim._target_={target} was added on top of optim={optim['name']}.",
