@@ -59,3 +59,15 @@ class NoOptimizers(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         return nn.functional.cross_entropy(self(x), y)
+
+
+class OtherNames(nn.Module):
+    """Takes the data's shapes under argument names of its own: mapped in the config with
+    ``${foldwise:n_features}`` and ``${foldwise:out_features}``."""
+
+    def __init__(self, n_inputs: int, n_labels: int, width: int = 8):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_inputs, width), nn.ReLU(), nn.Linear(width, n_labels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)

@@ -150,3 +150,103 @@ def test_optimizer_settings_that_train():
     P.validate(tiny_params(["optim=sgd", "sweep.grid.optim.lr=[0.01,0.1]"]))
     adamw = ["optim=torch", "optim._target_=torch.optim.AdamW", "+optim.betas=[0.9,0.95]"]
     P.validate(tiny_params([*adamw, "+sweep.grid.optim.eps=[1e-8,1e-6]"]))
+
+
+# ------------------------------------------------------------------ lr schedulers
+LR = "torch.optim.lr_scheduler."
+SCHEDULES = {
+    "step-epoch": {"_target_": LR + "StepLR", "step_size": 1, "gamma": 0.5},
+    "cosine-step": {"_target_": LR + "CosineAnnealingLR", "interval": "step"},
+    "plateau": {"_target_": LR + "ReduceLROnPlateau", "factor": 0.5, "patience": 0,
+                "threshold": 0.5},
+    "onecycle": {"_target_": LR + "OneCycleLR", "max_lr": 0.05, "interval": "step"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("sched", list(SCHEDULES.values()), ids=list(SCHEDULES))
+def test_a_scheduled_stack_trains_as_torchs_optimizer_with_the_scheduler_on_it(sched, capsys):
+    """Stacked: BatchedAdam, each model's scheduler on a stand-in optimizer, its lr copied.
+    Reference: torch.optim.Adam itself (amsgrad=False makes it unstacked), the scheduler
+    attached to it, one model at a time. Every per-epoch number must agree."""
+    x, y, meta = _digits()
+    stacked = _tasks({}, len(y))
+    torch_own = _tasks({"_target_": "torch.optim.Adam", "amsgrad": False}, len(y))
+    for t in (*stacked, *torch_own):
+        t.scheduler = sched
+    moves_momentum = "OneCycleLR" in sched["_target_"]
+    assert engine.plan(stacked, meta) == ([[0], [1], [2]] if moves_momentum else [[0, 1, 2]])
+    a = engine.train(stacked, x, y, meta, accelerator="cpu", precision=64)
+    b = engine.train(torch_own, x, y, meta, accelerator="cpu", precision=64)
+    for one, other in zip(a, b, strict=True):
+        assert one.status == other.status == "ok"
+        assert one.history.keys() == other.history.keys() and "lr" in one.history
+        for k in one.history:
+            np.testing.assert_allclose(one.history[k], other.history[k], rtol=1e-9, atol=1e-12)
+    lrs = [o.history["lr"] for o in a]
+    if "StepLR" in sched["_target_"]:  # the closed form: lr × 0.5 per epoch
+        for t, lr in zip(stacked, lrs, strict=True):
+            np.testing.assert_allclose(lr, [t.hyper.lr * 0.5**e for e in range(len(lr))])
+    if "Plateau" in sched["_target_"]:  # a 50 % improvement is rarely met: it must cut
+        assert any(lr[-1] < lr[0] for lr in lrs)
+    said = capsys.readouterr().out
+    assert ("moves the momentum too" in said) == moves_momentum
+    constant = engine.train(_tasks({}, len(y)), x, y, meta, accelerator="cpu", precision=64)
+    assert "lr" not in constant[0].history
+    assert constant[0].history["train_loss"] != a[0].history["train_loss"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "said", "fix"),
+    [
+        (["scheduler=torch"], "scheduler=torch needs scheduler._target_", "ExponentialLR"),
+        (["scheduler=torch", f"scheduler._target_={LR}StepLr"], "has no 'StepLr'",
+         f"did you mean {LR}StepLR"),
+        (["scheduler=torch", "scheduler._target_=torch.optim.Adam"],
+         "is not a torch lr scheduler class", "CosineAnnealingLR"),
+        (["scheduler=step", "+scheduler.gama=0.5"], "scheduler.gama is not an argument",
+         "did you mean scheduler.gamma"),
+        (["scheduler=step", "scheduler.step_size=0"], "StepLR refuses its arguments",
+         "scheduler.* values"),
+        (["+scheduler.T_max=5"], "none is selected", "-S scheduler=cosine"),
+        (["scheduler=cosine", "scheduler.interval=batch"], "epoch or step",
+         "scheduler.interval=epoch"),
+        (["scheduler=plateau", "scheduler.monitor=val_loss"], "validation fold must not",
+         "inner_loss"),
+        (["scheduler=plateau", "scheduler.interval=step"], "cannot step every batch",
+         "interval=epoch"),
+        (["scheduler=step", "+sweep.grid.scheduler.step_size=[5,0]"], "ZeroDivisionError",
+         "scheduler.* values"),
+        (["scheduler=torch", f"scheduler._target_={LR}ExponentialLR", "+scheduler.gamma=-1"],
+         "sets the learning rate to -0.01", "scheduler.* values"),
+    ],
+    ids=["no-target", "misspelt-class", "not-a-scheduler", "misspelt-kwarg", "bad-value",
+         "kwarg-without-scheduler", "interval", "monitor-val", "plateau-per-step",
+         "bad-grid-value", "negative-lr"],
+)  # fmt: skip
+def test_scheduler_settings_are_refused_naming_the_fix(extra, said, fix):
+    with pytest.raises(FoldwiseError) as err:
+        P.validate(tiny_params(extra))
+    assert said in str(err.value) and fix in str(err.value.fix)
+
+
+@pytest.mark.parametrize("option", ["none", "cosine", "step", "plateau"])
+def test_every_scheduler_option_of_conf_validates(option):
+    P.validate(tiny_params([f"scheduler={option}"]))
+
+
+def test_scheduler_settings_that_train_and_what_they_change():
+    from foldwise.fitting.configs import config_hash
+    from foldwise.fitting.train import make_task
+
+    plain = tiny_params([])
+    cosine = tiny_params(["scheduler=cosine", "+sweep.grid.scheduler.eta_min=[0.0,1e-5]"])
+    for cfg in (cosine, tiny_params(["scheduler=plateau"]),
+                tiny_params(["scheduler=torch", f"scheduler._target_={LR}ExponentialLR",
+                             "+scheduler.gamma=0.9", "scheduler.interval=step"])):  # fmt: skip
+        P.validate(cfg)
+    assert make_task(plain, "k", np.arange(3)).scheduler == {}
+    task = make_task(cosine, "k", np.arange(3))
+    assert task.scheduler["_target_"] == LR + "CosineAnnealingLR"
+    # no scheduler: the job key of every existing result stays; one: a new key
+    assert config_hash(plain) == config_hash(tiny_params(["scheduler=none"]))
+    assert config_hash(plain) != config_hash(cosine)

@@ -151,6 +151,9 @@ def test_a_lightning_modules_optimizer_is_its_own_so_optim_is_not_swept():
         P.validate(_cfg(*base))
     assert e.value.fix == "-S +model.width=<value>."
     P.validate(_cfg(*base, "+model.width=4"))
+    with pytest.raises(FoldwiseError, match=r"returns its schedulers, so this one") as e:
+        P.validate(_cfg(*base, "+model.width=4", "scheduler=cosine"))
+    assert "-S scheduler=none" in e.value.fix
 
 
 def test_data_shapes_reach_the_constructor_unless_the_config_sets_them():
@@ -271,7 +274,9 @@ CASES = {
     "nn.Module": (
         ["model=module", "model._target_=mynets.nets.SmallCNN", "+model.width=4",
          "~sweep.grid.model.hidden", "+sweep.grid.model.width=[4,8]", "sweep.grid.optim.lr=[0.01]",
-         "curves.validation.param=model.width", "curves.validation.values=[4,8]"],
+         "curves.validation.param=model.width", "curves.validation.values=[4,8]",
+         # an argument by foldwise's resolver, through DVC's own composition; a scheduler
+         "+model.out_features=${foldwise:out_features}", "scheduler=cosine"],
         ["SmallCNN width=4 lr=0.01", "SmallCNN width=8 lr=0.01"],
         "vmap cannot stack it",
     ),
@@ -316,6 +321,12 @@ def test_a_users_package_is_cross_validated_by_dvc_exp_run_and_predicts_elsewher
     assert 0 <= test["test"]["acc"]["value"] <= 1
     full = case == "nn.Module"
     if full:
+        params = (p.path / "params.yaml").read_text()
+        assert "out_features: ${foldwise:out_features}" in params  # as written
+        assert "CosineAnnealingLR" in params
+        job = json.loads(next((p.path / "results/sweep/jobs").glob("*.json")).read_text())
+        lr = job["history"]["lr"]  # cosine from optim.lr: each epoch's rate
+        assert lr[0] == pytest.approx(0.01) and lr == sorted(lr, reverse=True), lr
         curve = pd.read_csv(p.path / "results/curves/validation.csv")
         assert sorted(curve["x"]) == [4, 8]  # over the user's own argument
         again = p.dvc("exp", "run", *args)  # nothing changed: nothing re-runs
@@ -341,3 +352,30 @@ def test_a_users_package_is_cross_validated_by_dvc_exp_run_and_predicts_elsewher
     assert len(bundle) == 5
     if full:
         pd.testing.assert_frame_equal(bundle, pd.read_csv(elsewhere / "reg.csv"))
+
+
+def test_other_argument_names_take_the_datas_values_by_the_foldwise_resolver():
+    from omegaconf import OmegaConf
+
+    from foldwise import resolvers
+    from foldwise.fitting.configs import n_params  # noqa: F401  (the plan step's dry run)
+
+    _, _, meta = _digits()
+    assert set(resolvers.NAMES) == set(meta.implied())  # one list of names, two places
+    mapped = ["model._target_=own_nets.OtherNames", "~sweep.grid.model.hidden",
+              "curves.validation.param=model.width", "+model.width=8",
+              "+model.n_inputs=${foldwise:n_features}",
+              "+model.n_labels=${foldwise:out_features}"]  # fmt: skip
+    cfg = _cfg(*mapped)
+    P.validate(cfg)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    assert model["n_inputs"] == "${foldwise:n_features}"  # as written: the data comes later
+    net = models.build_backbone(model, meta)
+    assert (net.net[0].in_features, net.net[-1].out_features) == (64, 10)
+    iris = Meta("iris", 150, 4, ["a", "b", "c"], [f"x{i}" for i in range(4)], None)
+    net = models.build_backbone(model, iris)
+    assert (net.net[0].in_features, net.net[-1].out_features) == (4, 3)
+    with pytest.raises(FoldwiseError) as err:
+        P.validate(_cfg(*mapped[:4], "+model.n_labels=${foldwise:n_classes}"))
+    assert "model.n_labels" in str(err.value) and "no value named 'n_classes'" in str(err.value)
+    assert "out_features" in str(err.value)

@@ -4,11 +4,12 @@ Hypothesis draws random heterogeneous stacks of 2–6 tasks (learning rates, wei
 decays, dropout rates including 0, epochs and patience, early stopping on and off,
 bootstrap multiplicities, short and long folds, loss weights, a diverging model,
 classification or regression, foldwise's MLP or CNN or a user's network by ``_target_``
-with BatchNorm, a custom layer and two dropout rates, Adam or SGD) and checks, in
-float64, that every task's per-epoch history and final metrics equal the same task
-trained alone (a stack of one) to 1e-6 (or 1e-9 of the value). The stacks run with
-their per-model dropout buffers pre-filled with NaN or a negative value, so a model
-that reads memory it never wrote cannot pass.
+with BatchNorm, a custom layer and two dropout rates, Adam or SGD, a learning-rate
+scheduler per model, by epoch or by step, or none) and checks, in float64, that every
+task's per-epoch history and final metrics equal the same task trained alone (a stack
+of one) to 1e-6 (or 1e-9 of the value). The stacks run with their per-model dropout
+buffers pre-filled with NaN or a negative value, so a model that reads memory it never
+wrote cannot pass.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ def _diabetes():
 DATA = {"classification": _digits(), "regression": _diabetes()}
 
 
+LR = "torch.optim.lr_scheduler."
+SCHEDULERS = [
+    {}, {},
+    {"_target_": LR + "StepLR", "step_size": 1, "gamma": 0.5},
+    {"_target_": LR + "CosineAnnealingLR", "interval": "step"},
+    {"_target_": LR + "ExponentialLR", "gamma": 0.7, "interval": "step"},
+    {"_target_": LR + "ReduceLROnPlateau", "factor": 0.3, "patience": 0},
+    {"_target_": LR + "ReduceLROnPlateau", "monitor": "train_loss", "patience": 0},
+]  # fmt: skip
+
+
 @st.composite
 def stacks(draw):
     """(kind, tasks): one architecture and batch size, everything else per task."""
@@ -103,6 +115,7 @@ def stacks(draw):
             patience=draw(st.integers(1, 3)),
         )
         weights = rng.uniform(0.2, 3.0, n) if draw(st.booleans()) else None
+        scheduler = draw(st.sampled_from(SCHEDULERS))  # each model its own
         tasks.append(
             Task(
                 key=f"t{i}",
@@ -114,6 +127,7 @@ def stacks(draw):
                 evals={"val": held[: draw(st.sampled_from([10, 40]))]},
                 weights=weights,
                 optim=optim,
+                scheduler=scheduler,
             )
         )
     return kind, tasks

@@ -55,6 +55,19 @@ class Meta:
         """Network outputs: one logit per class, or one value."""
         return 1 if self.regression else self.n_classes
 
+    def implied(self) -> dict[str, int | tuple[int, ...]]:
+        """What the data implies for a network, by name (``${foldwise:<name>}``): the feature
+        count, the input shape ``(C, H, W)`` of images (``(n_features,)`` for a table),
+        its channels, and the outputs (classes, or 1 for regression)."""
+        shape = tuple(int(v) for v in self.image_shape) if self.image_shape else None
+        return {
+            "in_features": int(self.n_features),
+            "n_features": int(self.n_features),
+            "in_shape": shape or (int(self.n_features),),
+            "in_channels": shape[0] if shape else 1,
+            "out_features": int(self.n_outputs),
+        }
+
     def to_dict(self) -> dict:
         return asdict(self)
 

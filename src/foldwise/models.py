@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from foldwise import resolvers  # registers ${foldwise:...}: a saved config holds them
 from foldwise.data import Meta
 from foldwise.errors import FoldwiseError
 from foldwise.files import sha256_files
@@ -97,9 +98,19 @@ DATA_KWARGS = {
 }
 
 
-def data_kwargs(meta: Meta) -> dict[str, Any]:
-    shape = tuple(meta.image_shape) if meta.image_shape else (int(meta.n_features),)
-    return {"in_features": int(meta.n_features), "in_shape": shape, "out_features": meta.n_outputs}
+# The constructor arguments the data fills in when the config leaves them out.
+FILLED = ("in_features", "in_shape", "out_features")
+
+
+def with_data(kwargs: Mapping[str, Any], meta: Meta) -> dict[str, Any]:
+    """``kwargs`` with every ``${foldwise:<name>}`` value (kept as written until the data
+    is known: :mod:`foldwise.resolvers`) replaced by what the data says."""
+    implied = meta.implied()
+    out = {}
+    for key, value in kwargs.items():
+        found = resolvers.PLACEHOLDER.match(value) if isinstance(value, str) else None
+        out[key] = value if found is None else implied[found[1]]
+    return out
 
 
 def target_of(model: Mapping[str, Any]) -> str:
@@ -245,11 +256,12 @@ def check_kwargs(model: Mapping[str, Any]) -> None:
 def build_backbone(model: Mapping[str, Any], meta: Meta) -> nn.Module:
     """The network ``model`` describes, for ``meta``'s data."""
     fn = resolve(target_of(model))
-    kwargs = kwargs_of(model)
+    kwargs = with_data(kwargs_of(model), meta)
     names, _ = accepts(fn)
-    for key, value in data_kwargs(meta).items():
+    implied = meta.implied()
+    for key in FILLED:
         if key in names and key not in kwargs:
-            kwargs[key] = value
+            kwargs[key] = implied[key]
     net = fn(**kwargs)
     if not isinstance(net, nn.Module):
         raise FoldwiseError(
@@ -371,3 +383,20 @@ def dry_run(model: Mapping[str, Any], meta: Meta) -> int:
 
 def _shown(kwargs: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+# scheduler.* keys foldwise reads itself; every other key is an argument of the scheduler.
+SCHEDULE_KEYS = ("_target_", "interval", "monitor")
+# Arguments the training implies when the config leaves them out: the model's number of
+# scheduler steps (its max_epochs, or max_epochs × its steps per epoch with interval=step).
+LENGTH_ARGS = ("T_max", "total_steps")
+
+
+def schedule_kwargs(spec: dict, length: int) -> dict:
+    """The scheduler's constructor arguments: the config's, and :data:`LENGTH_ARGS`
+    filled with ``length`` where the scheduler takes one and the config leaves it out."""
+    cls = resolve(str(spec["_target_"]), "scheduler._target_")
+    names, _ = accepts(cls)
+    kw = {k: v for k, v in spec.items() if k not in SCHEDULE_KEYS}
+    kw |= {k: length for k in LENGTH_ARGS if k in names and k not in kw}
+    return kw

@@ -192,6 +192,7 @@ def validate(cfg: DictConfig, *, grid: bool = True) -> None:
     fails at the first stage, not when the sweep starts. The sweep checks each whole
     configuration (``grid=False``).
     """
+    _check_interpolations(cfg)
     check_keys(cfg)
     _check_values(cfg)
     if grid:
@@ -201,6 +202,22 @@ def validate(cfg: DictConfig, *, grid: bool = True) -> None:
             search_space.check(cfg, _check_values)
         else:
             check_grid(cfg, _check_values)
+
+
+def _check_interpolations(cfg: DictConfig) -> None:
+    """Every ``${...}`` resolves: a misspelt key or ``${foldwise:<name>}`` fails here,
+    naming the setting, not inside a stage."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as err:
+        cause = str(err).splitlines()[0]
+        raise FoldwiseError(
+            f"params: {err.full_key or 'a setting'} does not resolve: {cause}",
+            "fix the ${...} (a setting's dotted key, or ${foldwise:<name>} with a name "
+            "from README: Your own model).",
+        ) from None
 
 
 OPTIMIZERS = ("adam", "sgd")
@@ -240,7 +257,7 @@ def _check_values(cfg: DictConfig) -> None:
     # Types first, from the schema: the range checks below compare values, and a string
     # where a number belongs would otherwise end in a TypeError.
     values = flatten(OmegaConf.to_container(cfg, resolve=False))
-    for section in ("model", "optim"):  # a _target_'s arguments: typed by its signature
+    for section in ("model", "optim", "scheduler"):  # a _target_'s arguments: its own
         if cfg.get(section) is not None and cfg[section].get("_target_"):
             values = {k: v for k, v in values.items() if not k.startswith(f"{section}.")}
     schema.check_types(values)

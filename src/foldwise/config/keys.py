@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from foldwise.config import schema
+from foldwise.config.grid import axis_values
 from foldwise.errors import FoldwiseError
 from foldwise.files import flatten
 
@@ -86,10 +87,96 @@ def check_optim_kwargs(optim: Any) -> None:
         )
 
 
+SCHEDULE_MONITORS = ("inner_loss", "train_loss")
+
+
+def check_scheduler(scheduler: Any) -> None:
+    """``scheduler._target_`` names a torch lr scheduler that takes every other key and
+    builds with them (tried on a stand-in optimizer, so a bad value fails here, before any
+    training); without it no argument may be given (it would be ignored)."""
+    target = scheduler.get("_target_")
+    own = {f.name for f in dataclasses.fields(schema.Scheduler)}  # what foldwise reads
+    args = [str(k) for k in scheduler if k not in own]
+    if not target:
+        if args:
+            raise FoldwiseError(
+                f"params: scheduler.{args[0]} is an argument of a scheduler, but none is "
+                "selected (scheduler=none), so it would be silently ignored.",
+                "select one: -S scheduler=cosine, step, plateau, or -S scheduler=torch -S "
+                "scheduler._target_=torch.optim.lr_scheduler.<Class>.",
+            )
+        return
+    if target == "???":
+        raise FoldwiseError(
+            "params: scheduler=torch needs scheduler._target_, the scheduler class.",
+            "e.g. -S scheduler._target_=torch.optim.lr_scheduler.ExponentialLR "
+            "-S +scheduler.gamma=0.95.",
+        )
+    import torch  # only for a scheduler: the light stages never import it
+
+    from foldwise import models
+
+    cls = models.resolve(str(target), "scheduler._target_")
+    base = torch.optim.lr_scheduler.LRScheduler
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise FoldwiseError(
+            f"params: scheduler._target_={target} is not a torch lr scheduler class.",
+            "name one, e.g. torch.optim.lr_scheduler.CosineAnnealingLR, or your own "
+            "subclass of torch.optim.lr_scheduler.LRScheduler.",
+        )
+    names, any_kw = models.accepts(cls)
+    for key in args:
+        if key not in names and not any_kw:
+            models.refuse_argument(
+                "scheduler", key, str(target), names - {"optimizer"}, "the -S override that set it"
+            )
+    interval = scheduler.get("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise FoldwiseError(
+            f"params: scheduler.interval must be epoch or step, got {interval!r}.",
+            "-S scheduler.interval=epoch (once per epoch) or step (after every optimizer step).",
+        )
+    monitor = scheduler.get("monitor", "inner_loss")
+    if monitor not in SCHEDULE_MONITORS:
+        raise FoldwiseError(
+            f"params: scheduler.monitor={monitor!r} is not a loss the scheduler may read "
+            "(the validation fold must not steer training: its score would be optimistic).",
+            "-S scheduler.monitor=inner_loss (the early-stopping rows) or train_loss.",
+        )
+    plateau = issubclass(cls, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    if plateau and interval == "step":
+        raise FoldwiseError(
+            f"params: {target} reads an epoch's loss, so it cannot step every batch.",
+            "-S scheduler.interval=epoch.",
+        )
+    # a trial on a stand-in optimizer: built and stepped a few times, it must give
+    # learning rates (torch accepts e.g. StepLR(step_size=0) and fails only on a step)
+    stand_in = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    fix = "fix the scheduler.* values (the -S overrides or conf/scheduler/*.yaml)."
+    try:
+        sched = cls(stand_in, **models.schedule_kwargs(dict(scheduler), 10))
+        lrs = []
+        for _ in range(3):
+            stand_in.step()
+            sched.step(1.0) if plateau else sched.step()
+            lrs.append(stand_in.param_groups[0]["lr"])
+    except Exception as err:  # a user's scheduler may raise anything
+        raise FoldwiseError(
+            f"params: {target} refuses its arguments: {type(err).__name__}: {err}", fix
+        ) from None
+    bad = [lr for lr in lrs if not (isinstance(lr, float | int) and 0 <= lr < float("inf"))]
+    if bad:
+        raise FoldwiseError(
+            f"params: {target} refuses its arguments: with them it sets the learning rate "
+            f"to {bad[0]!r} within 3 steps (it must be a number >= 0).",
+            fix,
+        )
+
+
 # ------------------------------------------------------------------ which keys exist
 # sweep.grid sweeps what defines one fit; the rest is fixed before (data, split) or
 # after (selection, lockbox, ...) the sweep, or is how it runs (engine, sweep, tracking).
-SWEEPABLE = ("model.", "optim.", "trainer.", "ensemble.", "seed")
+SWEEPABLE = ("model.", "optim.", "scheduler.", "trainer.", "ensemble.", "seed")
 
 
 @dataclass(frozen=True)
@@ -149,8 +236,12 @@ def check_keys(cfg: DictConfig) -> None:
     own_optim = "_target_" in (tree.get("optim") or {})
     if own_optim:
         check_optim_kwargs(tree["optim"])
+    sched = tree.get("scheduler") or {}
+    check_scheduler(sched)
     for key in flatten(tree):
         if key.startswith(("sweep.grid.", "sweep.space.")) or key in keys.leaves:
+            continue
+        if key.startswith("scheduler."):  # checked against the scheduler above
             continue
         if own and key.startswith("model."):  # checked against the constructor above
             continue
@@ -174,14 +265,22 @@ def check_keys(cfg: DictConfig) -> None:
     grid = (tree.get("sweep") or {}).get("grid")
     subs = grid if isinstance(grid, list) else [grid]
     sweepable = {k for k in keys.leaves if k.startswith(SWEEPABLE)}
-    for key in (k for sub in subs if isinstance(sub, dict) for k in flatten(sub)):
+    if own and sched.get("_target_") and _trains_itself(tree["model"]):
+        raise FoldwiseError(
+            f"params: scheduler._target_ is set, but {tree['model']['_target_']} is a "
+            "LightningModule: its configure_optimizers returns its schedulers, so this one "
+            "would be silently ignored.",
+            "-S scheduler=none, and return the scheduler from configure_optimizers.",
+        )
+    pairs = [(k, v) for sub in subs if isinstance(sub, dict) for k, v in flatten(sub).items()]
+    for key, values in pairs:
         if own and key.startswith("model."):  # a kwarg of the user's network
             _own_kwarg(tree["model"], key)
             continue
         if own_optim and key.startswith("optim."):  # an argument of the user's optimizer
             check_optim_kwargs({**tree["optim"], key.split(".", 1)[1]: 1})
             continue
-        if own and key.startswith("optim.") and _trains_itself(tree["model"]):
+        if own and key.startswith(("optim.", "scheduler.")) and _trains_itself(tree["model"]):
             raise FoldwiseError(
                 f"params: sweep.grid sweeps {key}, but {tree['model']['_target_']} is a "
                 "LightningModule: its configure_optimizers picks the optimizer, so every "
@@ -189,6 +288,11 @@ def check_keys(cfg: DictConfig) -> None:
                 f"drop it (-S '~sweep.grid.{key}') and sweep the module's own argument, "
                 "e.g. -S '+sweep.grid.model.lr=[0.01,0.1]'.",
             )
+        if key.startswith("scheduler.") and key not in keys.leaves:
+            arg = key.split(".", 1)[1]  # an argument of the scheduler: every value must build
+            for value in axis_values(key, values):
+                check_scheduler({**sched, arg: value})
+            continue
         if key in sweepable:
             continue
         if key in keys.leaves:
@@ -196,7 +300,7 @@ def check_keys(cfg: DictConfig) -> None:
             raise FoldwiseError(
                 f"params: sweep.grid sweeps {key}, but {section} settings are the same for "
                 "every configuration of a sweep (each configuration is one fit: "
-                "model.*, optim.*, trainer.*, ensemble.*, seed).",
+                "model.*, optim.*, scheduler.*, trainer.*, ensemble.*, seed).",
                 f"set {key} outside the grid (-S {key}=...) and compare runs with dvc exp.",
             )
         unknown(key, keys, "sweep.grid.", sweepable)

@@ -143,6 +143,24 @@ class Optim:
 
 
 @dataclass
+class Scheduler:
+    _target_: str | None = field(
+        default=None,
+        metadata=_help(
+            "a torch.optim.lr_scheduler class (null: constant lr); the other scheduler.* "
+            "keys are its arguments (T_max, total_steps: from the training if left out)"
+        ),
+    )
+    interval: str = field(
+        default="epoch", metadata=_help("step the scheduler every epoch or every step")
+    )
+    monitor: str = field(
+        default="inner_loss",
+        metadata=_help("ReduceLROnPlateau reads inner_loss (early-stopping rows) or train_loss"),
+    )
+
+
+@dataclass
 class EarlyStopping:
     enabled: bool = field(default=True, metadata=_help("stop on an inner validation split"))
     inner_fraction: float = field(
@@ -369,6 +387,7 @@ class Config:
     split: Split = field(default_factory=Split)
     model: Model = field(default_factory=Model)
     optim: Optim = field(default_factory=Optim)
+    scheduler: Scheduler = field(default_factory=Scheduler)
     ensemble: Ensemble = field(default_factory=Ensemble)
     trainer: Trainer = field(default_factory=Trainer)
     engine: Engine = field(default_factory=Engine)

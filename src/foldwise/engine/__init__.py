@@ -22,7 +22,7 @@ import torch
 from foldwise.engine.loop import EpochInfo, StackTrainer, fit_stack
 from foldwise.engine.plan import Footprint, footprint, plan_stacks
 from foldwise.engine.stack import Stack
-from foldwise.engine.task import Hyper, Outcome, Task, prepare
+from foldwise.engine.task import Hyper, Outcome, Task, cycles_momentum, prepare
 
 # Bumped whenever a fix changes what the engine computes for some model. Job keys include
 # it, so results cached by an engine with a bug are never reused; result files record it.
@@ -131,6 +131,12 @@ def solo_reasons(tasks: list[Task], meta) -> dict[tuple, str]:
         name, _ = kind(t.optim)
         if name not in BATCHED:  # its state is per tensor: models' lr would be shared
             out[arch] = f"optimizer {name} is not stacked: it trains one model at a time"
+            continue
+        if cycles_momentum(t.scheduler):  # the momentum is per tensor, like the state above
+            out[arch] = (
+                f"scheduler {t.scheduler['_target_']} moves the momentum too: it trains one "
+                "model at a time with torch's own optimizer (or set scheduler.cycle_momentum=false)"
+            )
             continue
         if "_target_" not in t.model:  # foldwise's own two networks always stack
             continue
@@ -250,7 +256,7 @@ def train(
     said = {}  # one line per network and reason, whatever its arguments
     for arch, reason in solo.items():
         model = next(t.model for t in tasks if t.arch() == arch)
-        if reason.startswith("optimizer "):
+        if reason.startswith(("optimizer ", "scheduler ")):
             said.setdefault(reason, "")
             continue
         why = reason if arch in lightning else f"vmap cannot stack it: {reason}"

@@ -30,7 +30,7 @@ from foldwise import faults, threads
 from foldwise.engine import optim
 from foldwise.engine.metrics import Classifier, Head, Regressor
 from foldwise.engine.stack import DropoutMasks, Stack
-from foldwise.engine.task import Outcome, Prepared, Task
+from foldwise.engine.task import Outcome, Prepared, Task, cycles_momentum
 
 COMPACT = 0.75  # below this share of models with rows on a step, compute only those
 
@@ -80,11 +80,9 @@ class _Batches:
             n = len(o.prepared[m].fit)
             perm = torch.randperm(n, generator=o.batch_gens[m]).numpy()
             perms[m] = o.prepared[m].fit[perm]
-        # BatchNorm: the last partial batch is dropped (DataLoader's drop_last): its padding
-        # rows would enter the batch statistics. A fold smaller than a batch keeps one.
-        count = (lambda n: max(1, n // b)) if o.stack.mutable else (lambda n: math.ceil(n / b))
-        perms = {m: p[: count(len(p)) * b] for m, p in perms.items()}
-        steps = max((count(len(p)) for p in perms.values()), default=0)
+        counts = {m: o._steps_per_epoch(m) for m in perms}
+        perms = {m: p[: counts[m] * b] for m, p in perms.items()}
+        steps = max(counts.values(), default=0)
         idx = np.zeros((steps, o.n_models, b), dtype=np.int64)
         w = np.zeros((steps, o.n_models, b), dtype=np.float32)
         for m, p in perms.items():
@@ -197,20 +195,37 @@ class StackTrainer(pl.LightningModule):
         h = [t.hyper for t in self.tasks]
         name, extra = optim.kind(self.tasks[0].optim)
         weights = list(self.stack.weights)
-        if name in optim.BATCHED:  # per-model lr and weight decay, one update for the stack
+        specs = [t.scheduler for t in self.tasks]
+        lengths = [
+            x.max_epochs * (self._steps_per_epoch(m) if s.get("interval") == "step" else 1)
+            for m, (x, s) in enumerate(zip(h, specs, strict=True))
+        ]
+        if name in optim.BATCHED and not any(map(cycles_momentum, specs)):
+            # per-model lr and weight decay, one update for the stack
             self.adam = optim.BATCHED[name](
                 weights, lr=[x.lr for x in h], weight_decay=[x.weight_decay for x in h], **extra
             )
+            self.schedules = optim.Schedules(specs, [x.lr for x in h], lengths, lr=self.adam.lr)
             return self.adam
-        # any other torch optimizer, on a stack of one (planned so): its own arithmetic
+        # torch's own optimizer on a stack of one (planned so): any other optimizer, or a
+        # scheduler that moves the momentum too
         from foldwise.models import resolve
 
         if len(h) != 1:
             raise ValueError(f"optimizer {name} trains one model at a time")
         wd = {"weight_decay": h[0].weight_decay} if h[0].weight_decay else {}
-        inner = resolve(name, "optim._target_")(weights, lr=h[0].lr, **wd, **extra)
+        target = optim.TORCH.get(name, name)
+        inner = resolve(target, "optim._target_")(weights, lr=h[0].lr, **wd, **extra)
         self.adam = optim.OneModel(inner)
+        self.schedules = optim.Schedules(specs, [h[0].lr], lengths, real=inner)
         return inner
+
+    def _steps_per_epoch(self, m: int) -> int:
+        """Model ``m``'s optimizer steps per epoch. With BatchNorm the last partial batch
+        is dropped (DataLoader's drop_last): its padding rows would enter the batch
+        statistics. A fold smaller than a batch keeps one."""
+        n = len(self.prepared[m].fit)
+        return max(1, n // self.batch) if self.stack.mutable else math.ceil(n / self.batch)
 
     def on_fit_start(self) -> None:
         dev = self.x.device
@@ -233,6 +248,7 @@ class StackTrainer(pl.LightningModule):
             threads.rebalance()  # another training process may have started or ended
         self._t0 = time.perf_counter()
         self.counts = self.head.counts(self.n_models, self.x.device)
+        self._epoch_lr = {m: self.schedules.current(m) for m in self.schedules.items}
         self.stack.train()
 
     def _inputs(self, idx: Tensor, models: Tensor | None = None) -> Tensor:
@@ -275,6 +291,8 @@ class StackTrainer(pl.LightningModule):
         self.adam.zero_grad()
         self.manual_backward(self.head.objective(per_model, sub).sum())
         self.adam.step(active)
+        if self.schedules:
+            self.schedules.step([m for m, on in enumerate(flags) if on], "step", {})
         if mutable and not all(flags):  # after backward: it reads the buffers' versions
             for n, b in self.stack.buffer_values.items():
                 off = ~active.to(b.device).view(-1, *([1] * (b.dim() - 1)))
@@ -306,6 +324,8 @@ class StackTrainer(pl.LightningModule):
                 if len(self._rows(m, name)):
                     for s in self.scores:
                         hist.setdefault(f"{name}_{s}", []).append(float(sc[s][k]))
+            if m in self._epoch_lr:  # the lr at the epoch's start
+                hist.setdefault("lr", []).append(self._epoch_lr[m])
             checks = [train["loss"][m]]
             checks += [sc["loss"][k] for n, sc in scores.items() if len(self._rows(m, n))]
             if not all(math.isfinite(v) for v in checks):
@@ -325,6 +345,16 @@ class StackTrainer(pl.LightningModule):
                 finished.append(m)
         if finished:
             self._finish(finished)
+        if self.schedules:  # the models that train on: the next epoch's lr
+            monitored = {
+                m: float(scores["inner"]["loss"][k])
+                if self.tasks[m].scheduler.get("monitor", "inner_loss") == "inner_loss"
+                and "inner" in scores
+                and len(self._rows(m, "inner"))
+                else float(train["loss"][m])
+                for k, m in enumerate(models)
+            }
+            self.schedules.step(self.training_models(), "epoch", monitored)
         if self.on_epoch is not None:
             self.on_epoch(
                 EpochInfo(

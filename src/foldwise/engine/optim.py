@@ -168,6 +168,7 @@ class OneModel:
 
 # Optimizers a stack updates model by model: optim.name, or the _target_ they stand for.
 BATCHED = {"adam": BatchedAdam, "sgd": BatchedSGD}
+TORCH = {"adam": "torch.optim.Adam", "sgd": "torch.optim.SGD"}  # their torch originals
 TARGETS = {"torch.optim.Adam": "adam", "torch.optim.SGD": "sgd"}
 # what each reads besides lr and weight_decay
 EXTRA = {"adam": ("betas", "eps"), "sgd": ("momentum", "dampening", "nesterov")}
@@ -185,3 +186,61 @@ def kind(optim: dict) -> tuple[str, dict]:
             extra = {k: tuple(v) if k == "betas" else v for k, v in extra.items()}
         return name, extra
     return str(target), extra
+
+
+# ------------------------------------------------------------------ learning-rate schedules
+class Schedules:
+    """Each model's own learning-rate scheduler (``scheduler._target_``: any of torch's),
+    stepped by that model's own epochs (or its own optimizer steps), never its stack's.
+
+    A stack keeps one lr per model in a tensor, and torch's schedulers move an optimizer's
+    ``param_groups``; so each stacked model's scheduler drives a stand-in optimizer (one
+    scalar parameter, the model's lr) and the model's entry of ``lr`` is copied from it
+    after every scheduler step: torch's own schedule arithmetic, model by model. A stack
+    of one with torch's own optimizer (``real``) gets the scheduler attached to it.
+    """
+
+    def __init__(
+        self,
+        specs: list[dict],
+        base_lrs: list[float],
+        lengths: list[int],
+        lr: Tensor | None = None,
+        real: torch.optim.Optimizer | None = None,
+    ) -> None:
+        from foldwise.models import resolve, schedule_kwargs
+
+        self.lr = lr  # the stacked optimizer's per-model lr (None: ``real``)
+        self.items: dict[int, tuple] = {}  # model -> (scheduler, its optimizer, spec)
+        for m, (spec, base, n) in enumerate(zip(specs, base_lrs, lengths, strict=True)):
+            if not spec.get("_target_"):
+                continue
+            opt = real or torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
+            cls = resolve(str(spec["_target_"]), "scheduler._target_")
+            self.items[m] = (cls(opt, **schedule_kwargs(spec, n)), opt, spec)
+            self._copy(m)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def _copy(self, m: int) -> None:
+        if self.lr is not None:
+            self.lr[m] = self.items[m][1].param_groups[0]["lr"]
+
+    def step(self, models: list[int], interval: str, monitored: dict[int, float]) -> None:
+        """Step the schedulers of ``models`` whose interval is ``interval``; a
+        ReduceLROnPlateau reads the model's ``monitored`` loss."""
+        for m in models:
+            if m not in self.items or self.items[m][2].get("interval", "epoch") != interval:
+                continue
+            sched, opt, _ = self.items[m]
+            if self.lr is not None:
+                opt.step()  # the stand-in has no gradient: a no-op torch counts as a step
+            if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                sched.step(monitored[m])
+            else:
+                sched.step()
+            self._copy(m)
+
+    def current(self, m: int) -> float | None:
+        return self.items[m][1].param_groups[0]["lr"] if m in self.items else None

@@ -8,6 +8,7 @@ turns one into the arrays a stack uses: the inner early-stopping split carved fr
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,9 @@ class Task:
     # The optimizer (``cfg.optim``: ``name`` or ``_target_`` and its options); its lr and
     # weight decay are per model (``hyper``), the rest is shared by a stack. {}: Adam.
     optim: dict[str, Any] = field(default_factory=dict)
+    # The learning-rate scheduler (``cfg.scheduler``: ``_target_``, ``interval``,
+    # ``monitor`` and its arguments), each model's own; {}: a constant lr.
+    scheduler: dict[str, Any] = field(default_factory=dict)
 
     def arch(self) -> tuple:
         """Tasks with equal ``arch()`` can train in one stack. A built-in's dropout is per
@@ -78,7 +82,10 @@ class Task:
         opt = {k: _hashable(v) for k, v in self.optim.items() if k not in ("lr", "weight_decay")}
         if opt.get("name", "adam") == "adam" and len(opt) <= 1:
             opt = {}  # Adam, however it is spelled
-        return (tuple(sorted(shape.items())), self.batch_size, tuple(sorted(opt.items())))
+        # a scheduler is per model, unless it moves the momentum too (then torch's own
+        # optimizer trains the model alone)
+        solo = cycles_momentum(self.scheduler)
+        return (tuple(sorted(shape.items())), self.batch_size, tuple(sorted(opt.items())), solo)
 
 
 def _hashable(value: Any) -> Any:
@@ -180,3 +187,16 @@ def prepare(task: Task, x: np.ndarray, y: np.ndarray, *, regression: bool = Fals
         scale=scaler.scale_.astype(np.float64),
         **target,
     )
+
+
+def cycles_momentum(spec: dict) -> bool:
+    """Whether the scheduler also moves the optimizer's momentum (OneCycleLR and CyclicLR
+    by default): a stand-in optimizer (:class:`foldwise.engine.optim.Schedules`) would
+    lose that, so such a model trains with torch's own optimizer, the scheduler on it."""
+    if not spec.get("_target_"):
+        return False
+    from foldwise.models import resolve
+
+    cls = resolve(str(spec["_target_"]), "scheduler._target_")
+    param = inspect.signature(cls).parameters.get("cycle_momentum")
+    return param is not None and bool(spec.get("cycle_momentum", param.default))

@@ -56,6 +56,9 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     ens = spec(cfg)
     if ens is not None:
         out["ensemble"] = ens
+    sched = cfg.get("scheduler")
+    if sched is not None and sched.get("_target_"):  # absent: the hash stays as before
+        out["scheduler"] = OmegaConf.to_container(sched, resolve=True)
     if cfg.model.get("_target_"):  # the user's network: editing its source re-trains
         from foldwise.models import source_hash
 
@@ -91,12 +94,11 @@ def split_key(manifest: dict) -> str:
 
 def base_key(cfg: DictConfig) -> str:
     """The sweep's identity apart from the grid: extending the grid keeps the parent run."""
-    return sha256_json(
-        {
-            k: OmegaConf.to_container(cfg, resolve=True).get(k)
-            for k in ("data", "split", *HYPER_KEYS)
-        }
-    )[:16]
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    keys = ["data", "split", *HYPER_KEYS]
+    if (tree.get("scheduler") or {}).get("_target_"):  # absent: the key stays as before
+        keys.append("scheduler")
+    return sha256_json({k: tree.get(k) for k in keys})[:16]
 
 
 def engine_settings(cfg: DictConfig) -> dict[str, Any]:

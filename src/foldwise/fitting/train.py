@@ -38,6 +38,14 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
+def _scheduler(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.scheduler`` when one is selected, else {} (a constant lr)."""
+    sched = cfg.get("scheduler")
+    if sched is None or not sched.get("_target_"):
+        return {}
+    return OmegaConf.to_container(sched, resolve=True)
+
+
 def make_task(
     cfg: DictConfig,
     key: str,
@@ -64,6 +72,7 @@ def make_task(
         ),
         batch_size=int(tr.batch_size),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        scheduler=_scheduler(cfg),
         seed=int(cfg.seed),
         train=np.asarray(train, dtype=np.int64),
         evals={k: np.asarray(v, dtype=np.int64) for k, v in (evals or {}).items()},
