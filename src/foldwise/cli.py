@@ -2,9 +2,12 @@
 
     foldwise predict --input rows.csv [--model models/final] [--output predictions.csv]
     foldwise predict --model foldwise-iris --input rows.csv    # the registered champion
+    foldwise predict --input new_images/                       # data=image_folder models
 
 `predict` scores raw rows (CSV or Parquet, the features under their original column
-names) with the final model and writes ``prediction`` and ``proba_<label>`` columns: the
+names; or a folder of images for a model trained on data=image_folder, each read as the
+training images were) with the final model and writes ``prediction`` and
+``proba_<label>`` columns (and ``file`` for images): the
 numbers MLflow's pyfunc and the test stage compute (:mod:`foldwise.predict`). ``--model``
 is a bundle path, ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a registered
 name (its ``champion``; :mod:`foldwise.tracking.registry`). Bad input exits 2 with the problem and
@@ -27,17 +30,22 @@ def _predict(args: argparse.Namespace) -> int:
         load,
         load_registered,
         predict_frame,
+        read_images,
         read_rows,
         resolve,
     )
 
-    rows = read_rows(args.input)
+    rows = None if args.input.is_dir() else read_rows(args.input)  # bad input: first
     target = resolve(args.model)
     if isinstance(target, Path):
         model = load(target)
     else:
         model = load_registered(target, args.tracking_uri or default_tracking_uri())
+    if rows is None:  # a folder of images, read as the training images were
+        files, rows = read_images(args.input, model.meta)
     out = predict_frame(model, rows, "ignore" if args.ignore_extra_columns else "refuse")
+    if args.input.is_dir():
+        out.insert(0, "file", files)
     if args.output is None:
         out.to_csv(sys.stdout, index=False)
     else:
@@ -50,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="foldwise", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="score raw rows with the final model")
-    p.add_argument("--input", type=Path, required=True, help="CSV or Parquet rows to score")
+    p.add_argument(
+        "--input", type=Path, required=True,
+        help="CSV or Parquet rows to score, or a folder of images (data=image_folder models)",
+    )  # fmt: skip
     p.add_argument(
         "--model",
         default="models/final",

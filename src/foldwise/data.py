@@ -19,11 +19,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from foldwise import sources
 from foldwise.errors import FoldwiseError
 from foldwise.files import repo_root
 
@@ -84,7 +86,15 @@ def feature_columns(df: pd.DataFrame) -> list[str]:
 STRUCTURE = ("row_id", "target", "group", "time")
 
 
-Loaded = tuple[pd.DataFrame, pd.Series, pd.Series, dict[str, pd.Series]]
+class Loaded(NamedTuple):
+    """What a source gives: features, labels, row ids, group/time columns, and the
+    image shape ``(C, H, W)`` when the source knows it (else ``data.image_shape``)."""
+
+    features: pd.DataFrame
+    labels: pd.Series
+    ids: pd.Series
+    extra: dict[str, pd.Series]
+    image_shape: list[int] | None = None
 
 
 def _from_sklearn(loader: Callable) -> Loaded:
@@ -337,6 +347,8 @@ LOADERS.update(
     iris=_sk("iris"),
     diabetes=_sk("diabetes"),
     csv=_from_file,
+    dataset=sources.from_dataset,
+    image_folder=sources.from_image_folder,
 )
 # What each scikit-learn table's target is; data.task must agree.
 TASK_OF = {
@@ -422,7 +434,7 @@ def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
             f"data={name} is a {TASK_OF[name]} dataset, but data.task={task}.",
             f"drop the data.task override (data={name} sets it).",
         )
-    features, labels, ids, extra = LOADERS[name](cfg.data)
+    features, labels, ids, extra, found_shape = Loaded(*LOADERS[name](cfg.data))
     check_features(features)
     if task == "regression":
         target, classes = _numeric_target(labels), []
@@ -446,7 +458,7 @@ def prepare(cfg: DictConfig) -> tuple[pd.DataFrame, Meta]:
     table["target"] = target
     for kind, values in extra.items():
         table[kind] = values.to_numpy()
-    image_shape = cfg.data.get("image_shape")
+    image_shape = found_shape or cfg.data.get("image_shape")
     if image_shape is not None:
         image_shape = [int(v) for v in image_shape]
         if int(np.prod(image_shape)) != features.shape[1]:

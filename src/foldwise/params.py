@@ -28,7 +28,7 @@ from foldwise.errors import FoldwiseError
 from foldwise.files import check_writable, flatten, repo_root
 from foldwise.split import schemes
 
-DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "csv")
+DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "csv", "image_folder", "dataset")
 MODELS = ("mlp", "cnn")
 SELECTION_RULES = ("best_mean", "one_se")
 
@@ -257,12 +257,25 @@ def _check_values(cfg: DictConfig) -> None:
     # Types first, from the schema: the range checks below compare values, and a string
     # where a number belongs would otherwise end in a TypeError.
     values = flatten(OmegaConf.to_container(cfg, resolve=False))
-    for section in ("model", "optim", "scheduler"):  # a _target_'s arguments: its own
+    for section in ("model", "optim", "scheduler", "data"):  # a _target_'s arguments
         if cfg.get(section) is not None and cfg[section].get("_target_"):
             values = {k: v for k, v in values.items() if not k.startswith(f"{section}.")}
     schema.check_types(values)
     name = need(cfg, "data.name", "pick a dataset: -S data=digits")
     one_of(name, DATASETS, "data.name")
+    if name == "image_folder":
+        need(cfg, "data.path", "dvc exp run -S data=image_folder -S data.path=data/raw/images")
+        if cfg.data.get("channels", 1) not in (1, 3):
+            raise FoldwiseError(
+                f"params: data.channels must be 1 (grey) or 3 (RGB), got {cfg.data.channels!r}.",
+                "-S data.channels=1 or -S data.channels=3.",
+            )
+        size = cfg.data.get("size")
+        if size is not None and (len(size) != 2 or any(int(v) < 1 for v in size)):
+            raise FoldwiseError(
+                f"params: data.size must be [height, width] in pixels, got {list(size)}.",
+                "e.g. -S 'data.size=[28,28]', or null to keep the images' own size.",
+            )
     if name == "csv":
         hint = "dvc exp run -S data=csv -S data.path=my.csv -S data.target=label"
         need(cfg, "data.path", hint)
@@ -304,7 +317,7 @@ def _check_values(cfg: DictConfig) -> None:
             f"use the unstratified scheme: {fix}.",
         )
     for kind in ("group", "time"):
-        if cfg.data.get(f"{kind}_column") is not None and name != "csv":
+        if cfg.data.get(f"{kind}_column") is not None and name not in ("csv", "dataset"):
             raise FoldwiseError(
                 f"params: data.{kind}_column is set, but data={name} has no such column.",
                 f"group and time columns come with your own table: -S data=csv ... "
@@ -341,7 +354,9 @@ def _check_values(cfg: DictConfig) -> None:
     if not own:
         one_of(need(cfg, "model.name", "e.g. model=mlp"), MODELS, "model.name")
     check_model_keys(cfg.model)
-    if not own and cfg.model.name == "cnn" and not cfg.data.get("image_shape"):
+    # image_folder reads images; a Dataset's items may be images (its shape decides)
+    images = cfg.data.get("image_shape") or name in ("image_folder", "dataset")
+    if not own and cfg.model.name == "cnn" and not images:
         raise FoldwiseError(
             f"params: model=cnn needs image data, but data '{name}' has no image_shape.",
             "use model=mlp for tables, or set data.image_shape=[channels,height,width].",

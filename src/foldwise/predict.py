@@ -98,6 +98,31 @@ def load(path: Path):
     return LoadedModel(bundle)
 
 
+def read_images(folder: Path, meta) -> tuple[list[str], pd.DataFrame]:
+    """Every image file under ``folder`` (sorted, any depth) as a row of features, read
+    as the training images were: the model's channels, resized to its ``[H, W]``."""
+    from foldwise.sources import IMAGE_SUFFIXES, read_image
+
+    if meta.dataset != "image_folder" or not meta.image_shape:
+        raise FoldwiseError(
+            f"{folder} is a folder, but the model was trained on data={meta.dataset}, not "
+            "on images read from a folder.",
+            "pass the rows as a CSV or Parquet file.",
+        )
+    files = sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FoldwiseError(
+            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).",
+            "pass a folder of image files.",
+        )
+    channels, height, width = (int(v) for v in meta.image_shape)
+    rows = np.stack(
+        [read_image(f.read_bytes(), f, [height, width], channels).reshape(-1) for f in files]
+    )
+    names = [str(f.relative_to(folder)) for f in files]
+    return names, pd.DataFrame(rows, columns=[f"x{i}" for i in range(rows.shape[1])])
+
+
 def read_rows(path: Path) -> pd.DataFrame:
     """A CSV or Parquet file of rows to score."""
     path = Path(path)

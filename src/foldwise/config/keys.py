@@ -52,6 +52,26 @@ def check_model_keys(model: Any) -> None:
     )
 
 
+def check_dataset_kwargs(data: Any) -> None:
+    """``data._target_`` names a function that takes every data.* key foldwise does not
+    read itself (:data:`foldwise.sources.DATASET_KEYS`)."""
+    from foldwise import targets
+    from foldwise.sources import DATASET_KEYS
+
+    target = str(data["_target_"])
+    if target == "???":
+        raise FoldwiseError(
+            "params: data=dataset needs data._target_, a function returning your Dataset.",
+            "add -S data._target_=<package.module.function> (its arguments: -S +data.<name>=...).",
+        )
+    fn = targets.resolve(target, "data._target_")
+    names, any_kw = targets.accepts(fn)
+    for key in data:
+        if key in DATASET_KEYS or key in names or any_kw:
+            continue
+        targets.refuse_argument("data", str(key), target, names, "the -S override that set it")
+
+
 def check_optim_kwargs(optim: Any) -> None:
     """``optim._target_`` names a torch optimizer class, and takes every other key."""
     import inspect
@@ -238,10 +258,15 @@ def check_keys(cfg: DictConfig) -> None:
         check_optim_kwargs(tree["optim"])
     sched = tree.get("scheduler") or {}
     check_scheduler(sched)
+    own_data = "_target_" in (tree.get("data") or {})  # the user's Dataset: its kwargs
+    if own_data:
+        check_dataset_kwargs(tree["data"])
     for key in flatten(tree):
         if key.startswith(("sweep.grid.", "sweep.space.")) or key in keys.leaves:
             continue
         if key.startswith("scheduler."):  # checked against the scheduler above
+            continue
+        if own_data and key.startswith("data."):  # checked against the factory above
             continue
         if own and key.startswith("model."):  # checked against the constructor above
             continue

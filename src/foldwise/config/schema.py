@@ -30,7 +30,10 @@ _help = lambda text: {"help": text}  # noqa: E731
 class Data:
     name: str = field(
         default="digits",
-        metadata=_help("dataset: digits, breast_cancer, wine, iris, diabetes, or csv (your table)"),
+        metadata=_help(
+            "dataset: digits, breast_cancer, wine, iris, diabetes, csv (your table), "
+            "image_folder or dataset (your torch Dataset)"
+        ),
     )
     task: str = field(
         default="classification",
@@ -57,6 +60,18 @@ class Data:
     )
     drop: list[str] = field(default_factory=list, metadata=_help("csv: columns to ignore"))
     sep: str = field(default=",", metadata=_help("csv: the field separator (',', ';', '|', '\\t')"))
+    _target_: str | None = field(
+        default=None,
+        metadata=_help(
+            "dataset: a function returning your torch Dataset of (x, y); the other data.* "
+            "keys are its arguments"
+        ),
+    )
+    size: list[int] | None = field(
+        default=None,
+        metadata=_help("image_folder: resize every image to [height, width] (null: one size)"),
+    )
+    channels: int = field(default=1, metadata=_help("image_folder: 1 (grey) or 3 (RGB)"))
 
 
 @dataclass
