@@ -1,6 +1,7 @@
-"""Single, bagged and boosted models in one sweep, end to end: `dvc repro` on iris with
-real MLflow — the same CV judges all three, the selected one is refit as what it is
-(one network, B members or weighted weak learners) and the lockbox opens once for it."""
+"""Single, bagged and boosted models in one sweep, end to end: every stage on iris (in
+dvc.yaml's order, in this process: `Project.repro`) with real MLflow — the same CV
+judges all three, the selected one is refit as what it is (one network, B members or
+weighted weak learners) and the lockbox opens once for it."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ OVERRIDES = [
 def test_single_bagged_and_boosted_side_by_side(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     project = make_project(tmp_path, uri, compose_params(OVERRIDES, root=ROOT))
-    out = project.dvc("repro")
+    out = project.repro()  # every stage, in this process
     cv = json.loads((project.path / "results/cv_metrics.json").read_text())
     labels = {k.split("ensemble=")[1]: v for k, v in cv["configs"].items()}
     assert set(labels) == {"none", "bagging", "adaboost"}

@@ -1,4 +1,5 @@
-"""Nested cross-validation end to end: `dvc repro nested` on a tiny table, real MLflow."""
+"""Nested cross-validation end to end on a tiny table, real MLflow: the stages `dvc repro
+nested` (then `refit`, `test`) runs, in this process (`Project.repro`)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def test_nested_cv_end_to_end(tmp_path):
     project = make_project(tmp_path, uri, compose_params(OVERRIDES, root=ROOT))
     iris_csv().drop(columns=["site", "day"]).to_csv(project.path / "data/raw/iris.csv", index=False)
     project.commit("iris")
-    out = project.dvc("repro", "nested")
+    # the stages in this process (Project.repro), as `dvc repro nested` runs them
+    out = project.repro("prepare", "split", "sweep", "aggregate", "nested")
     assert "3 outer folds × 2 configurations × 2 inner folds" in out.stdout
     assert "optimism of plain CV" in out.stdout
     assert not (project.path / "results/test_metrics.json").exists()  # the lockbox stays shut
@@ -59,7 +61,7 @@ def test_nested_cv_end_to_end(tmp_path):
         assert art.path.endswith(".csv")
 
     # a forced re-run reuses every cached inner model and refit
-    out = project.dvc("repro", "-f", "-s", "nested")
+    out = project.repro("nested")  # dvc repro -f -s nested
     assert "12 inner models cached" in out.stdout
     again = json.loads((project.path / "results/nested.json").read_text())
     assert again["outer"] == report["outer"]
@@ -68,7 +70,7 @@ def test_nested_cv_end_to_end(tmp_path):
     # models" (no outer refits), and that estimate is the final model's CV estimate.
     fe = compose_params([*OVERRIDES, "refit=fold_ensemble"], root=ROOT)
     project.set_params(fe)
-    out = project.dvc("repro", "refit")
+    out = project.repro("nested", "refit")  # what `dvc repro refit` re-runs
     assert "inner-fold ensemble per outer fold" in out.stdout
     nested = json.loads((project.path / "results/nested.json").read_text())
     assert nested["refit"] == "fold_ensemble" and len(nested["outer"]) == 3
@@ -87,7 +89,7 @@ def test_nested_cv_end_to_end(tmp_path):
 
     # without nested CV the fold ensemble has no honest estimate, and says so
     project.set_params(compose_params([*OVERRIDES[:-2], "refit=fold_ensemble"], root=ROOT))
-    out = project.dvc("repro", "test")
+    out = project.repro("nested", "refit", "test")  # what `dvc repro test` re-runs
     info = json.loads((project.path / "models/final/info.json").read_text())
     assert info["cv"] is None and "nested.enabled=true" in info["cv_unavailable"]
     assert "CV estimate of this fold_ensemble model: not available" in out.stdout

@@ -276,7 +276,8 @@ CASES = {
          "~sweep.grid.model.hidden", "+sweep.grid.model.width=[4,8]", "sweep.grid.optim.lr=[0.01]",
          "curves.validation.param=model.width", "curves.validation.values=[4,8]",
          # an argument by foldwise's resolver, through DVC's own composition; a scheduler
-         "+model.out_features=${foldwise:out_features}", "scheduler=cosine"],
+         "+model.out_features=${foldwise:out_features}", "scheduler=cosine",
+         *(f"curves.{c}.enabled=false" for c in ("learning", "bias_variance"))],
         ["SmallCNN width=4 lr=0.01", "SmallCNN width=8 lr=0.01"],
         "vmap cannot stack it",
     ),

@@ -211,8 +211,10 @@ def test_repro_sqlite_then_lockbox_rules(tmp_path, sqlite_uri):
 
 
 def test_repro_against_mlflow_server(tmp_path, mlflow_server):
+    """Every stage against a real `mlflow server` (the stages in this process: what is
+    tested is the server path — runs, the artifact proxy, the registry — not DVC)."""
     p: Project = make_project(tmp_path, mlflow_server, tiny_params(NO_CURVES))
-    p.dvc("repro")
+    p.repro()
     tree = check_tree(mlflow_server)
     assert len(tree["refit"]) == 1 and len(tree["lockbox"]) == 1
     # The refit model was logged through the server's artifact proxy.

@@ -1,4 +1,5 @@
-"""Regression end to end: `dvc repro` on scikit-learn's diabetes table, real MLflow.
+"""Regression end to end: every stage on scikit-learn's diabetes table, real MLflow (the
+stages in dvc.yaml's order in this process: `Project.repro`).
 
 One run covers every stage: split (random lockbox), sweep of MLP regressors, selection on
 validation MSE, nested CV, curves with the squared-loss bias–variance decomposition,
@@ -30,7 +31,7 @@ def test_diabetes_regression_end_to_end(tmp_path):
         "+sweep.grid.ensemble.name=[none,gradient_boosting]", "ensemble.n_estimators=3",
     ]  # fmt: skip
     project = make_project(tmp_path, uri, compose_params(overrides, root=ROOT))
-    out = project.dvc("repro")
+    out = project.repro()
     assert "a numeric target (regression)" in out.stdout
     assert "test (lockbox, by random)" in out.stdout
 

@@ -2,11 +2,10 @@
 
 The table is scikit-learn's iris (150 rows, 3 classes) written as a CSV with a group
 column (8 groups) and a time column, so grouped and temporal schemes run too. Each
-scheme trains a 2-configuration grid for 3 epochs and selects; a few (FULL) go through
-`dvc repro` of the real pipeline, refit and open the lockbox. The others run the same
-stage scripts in this process (faultkit.stage: `python pipelines/<stage>.py` without a
-process start-up each); DVC's wiring of the stages does not depend on the scheme, and
-FULL and test_pipeline_e2e run it for real.
+scheme trains a 2-configuration grid for 3 epochs and selects; a few (FULL) run every
+stage, refit and open the lockbox. The stages run in this process (faultkit.stage:
+`python pipelines/<stage>.py` without a process start-up each); DVC's wiring of the
+stages does not depend on the scheme, and test_pipeline_e2e runs it for real.
 """
 
 from __future__ import annotations
@@ -70,8 +69,8 @@ def test_scheme_end_to_end(tmp_path, scheme):
     project = make_project(tmp_path, uri, cfg)
     iris_csv().to_csv(project.path / "data/raw/iris.csv", index=False)
     project.commit("iris")
-    if scheme in FULL:
-        stdout = project.dvc("repro").stdout
+    if scheme in FULL:  # every stage, the lockbox too
+        stdout = project.repro().stdout
     else:
         stdout = ""
         for name in ("prepare", "split", "sweep", "aggregate"):
