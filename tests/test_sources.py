@@ -208,3 +208,50 @@ def test_an_image_folder_is_cross_validated_by_dvc_repro_and_predicts_new_images
     probs = [f"proba_{c}" for c in sorted(classes)]
     expected = predict_frame(load(p.path / "models/final"), rows)[probs].to_numpy()
     np.testing.assert_allclose(bundle[probs].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_channel_normalisation_is_fit_on_each_models_own_fit_rows():
+    """data.normalize=channel: one mean and std per channel over every pixel of the rows
+    the model fits on (computed here with torch), repeated over the channel's features;
+    the inner early-stopping rows and every other row play no part."""
+    import torch
+
+    from foldwise import engine
+    from foldwise.data import Meta
+    from foldwise.engine import Hyper, Task
+    from foldwise.engine.task import prepare
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (60, 3 * 4 * 4)) * np.repeat([1.0, 5.0, 0.2], 16)
+    y = np.arange(60) % 3
+    meta = Meta("imgs", 60, 48, ["a", "b", "c"], [f"x{i}" for i in range(48)], [3, 4, 4])
+    for rows, early in ((np.arange(0, 40), True), (np.arange(20, 60), False)):
+        task = Task("t", {"name": "cnn", "hidden": 4, "depth": 1, "dropout": 0.0},
+                    Hyper(0.01, 0.0, 0.0, 2, early, 0.25, 1), 8, 3, rows,
+                    evals={"val": np.setdiff1d(np.arange(60), rows)},
+                    normalize="channel")  # fmt: skip
+        p = prepare(task, x, y, image_shape=meta.image_shape)
+        fit = torch.tensor(x[p.fit]).view(len(p.fit), 3, 16).transpose(0, 1).reshape(3, -1)
+        want_mean = fit.mean(1).repeat_interleave(16).numpy()
+        want_std = fit.std(1, unbiased=False).repeat_interleave(16).numpy()
+        np.testing.assert_allclose(p.mean, want_mean, rtol=1e-12)
+        np.testing.assert_allclose(p.scale, want_std, rtol=1e-12)
+        assert (p.inner is not None) == early
+        (out,) = engine.train([task], x, y, meta, accelerator="cpu", precision=64)
+        np.testing.assert_allclose(out.scaler["mean"], want_mean, rtol=1e-12)
+
+
+def test_normalize_settings_enter_the_hash_and_are_checked(shapes):
+    from foldwise.fitting.configs import config_hash
+
+    base = tiny_params(["data=image_folder", f"data.path={shapes}"])
+    assert config_hash(base) == config_hash(tiny_params(["data=image_folder",
+                                                         f"data.path={shapes}"]))  # fmt: skip
+    chan = tiny_params(["data=image_folder", f"data.path={shapes}", "data.normalize=channel"])
+    P.validate(chan)
+    assert config_hash(chan) != config_hash(base)
+    with pytest.raises(FoldwiseError, match="holds no images"):
+        P.validate(tiny_params(["data=iris", "+data.normalize=channel", "model=mlp"]))
+    with pytest.raises(FoldwiseError, match=r"unknown data\.normalize"):
+        P.validate(tiny_params(["data=image_folder", f"data.path={shapes}",
+                                "data.normalize=pixel"]))  # fmt: skip

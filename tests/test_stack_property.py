@@ -5,11 +5,11 @@ decays, dropout rates including 0, epochs and patience, early stopping on and of
 bootstrap multiplicities, short and long folds, loss weights, a diverging model,
 classification or regression, foldwise's MLP or CNN or a user's network by ``_target_``
 with BatchNorm, a custom layer and two dropout rates, Adam or SGD, a learning-rate
-scheduler per model, by epoch or by step, or none) and checks, in float64, that every
-task's per-epoch history and final metrics equal the same task trained alone (a stack
-of one) to 1e-6 (or 1e-9 of the value). The stacks run with their per-model dropout
-buffers pre-filled with NaN or a negative value, so a model that reads memory it never
-wrote cannot pass.
+scheduler per model, by epoch or by step, or none, inputs standardised per feature, per
+channel or not at all) and checks, in float64, that every task's per-epoch history and
+final metrics equal the same task trained alone (a stack of one) to 1e-6 (or 1e-9 of
+the value). The stacks run with their per-model dropout buffers pre-filled with NaN or
+a negative value, so a model that reads memory it never wrote cannot pass.
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ def stacks(draw):
         )
         weights = rng.uniform(0.2, 3.0, n) if draw(st.booleans()) else None
         scheduler = draw(st.sampled_from(SCHEDULERS))  # each model its own
+        normalize = draw(st.sampled_from(
+            ["feature", "none", *(["channel"] if DATA[kind][2].image_shape else [])]))  # fmt: skip
         tasks.append(
             Task(
                 key=f"t{i}",
@@ -128,6 +130,7 @@ def stacks(draw):
                 weights=weights,
                 optim=optim,
                 scheduler=scheduler,
+                normalize=normalize,
             )
         )
     return kind, tasks

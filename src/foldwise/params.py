@@ -221,6 +221,7 @@ def _check_interpolations(cfg: DictConfig) -> None:
 
 
 OPTIMIZERS = ("adam", "sgd")
+NORMALIZE = ("feature", "channel", "none")
 
 
 def _check_optim(optim: DictConfig) -> None:
@@ -263,6 +264,15 @@ def _check_values(cfg: DictConfig) -> None:
     schema.check_types(values)
     name = need(cfg, "data.name", "pick a dataset: -S data=digits")
     one_of(name, DATASETS, "data.name")
+    one_of(str(cfg.data.get("normalize") or "feature"), NORMALIZE, "data.normalize")
+    if cfg.data.get("normalize") == "channel" and not (
+        cfg.data.get("image_shape") or name in ("image_folder", "dataset")
+    ):
+        raise FoldwiseError(
+            f"params: data.normalize=channel standardises image channels, but data={name} "
+            "holds no images.",
+            "-S data.normalize=feature (each feature its own mean and spread).",
+        )
     if name == "image_folder":
         need(cfg, "data.path", "dvc exp run -S data=image_folder -S data.path=data/raw/images")
         if cfg.data.get("channels", 1) not in (1, 3):

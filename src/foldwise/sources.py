@@ -29,7 +29,7 @@ from foldwise.errors import FoldwiseError
 from foldwise.files import repo_root
 
 # data=dataset: the keys foldwise reads; every other data.* key is the factory's argument
-DATASET_KEYS = ("name", "_target_", "task", "group_column", "time_column")
+DATASET_KEYS = ("name", "_target_", "task", "group_column", "time_column", "normalize")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 

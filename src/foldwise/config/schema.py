@@ -72,6 +72,13 @@ class Data:
         metadata=_help("image_folder: resize every image to [height, width] (null: one size)"),
     )
     channels: int = field(default=1, metadata=_help("image_folder: 1 (grey) or 3 (RGB)"))
+    normalize: str = field(
+        default="feature",
+        metadata=_help(
+            "standardise inputs per feature, per image channel (channel) or not (none); "
+            "fit on each model's training rows"
+        ),
+    )
 
 
 @dataclass

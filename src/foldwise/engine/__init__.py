@@ -197,8 +197,10 @@ def build_stack(
     xt, yt = _on_device(x, y, device, dtype)
     regression = getattr(meta, "regression", False)
     prepared = [
-        prepare(t, x, y if t.targets is None else t.targets, regression=regression) for t in tasks
-    ]
+        prepare(t, x, y if t.targets is None else t.targets, regression=regression,
+                image_shape=getattr(meta, "image_shape", None))
+        for t in tasks
+    ]  # fmt: skip
     modules = [_build(t, meta).to(dtype) for t in tasks]
     solo = "_target_" in tasks[0].model and stack_problem(tasks[0], meta) is not None
     if solo:  # its own random ops draw from the global generator: seed it by the task

@@ -99,7 +99,7 @@ def fit_lightning(
         return Outcome(status="failed", error="boosting trains with foldwise's own loss "
                        "(per-row weights or residual targets); a LightningModule trains "
                        "with its own training_step: use ensemble=none or bagging")  # fmt: skip
-    p = prepare(task, x, y, regression=regression)
+    p = prepare(task, x, y, regression=regression, image_shape=getattr(meta, "image_shape", None))
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
     xs = torch.as_tensor((x - p.mean) / p.scale, dtype=dtype, device=device)
     yt = torch.as_tensor(y, dtype=dtype if regression else torch.int64, device=device)

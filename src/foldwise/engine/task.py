@@ -70,6 +70,10 @@ class Task:
     # The optimizer (``cfg.optim``: ``name`` or ``_target_`` and its options); its lr and
     # weight decay are per model (``hyper``), the rest is shared by a stack. {}: Adam.
     optim: dict[str, Any] = field(default_factory=dict)
+    # How the inputs are standardised, fit on the rows the model fits on: per feature
+    # ("feature", a StandardScaler), per image channel ("channel": one mean and std per
+    # channel over every pixel), or not at all ("none"). Per model, never shared.
+    normalize: str = "feature"
     # The learning-rate scheduler (``cfg.scheduler``: ``_target_``, ``interval``,
     # ``monitor`` and its arguments), each model's own; {}: a constant lr.
     scheduler: dict[str, Any] = field(default_factory=dict)
@@ -146,7 +150,29 @@ class Prepared:
     y_scale: float = 1.0
 
 
-def prepare(task: Task, x: np.ndarray, y: np.ndarray, *, regression: bool = False) -> Prepared:
+def standardise(xf: np.ndarray, how: str, image_shape=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature ``mean`` and ``scale`` from the fit rows ``xf`` [n, d]: each feature's
+    own (``"feature"``, scikit-learn's StandardScaler), each image channel's over all its
+    pixels (``"channel"``, repeated over the channel's features), or 0 and 1 (``"none"``).
+    A zero spread scales by 1, as StandardScaler does."""
+    if how == "none":
+        return np.zeros(xf.shape[1]), np.ones(xf.shape[1])
+    if how == "channel":
+        if not image_shape:
+            raise ValueError("normalize=channel needs images (an image_shape)")
+        c = int(image_shape[0])
+        per = xf.astype(np.float64).reshape(len(xf), c, -1)
+        mean, std = per.mean((0, 2)), per.std((0, 2))
+        std[std == 0] = 1.0
+        size = per.shape[2]
+        return np.repeat(mean, size), np.repeat(std, size)
+    scaler = StandardScaler().fit(xf.astype(np.float32))
+    return scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
+
+
+def prepare(
+    task: Task, x: np.ndarray, y: np.ndarray, *, regression: bool = False, image_shape=None
+) -> Prepared:
     """Inner split (seeded; for classification stratified when every class has two rows
     and both sides can hold a row of every class present) and the scalers.
 
@@ -174,7 +200,7 @@ def prepare(task: Task, x: np.ndarray, y: np.ndarray, *, regression: bool = Fals
             fit = np.repeat(fit_rows, count.loc[fit_rows].to_numpy())
     else:
         fit, inner = np.asarray(task.train), None
-    scaler = StandardScaler().fit(x[fit].astype(np.float32))
+    mean, scale = standardise(x[fit], task.normalize, image_shape)
     target = {}
     if regression:
         yf = y[fit].astype(np.float64)
@@ -183,8 +209,8 @@ def prepare(task: Task, x: np.ndarray, y: np.ndarray, *, regression: bool = Fals
         fit=np.asarray(fit, dtype=np.int64),
         inner=None if inner is None else np.asarray(inner, dtype=np.int64),
         evals={k: np.asarray(v, dtype=np.int64) for k, v in {**task.finals, **task.evals}.items()},
-        mean=scaler.mean_.astype(np.float64),
-        scale=scaler.scale_.astype(np.float64),
+        mean=mean,
+        scale=scale,
         **target,
     )
 

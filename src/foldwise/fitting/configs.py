@@ -56,6 +56,9 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     ens = spec(cfg)
     if ens is not None:
         out["ensemble"] = ens
+    norm = str(cfg.data.get("normalize") or "feature") if "data" in cfg else "feature"
+    if norm != "feature":  # the default: the hash stays as before
+        out["normalize"] = norm
     sched = cfg.get("scheduler")
     if sched is not None and sched.get("_target_"):  # absent: the hash stays as before
         out["scheduler"] = OmegaConf.to_container(sched, resolve=True)
@@ -73,10 +76,18 @@ def config_hash(cfg: DictConfig) -> str:
 
 def n_params(cfg: DictConfig, layout: P.Layout) -> int:
     """The network's parameter count: the complexity order of ``selection=one_se``."""
+    from foldwise.errors import FoldwiseError
     from foldwise.models import dry_run
 
+    meta = Meta.from_dict(read_json(layout.meta))
+    if cfg.data.get("normalize") == "channel" and not meta.image_shape:
+        raise FoldwiseError(  # a Dataset's items are known only once prepared
+            f"params: data.normalize=channel standardises image channels, but the items of "
+            f"data={meta.dataset} are not images.",
+            "-S data.normalize=feature.",
+        )
     # a dry run on two rows: a user's network that cannot train fails here, before any work
-    return dry_run(cfg.model, Meta.from_dict(read_json(layout.meta)))
+    return dry_run(cfg.model, meta)
 
 
 def config_label(cfg: DictConfig, overrides: dict[str, Any]) -> str:

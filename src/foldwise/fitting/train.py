@@ -73,6 +73,7 @@ def make_task(
         batch_size=int(tr.batch_size),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         scheduler=_scheduler(cfg),
+        normalize=str(cfg.data.get("normalize") or "feature"),
         seed=int(cfg.seed),
         train=np.asarray(train, dtype=np.int64),
         evals={k: np.asarray(v, dtype=np.int64) for k, v in (evals or {}).items()},
