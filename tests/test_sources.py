@@ -44,27 +44,27 @@ def test_an_image_folder_becomes_the_table_of_its_pixels(shapes):
     # each row is its file's pixels (grey, /255), independently decoded here
     for path in sorted(shapes.rglob("*.png")):
         px = np.asarray(Image.open(path).convert("L"), dtype=np.float32).reshape(-1) / 255
-        rid = data.sources.content_id(path.read_bytes())
+        rid = data.sources.row_id(path.relative_to(shapes).as_posix())
         row = table.loc[table.row_id == rid]
         assert len(row) == 1
         np.testing.assert_array_equal(row[[f"x{i}" for i in range(256)]].to_numpy()[0], px)
         assert meta.classes[int(row.target.iloc[0])] == path.parent.name
 
 
-def test_renaming_keeps_every_row_and_editing_an_image_makes_a_new_one(shapes, tmp_path):
+def test_moving_the_folder_keeps_every_row_and_an_edited_image_keeps_its_row(shapes, tmp_path):
     before, _ = _prepare("data=image_folder", f"data.path={shapes}")
     moved = tmp_path / "renamed"
     shutil.copytree(shapes, moved)
-    for f in sorted(moved.rglob("*.png")):  # files renamed too
-        f.rename(f.with_name("img_" + f.name))
     after, _ = _prepare("data=image_folder", f"data.path={moved}")
     assert after.equals(before)  # the same rows in the same order: the same split
-    edited = next(iter(sorted(moved.rglob("*.png"))))
+    edited = sorted(moved.rglob("*.png"))[0]
     img = np.asarray(Image.open(edited)).copy()
     img[0, 0] = 255 - img[0, 0]
     Image.fromarray(img).save(edited)
     changed, _ = _prepare("data=image_folder", f"data.path={moved}")
-    assert len(set(changed.row_id) ^ set(before.row_id)) == 2  # one row out, one in
+    assert changed.row_id.tolist() == before.row_id.tolist()  # its row stays...
+    diff = (changed.drop(columns="row_id") != before.drop(columns="row_id")).any(axis=1)
+    assert diff.sum() == 1  # ...with its new pixels: the table (and its hash) differ
 
 
 def test_a_resize_reads_mixed_sizes_and_rgb_keeps_three_channels(shapes, tmp_path):
@@ -157,13 +157,14 @@ def test_a_broken_dataset_is_refused_naming_the_fix(extra, said, fix):
 @pytest.mark.slow
 def test_an_image_folder_is_cross_validated_by_dvc_repro_and_predicts_new_images(tmp_path):
     """README "Your own data": drawn shapes under data/raw/, `dvc repro` with the built-in
-    CNN; every stage runs, the lockbox opens once, the registered model is the champion,
-    and `foldwise predict` scores a folder of new images as the test stage scored its
-    rows."""
+    CNN; every stage runs, the lockbox opens once, the lockbox's images replaced by noise
+    change nothing before the test stage, the registered model is the champion, and
+    `foldwise predict` scores a folder of new images as pixel rows are scored."""
     import json
     import subprocess
 
     import pandas as pd
+    from test_leakage_e2e import digests
 
     from conftest import BIN, make_project
 
@@ -176,7 +177,29 @@ def test_an_image_folder_is_cross_validated_by_dvc_repro_and_predicts_new_images
     classes = ("circle", "square", "cross")
     draw(p.path / "data/raw/shapes", per_class=14, size=16, classes=classes)
     p.commit("drawn shapes")
-    p.dvc("repro")
+    p.dvc("repro", "refit")  # everything before the lockbox opens
+
+    # leakage invariance: the lockbox's images replaced by noise reach nothing before
+    # the test stage (their rows keep their ids; only the full manifest's test hash moves)
+    before = digests(p.path)
+    locked = set(pd.read_parquet(p.path / "data/lockbox/test.parquet")["row_id"])
+    rng = np.random.default_rng(5)
+    shapes = p.path / "data/raw/shapes"
+    replaced = 0
+    for f in sorted(shapes.rglob("*.png")):
+        if data.sources.row_id(f.relative_to(shapes).as_posix()) in locked:
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(f)
+            replaced += 1
+    assert replaced == len(locked) > 0
+    out = p.dvc("repro", "refit").stdout
+    ran = {s for s in ("prepare", "split", "sweep", "aggregate", "nested", "curves", "refit")
+           if f"Running stage '{s}'" in out}  # fmt: skip
+    assert ran == {"prepare", "split"}
+    after = digests(p.path)
+    assert sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k)) == [
+        "data/split/manifest.json"]  # fmt: skip
+
+    p.dvc("repro")  # the test stage, the report
     meta = json.loads((p.path / "data/prepared/meta.json").read_text())
     assert meta["image_shape"] == [1, 16, 16] and meta["classes"] == sorted(classes)
     test = json.loads((p.path / "results/test_metrics.json").read_text())
@@ -255,3 +278,23 @@ def test_normalize_settings_enter_the_hash_and_are_checked(shapes):
     with pytest.raises(FoldwiseError, match=r"unknown data\.normalize"):
         P.validate(tiny_params(["data=image_folder", f"data.path={shapes}",
                                 "data.normalize=pixel"]))  # fmt: skip
+
+
+def test_each_folder_and_factory_is_its_own_source_of_rows(tmp_path):
+    """The lockbox's row registry names rows by (source, row id): two image folders (or
+    two Dataset factories) must never share ids, or one's opened test set would refuse
+    (or, worse, vouch for) the other's rows."""
+    from omegaconf import OmegaConf
+
+    from foldwise.lockbox.rows import source_id
+
+    def src(**d):
+        return source_id(OmegaConf.create(d), tmp_path)
+
+    a = src(name="image_folder", path="data/raw/shapes")
+    assert a == src(name="image_folder", path="./data/raw/shapes") == "folder:data/raw/shapes"
+    assert a != src(name="image_folder", path="data/raw/other")
+    assert src(name="dataset", _target_="own_data.make_digits") == "dataset:own_data.make_digits"
+    assert src(name="dataset", _target_="own_data.make_vectors") != src(
+        name="dataset", _target_="own_data.make_digits")  # fmt: skip
+    assert src(name="digits") == "sklearn:digits"

@@ -8,9 +8,10 @@ row per item, the item's values as float32 feature columns (an image flattened, 
 the engine work on them unchanged, and the split stage alone writes the lockbox's items
 (only the test stage reads them). The whole dataset is read once, into memory.
 
-Row ids: a ``Dataset``'s index; an image's id is a hash of the file's bytes, and rows
-are ordered by it, so renaming or moving files leaves the split as it was, while an
-edited image is a new row.
+Row ids: a ``Dataset``'s index; an image's id is a hash of its path within the folder
+(``class/file``), and rows are ordered by it: renaming or moving the folder leaves the
+split as it was, and an edited image keeps its row (its new pixels change the table,
+so the manifests and the lockbox's integrity check see the edit).
 """
 
 from __future__ import annotations
@@ -214,9 +215,10 @@ def read_image(data: bytes, path: Path, size: list[int] | None, channels: int) -
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
-def content_id(data: bytes) -> int:
-    """A row id from a file's bytes (63 bits of SHA-256): renaming keeps it."""
-    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") >> 1
+def row_id(relative: str) -> int:
+    """An image's row id: 63 bits of SHA-256 of its path within the folder (``class/file``,
+    with ``/``), so the folder itself can move or be renamed."""
+    return int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "big") >> 1
 
 
 def from_image_folder(cfg: DictConfig) -> tuple:
@@ -229,21 +231,21 @@ def from_image_folder(cfg: DictConfig) -> tuple:
             f"params: data.channels must be 1 (grey) or 3 (RGB), got {channels}.",
             "-S data.channels=1 or -S data.channels=3.",
         )
-    images, labels, ids, where = [], [], [], {}
+    images, labels, ids, seen = [], [], [], {}
     for label, files in image_files(root).items():
         for f in files:
             data = f.read_bytes()
-            rid = content_id(data)
-            if rid in where:
+            digest = hashlib.sha256(data).digest()
+            if digest in seen:
                 raise FoldwiseError(
-                    f"data.path: {where[rid]} and {f} are the same image (identical bytes): "
+                    f"data.path: {seen[digest]} and {f} are the same image (identical bytes): "
                     "one image would be two rows, possibly on both sides of a split.",
                     "remove one of them.",
                 )
-            where[rid] = f
+            seen[digest] = f
             arr = read_image(data, f, size, channels)
             if images and arr.shape != images[0].shape:
-                first = next(iter(where.values()))
+                first = next(iter(seen.values()))
                 raise FoldwiseError(
                     f"data.path: images differ in size ({first}: {list(images[0].shape[1:])}, "
                     f"{f}: {list(arr.shape[1:])}) and data.size is not set.",
@@ -251,8 +253,8 @@ def from_image_folder(cfg: DictConfig) -> tuple:
                 )
             images.append(arr)
             labels.append(label)
-            ids.append(rid)
-    order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")  # by content
+            ids.append(row_id(f.relative_to(root).as_posix()))
+    order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
     stacked = np.stack([images[i] for i in order])
     flat = stacked.reshape(len(order), -1)
     features = pd.DataFrame(flat, columns=[f"x{i}" for i in range(flat.shape[1])], copy=False)

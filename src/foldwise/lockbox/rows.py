@@ -3,7 +3,8 @@
 A test set's hash names one draw of rows. Another ``seed``, ``split.test_fraction`` or
 scheme draws another test set out of the *same* rows: rows whose test score was already
 looked at, or that the opened model was trained and selected on. So every opening also
-records rows: its dataset *source* (``sklearn:digits``, ``file:data/raw/t.csv#id=sample_id``)
+records rows: its dataset *source* (``sklearn:digits``, ``file:data/raw/t.csv#id=sample_id``,
+``folder:data/raw/shapes``, ``dataset:mypkg.make_dataset``)
 and, compactly, the row ids of the whole table and of the test set (in the audit entry,
 the ledger and the split manifest). The identity is (source, row id), never the table's
 hash: appending rows to a CSV changes its hash but not its old rows' ids. Table hashes
@@ -56,16 +57,21 @@ def decode_ids(text: str) -> np.ndarray:
 # ------------------------------------------------------------------ dataset identity
 def source_id(data: Any, root: Path) -> str:
     """Where the rows come from, independent of split and content: a built-in dataset's
-    name, or a file's path (repo-relative when inside the repo) and what numbers its
-    rows (``data.id_column``, or position). Renaming the file makes a new source."""
+    name, a file's path (repo-relative when inside the repo) and what numbers its rows
+    (``data.id_column``, or position), an image folder's path, or a Dataset factory's
+    ``_target_``. Renaming the file or folder makes a new source."""
     name = str(data.get("name"))
-    if name != "csv":
+    if name == "dataset":  # its indices name the rows: append, never reorder
+        return f"dataset:{data.get('_target_')}"
+    if name not in ("csv", "image_folder"):
         return f"sklearn:{name}"
     path = Path(os.path.normpath(Path(str(data.get("path"))).expanduser()))  # ./a == a
     if path.is_absolute():
         base = shared_root(root)
         path = path.resolve()
         path = path.relative_to(base) if path.is_relative_to(base) else path
+    if name == "image_folder":  # row ids: the images' paths within it
+        return f"folder:{path.as_posix()}"
     ids = data.get("id_column")
     return f"file:{path.as_posix()}#" + (f"id={ids}" if ids is not None else "position")
 
