@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro report test test-fast lint ui mlflow-server params options bench bench-parts bench-own-model bench-schemes bench-ensembles clean
+.PHONY: install repro report test test-fast lint ui mlflow-server params options bench bench-parts bench-own-model bench-images bench-schemes bench-ensembles clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,9 @@ bench: install  ## foldwise's sweep vs one-at-a-time, a plain PyTorch loop and s
 
 bench-own-model: install  ## your own network (examples/own_model): stacked vs one-at-a-time vs a Lightning k-fold loop (~5 min)
 	$(RUN) $(BIN)/python benchmarks/bench_own_model.py
+
+bench-images: install  ## a folder of drawn images: stacked vs one-at-a-time vs a hand-written Lightning loop with a DataLoader (~5 min)
+	$(RUN) $(BIN)/python benchmarks/bench_images.py
 
 bench-schemes: install  ## plain vs nested CV, bootstrap .632+, leave-one-out cost and estimate (~20 min)
 	$(RUN) $(BIN)/python benchmarks/bench_schemes.py
