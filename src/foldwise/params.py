@@ -28,7 +28,7 @@ from foldwise.errors import FoldwiseError
 from foldwise.files import check_writable, flatten, repo_root
 from foldwise.split import schemes
 
-DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "csv", "image_folder", "dataset")
+DATASETS = sections.DATASETS
 MODELS = ("mlp", "cnn")
 SELECTION_RULES = ("best_mean", "one_se")
 
@@ -221,7 +221,6 @@ def _check_interpolations(cfg: DictConfig) -> None:
 
 
 OPTIMIZERS = ("adam", "sgd")
-NORMALIZE = ("feature", "channel", "none")
 
 
 def _check_optim(optim: DictConfig) -> None:
@@ -262,40 +261,7 @@ def _check_values(cfg: DictConfig) -> None:
         if cfg.get(section) is not None and cfg[section].get("_target_"):
             values = {k: v for k, v in values.items() if not k.startswith(f"{section}.")}
     schema.check_types(values)
-    name = need(cfg, "data.name", "pick a dataset: -S data=digits")
-    one_of(name, DATASETS, "data.name")
-    one_of(str(cfg.data.get("normalize") or "feature"), NORMALIZE, "data.normalize")
-    if cfg.data.get("normalize") == "channel" and not (
-        cfg.data.get("image_shape") or name in ("image_folder", "dataset")
-    ):
-        raise FoldwiseError(
-            f"params: data.normalize=channel standardises image channels, but data={name} "
-            "holds no images.",
-            "-S data.normalize=feature (each feature its own mean and spread).",
-        )
-    if name == "image_folder":
-        need(cfg, "data.path", "dvc exp run -S data=image_folder -S data.path=data/raw/images")
-        if cfg.data.get("channels", 1) not in (1, 3):
-            raise FoldwiseError(
-                f"params: data.channels must be 1 (grey) or 3 (RGB), got {cfg.data.channels!r}.",
-                "-S data.channels=1 or -S data.channels=3.",
-            )
-        size = cfg.data.get("size")
-        if size is not None and (len(size) != 2 or any(int(v) < 1 for v in size)):
-            raise FoldwiseError(
-                f"params: data.size must be [height, width] in pixels, got {list(size)}.",
-                "e.g. -S 'data.size=[28,28]', or null to keep the images' own size.",
-            )
-    if name == "csv":
-        hint = "dvc exp run -S data=csv -S data.path=my.csv -S data.target=label"
-        need(cfg, "data.path", hint)
-        need(cfg, "data.target", hint)
-        sep = cfg.data.get("sep") or ","
-        if not isinstance(sep, str) or (len(sep) != 1 and sep not in ("\\t", "tab")):
-            raise FoldwiseError(
-                f"params: data.sep must be one character (the CSV field separator), got {sep!r}.",
-                "use e.g. -S \"data.sep=';'\" or -S \"data.sep='\\t'\" for tabs.",
-            )
+    name = sections.check_data(cfg)
 
     frac = need(cfg, "split.test_fraction", "e.g. split.test_fraction=0.2")
     if not isinstance(frac, int | float) or not 0 < frac < 1:

@@ -1,13 +1,14 @@
-"""Checks of the settings around a fit: the launcher (``sweep.launcher``, ``sweep.n_jobs``,
-``sweep.submitit``), the ensemble (``ensemble.*``, also inside ``sweep.grid``) and the
-refit (``refit.name`` against the resampling scheme)."""
+"""Checks of the settings around a fit: the data source (``data.*``: which dataset, an
+image folder's or a table's own settings), the launcher (``sweep.launcher``,
+``sweep.n_jobs``, ``sweep.submitit``), the ensemble (``ensemble.*``, also inside
+``sweep.grid``) and the refit (``refit.name`` against the resampling scheme)."""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
 from foldwise.config.grid import grid_leaves
-from foldwise.config.rules import one_of
+from foldwise.config.rules import need, one_of
 from foldwise.errors import FoldwiseError
 
 LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
@@ -129,3 +130,46 @@ def check_refit(cfg: DictConfig, scheme: type) -> None:
             "that foldwise does not average across folds.",
             "use refit=all_dev with boosting, or fold_ensemble with ensemble=none or bagging.",
         )
+
+
+DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "csv", "image_folder", "dataset")
+NORMALIZE = ("feature", "channel", "none")
+
+
+def check_data(cfg: DictConfig) -> str:
+    """The ``data`` section's source and its own settings; returns ``data.name``."""
+    name = need(cfg, "data.name", "pick a dataset: -S data=digits")
+    one_of(name, DATASETS, "data.name")
+    one_of(str(cfg.data.get("normalize") or "feature"), NORMALIZE, "data.normalize")
+    if cfg.data.get("normalize") == "channel" and not (
+        cfg.data.get("image_shape") or name in ("image_folder", "dataset")
+    ):
+        raise FoldwiseError(
+            f"params: data.normalize=channel standardises image channels, but data={name} "
+            "holds no images.",
+            "-S data.normalize=feature (each feature its own mean and spread).",
+        )
+    if name == "image_folder":
+        need(cfg, "data.path", "dvc exp run -S data=image_folder -S data.path=data/raw/images")
+        if cfg.data.get("channels", 1) not in (1, 3):
+            raise FoldwiseError(
+                f"params: data.channels must be 1 (grey) or 3 (RGB), got {cfg.data.channels!r}.",
+                "-S data.channels=1 or -S data.channels=3.",
+            )
+        size = cfg.data.get("size")
+        if size is not None and (len(size) != 2 or any(int(v) < 1 for v in size)):
+            raise FoldwiseError(
+                f"params: data.size must be [height, width] in pixels, got {list(size)}.",
+                "e.g. -S 'data.size=[28,28]', or null to keep the images' own size.",
+            )
+    if name == "csv":
+        hint = "dvc exp run -S data=csv -S data.path=my.csv -S data.target=label"
+        need(cfg, "data.path", hint)
+        need(cfg, "data.target", hint)
+        sep = cfg.data.get("sep") or ","
+        if not isinstance(sep, str) or (len(sep) != 1 and sep not in ("\\t", "tab")):
+            raise FoldwiseError(
+                f"params: data.sep must be one character (the CSV field separator), got {sep!r}.",
+                "use e.g. -S \"data.sep=';'\" or -S \"data.sep='\\t'\" for tabs.",
+            )
+    return name
