@@ -43,11 +43,32 @@ def shared_root(start: Path | None = None) -> Path:
     return Path(root[:cut]) if cut > 0 else Path(root)
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (setting it to learn it would race
+    with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: the one portable way
+    os.umask(mask)
+    return mask
+
+
+def _as_a_normal_write(fd: int) -> None:
+    """mkstemp makes a file 0600 whatever the umask; give it the mode ``open()`` would
+    (0666 less the umask), so a shared server or a CI artifact reader can read it."""
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        _as_a_normal_write(fd)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)
@@ -135,6 +156,7 @@ def write_table(path: Path, df: pd.DataFrame) -> None:
     """Atomically write a Parquet table."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _as_a_normal_write(fd)
     os.close(fd)
     try:
         df.to_parquet(tmp, index=False)
