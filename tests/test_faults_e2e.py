@@ -205,7 +205,7 @@ def test_ctrl_c_in_dvc_exp_run_closes_runs_and_the_rerun_resumes(
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0, out
     assert "interrupted; finished work is kept (Ctrl-C" in out
-    assert "run the same `dvc exp run ...` again" in out
+    assert "To resume, run `dvc exp run sweep -S " in out  # the command typed, again
     tree = runs(fault_store, "exp-run")
     assert "RUNNING" not in {r.info.status for rs in tree.values() for r in rs}
 

@@ -27,3 +27,23 @@ def test_written_files_honour_the_umask(tmp_path, mask):
     assert want == 0o666 & ~mask
     for name in ("a.txt", "b.json", "c.parquet"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == want, name
+
+
+def test_the_resume_hint_repeats_the_dvc_command_typed_never_a_plain_repro(monkeypatch):
+    """Ctrl-C in `dvc repro aggregate` must not advise `dvc repro`: that would refit and
+    open the lockbox (issue 22)."""
+    from foldwise.errors import dvc_command, resume_hint
+
+    venv_dvc = ["/x/.venv/bin/python", "/x/.venv/bin/dvc", "repro", "aggregate"]
+    assert dvc_command([["python", "pipelines/sweep.py"], ["/bin/sh", "-c", "python x"],
+                        venv_dvc]) == "dvc repro aggregate"  # fmt: skip
+    exp = ["dvc", "exp", "run", "-S", "sweep.grid.model.hidden=[8, 16]"]
+    assert dvc_command([exp]) == "dvc exp run -S 'sweep.grid.model.hidden=[8, 16]'"
+    monkeypatch.setenv("DVC_STAGE", "sweep")
+    assert resume_hint(["pipelines/sweep.py"], [venv_dvc]) == "run `dvc repro aggregate` again"
+    # the typed command unknown: the stage itself, never the whole pipeline
+    assert (
+        resume_hint(["pipelines/sweep.py"], []) == "run `dvc repro sweep` again (up to this stage)"
+    )
+    monkeypatch.delenv("DVC_STAGE")
+    assert resume_hint(["pipelines/sweep.py"], []) == "run `python pipelines/sweep.py` again"

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 
@@ -48,13 +50,45 @@ def handle_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def resume_hint(argv: list[str]) -> str:
-    """How to pick up where an interrupted stage stopped, for the command that ran it."""
-    if os.environ.get("DVC_EXP_BASELINE_REV") or os.environ.get("DVC_EXP_NAME"):
-        return "run the same `dvc exp run ...` again (the same -S options)"
-    if os.environ.get("DVC_STAGE"):
-        return "run `dvc repro` again"
-    return f"run `python {' '.join(argv)}` (or `dvc repro`) again"
+def _ancestors(limit: int = 8):
+    """The command lines of this process's ancestors, nearest first (Linux ``/proc``)."""
+    pid = os.getppid()
+    for _ in range(limit):
+        if pid <= 1:
+            return
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return
+        yield [a.decode(errors="replace") for a in argv if a]
+        pid = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
+
+
+def dvc_command(ancestors) -> str | None:
+    """The ``dvc ...`` command line among ``ancestors`` (argv lists), as the user typed
+    it (``dvc`` itself, or a Python running its entry point)."""
+    for argv in ancestors:
+        for i, arg in enumerate(argv):
+            if Path(arg).name == "dvc" and len(argv) > i + 1:
+                return shlex.join(["dvc", *argv[i + 1 :]])
+    return None
+
+
+def resume_hint(argv: list[str], ancestors=None) -> str:
+    """How to pick up where an interrupted stage stopped: the command that ran it, again
+    (a plain ``dvc repro`` would go on to refit and open the lockbox, which the user
+    may never have asked for)."""
+    stage = os.environ.get("DVC_STAGE")
+    in_exp = os.environ.get("DVC_EXP_BASELINE_REV") or os.environ.get("DVC_EXP_NAME")
+    if stage or in_exp:
+        typed = dvc_command(_ancestors() if ancestors is None else ancestors)
+        if typed:
+            return f"run `{typed}` again"
+        if in_exp:
+            return "run the same `dvc exp run ...` again (the same -S options)"
+        return f"run `dvc repro {stage}` again (up to this stage)"
+    return f"run `python {' '.join(argv)}` again"
 
 
 def run_stage(main: Callable[[], int | None]) -> NoReturn:
