@@ -47,3 +47,19 @@ def test_the_resume_hint_repeats_the_dvc_command_typed_never_a_plain_repro(monke
     )
     monkeypatch.delenv("DVC_STAGE")
     assert resume_hint(["pipelines/sweep.py"], []) == "run `python pipelines/sweep.py` again"
+
+
+@pytest.mark.parametrize(("given", "want"), [(None, "false"), ("true", "true")])
+def test_mlflow_progress_bars_stay_out_of_logs_unless_asked_for(given, want):
+    """Off a terminal (a DVC stage, CI, `foldwise predict > out`), MLflow's artifact
+    progress bars are noise in the log (issue 22); a user's own setting wins."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
+    if given is not None:
+        env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = given
+    code = ("import os, foldwise.tracking; "
+            "print(os.environ.get('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == want, out.stderr

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -247,3 +248,11 @@ def git_commit(cwd: Path | None = None) -> str:
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def quiet_progress_off_a_terminal() -> None:
+    """MLflow's artifact progress bars only where someone watches them: in a log (a DVC
+    stage, CI, a redirected `foldwise predict`) they are noise. A user's own setting of
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR wins."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -176,8 +176,10 @@ def load_registered(uri: str, tracking_uri: str) -> Any:
     predictions are the local bundle's, bit for bit."""
     import mlflow
 
+    from foldwise.files import quiet_progress_off_a_terminal
     from foldwise.redact import redact
 
+    quiet_progress_off_a_terminal()
     if tracking_uri.startswith("file:") or "://" not in tracking_uri:
         raise FoldwiseError(
             f"tracking URI {redact(tracking_uri)!r} is a folder store.",

@@ -28,8 +28,10 @@ from mlflow.entities import Metric, Param, RunTag
 from omegaconf import DictConfig, OmegaConf
 
 from foldwise.errors import FoldwiseError
-from foldwise.files import shared_root
+from foldwise.files import quiet_progress_off_a_terminal, shared_root
 from foldwise.redact import redact
+
+quiet_progress_off_a_terminal()
 
 BATCH = 1000  # MLflow's per-request limit on metrics in log_batch
 TAG = "foldwise."
