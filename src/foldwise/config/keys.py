@@ -181,8 +181,10 @@ def check_scheduler(scheduler: Any) -> None:
             sched.step(1.0) if plateau else sched.step()
             lrs.append(stand_in.param_groups[0]["lr"])
     except Exception as err:  # a user's scheduler may raise anything
+        given = ", ".join(f"scheduler.{k}={scheduler[k]!r}" for k in args) or "its defaults"
         raise FoldwiseError(
-            f"params: {target} refuses its arguments: {type(err).__name__}: {err}", fix
+            f"params: {target} refuses its arguments ({given}): {type(err).__name__}: {err}",
+            fix,
         ) from None
     bad = [lr for lr in lrs if not (isinstance(lr, float | int) and 0 <= lr < float("inf"))]
     if bad:
