@@ -7,7 +7,7 @@ classification or regression, foldwise's MLP or CNN or a user's network by ``_ta
 with BatchNorm, a custom layer and two dropout rates, Adam or SGD, a learning-rate
 scheduler per model, by epoch or by step, or none, inputs standardised per feature, per
 channel or not at all) and checks, in float64, that every task's per-epoch history and
-final metrics equal the same task trained alone (a stack of one) to 1e-6 (or 1e-9 of
+final metrics equal the same task trained alone (a stack of one) to 1e-6 (or 1e-8 of
 the value). The stacks run with their per-model dropout buffers pre-filled with NaN or
 a negative value, so a model that reads memory it never wrote cannot pass.
 """
@@ -36,9 +36,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples/own_model"
 sys.path.insert(0, str(EXAMPLES))  # the user's package, as the project directory holds it
 
 TOL = 1e-6
-# A regression loss in the target's units (~1e4) differs in its last float64 digits when
-# vmap batches BatchNorm's reductions: 1e-9 of the value, far below any real difference.
-RTOL = 1e-9
+# A regression loss in the target's units (~1e4 for diabetes, squared) differs in its
+# last float64 digits when vmap batches BatchNorm's reductions, or when the two runs
+# get a different number of torch threads (foldwise.threads shares the cores with the
+# other xdist worker, so a reduction's order may change): a few 1e-9 of the value after
+# 4 epochs at lr 0.05 (seen once: 2.3e-9). 1e-8 of the value is still far below any
+# real difference: a model that trains differently is off in the 3rd digit.
+RTOL = 1e-8
 DIVERGE = 1e200  # a learning rate that overflows float64 within an epoch
 
 
