@@ -531,3 +531,32 @@ def test_gpu_without_cuda_exits_2_at_prepare(checkout):
     # Refused by the params check, before the (absent) data file is even looked at.
     assert "trainer.accelerator=gpu, but this machine has no usable CUDA GPU" in res.stderr
     assert not (checkout.path / "data/prepared/table.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "meant"),
+    [
+        ("+sweep.grid.optim.learning_rate=[0.01]", "did you mean sweep.grid.optim.lr?"),
+        ("+trainer.epochs=3", "did you mean trainer.max_epochs?"),
+        ("+split.k=3", "did you mean split.n_splits?"),
+        ("+model.lr=0.01", "did you mean optim.lr?"),
+    ],
+)
+def test_did_you_mean_ranks_by_meaning_within_the_section_first(override, meant):
+    """`optim.learning_rate` once suggested `ensemble.learning_rate` (the same word in
+    another section) instead of `optim.lr` (issue 22)."""
+    with pytest.raises(FoldwiseError) as err:
+        params.validate(tiny_params([override]))
+    assert meant in err.value.fix
+
+
+def test_removing_the_grid_says_how_to_replace_it():
+    """`~sweep.grid` alone crashed with OmegaConf's traceback; the one spelling that
+    replaces the grid works (issue 22)."""
+    with pytest.raises(FoldwiseError) as err:
+        params.validate(tiny_params(["~sweep.grid"]))
+    assert "sweep.grid was removed" in str(err.value)
+    assert "-S '+sweep.grid={model: {hidden: [16, 64]}}'" in err.value.fix
+    cfg = tiny_params(["~sweep.grid", "+sweep.grid={model: {hidden: [16, 64]}}"])
+    params.validate(cfg)
+    assert OmegaConf.to_container(cfg.sweep.grid) == {"model": {"hidden": [16, 64]}}

@@ -22,7 +22,13 @@ def grids(cfg: DictConfig) -> list[dict[str, object]]:
     grid = cfg.sweep.get("grid")
     if grid is None and (cfg.sweep.get("search") or "grid") != "grid":
         return []  # sweep=optuna searches sweep.space instead (foldwise.sweep.trials)
-    grid = cfg.sweep.grid
+    if grid is None:
+        raise FoldwiseError(
+            "params: sweep.grid was removed (~sweep.grid) and no grid replaces it, so there "
+            "is nothing to sweep.",
+            "replace it in one go: -S '~sweep.grid' -S '+sweep.grid={model: {hidden: [16, "
+            "64]}}'; or drop single keys: -S '~sweep.grid.model.hidden'.",
+        )
     subs = list(grid) if OmegaConf.is_list(grid) or isinstance(grid, list | tuple) else [grid]
     out = []
     for i, sub in enumerate(subs):

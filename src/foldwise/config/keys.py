@@ -201,6 +201,16 @@ def check_scheduler(scheduler: Any) -> None:
 SWEEPABLE = ("model.", "optim.", "scheduler.", "trainer.", "ensemble.", "seed")
 
 
+# What users write for a setting foldwise names otherwise (PyTorch's, Lightning's and
+# scikit-learn's words), for "did you mean".
+SYNONYMS = {
+    "learning_rate": "lr", "wd": "weight_decay", "l2": "weight_decay",
+    "epochs": "max_epochs", "n_epochs": "max_epochs", "batch": "batch_size",
+    "bs": "batch_size", "folds": "n_splits", "k": "n_splits", "width": "hidden",
+    "layers": "depth", "n_layers": "depth", "p": "dropout",
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Keys:
     """The settings ``conf/`` defines: leaf keys and the sections above them."""
@@ -209,8 +219,14 @@ class Keys:
     sections: frozenset[str]
 
     def closest(self, key: str, among: Iterable[str] | None = None) -> str | None:
+        """The key meant: a synonym's key in the same section first
+        (``optim.learning_rate`` → ``optim.lr``, not ``ensemble.learning_rate``), then
+        the same name in another section (``model.lr`` → ``optim.lr``), then spelling."""
         pool = sorted(self.leaves if among is None else among)
-        last = key.rsplit(".", 1)[-1]
+        section, _, rest = key.rpartition(".")
+        last = SYNONYMS.get(rest, rest)
+        if section and f"{section}.{last}" in pool:
+            return f"{section}.{last}"
         same_name = [k for k in pool if k.rsplit(".", 1)[-1] == last]  # model.lr -> optim.lr
         if len(same_name) == 1:
             return same_name[0]
