@@ -52,6 +52,18 @@ def check_model_keys(model: Any) -> None:
     )
 
 
+def _takes_every(section: str, keys: Iterable[Any], target: str, fn: Any, skip=()) -> None:
+    """Refuse the first of ``keys`` that ``fn`` (``<section>._target_``) does not take;
+    ``skip``: parameters foldwise passes itself (the optimizer's params, ...)."""
+    from foldwise import targets
+
+    names, any_kw = targets.accepts(fn)
+    names -= set(skip)
+    for key in keys:
+        if not any_kw and key not in names:
+            targets.refuse_argument(section, str(key), target, names, "the -S override that set it")
+
+
 def check_dataset_kwargs(data: Any) -> None:
     """``data._target_`` names a function that takes every data.* key foldwise does not
     read itself (:data:`foldwise.sources.DATASET_KEYS`)."""
@@ -65,11 +77,7 @@ def check_dataset_kwargs(data: Any) -> None:
             "add -S data._target_=<package.module.function> (its arguments: -S +data.<name>=...).",
         )
     fn = targets.resolve(target, "data._target_")
-    names, any_kw = targets.accepts(fn)
-    for key in data:
-        if key in DATASET_KEYS or key in names or any_kw:
-            continue
-        targets.refuse_argument("data", str(key), target, names, "the -S override that set it")
+    _takes_every("data", [k for k in data if k not in DATASET_KEYS], target, fn)
 
 
 def check_optim_kwargs(optim: Any) -> None:
@@ -92,14 +100,12 @@ def check_optim_kwargs(optim: Any) -> None:
             f"params: optim._target_={target} is not a torch.optim.Optimizer class.",
             "name one, e.g. torch.optim.AdamW, or your own subclass of torch.optim.Optimizer.",
         )
-    names, any_kw = models.accepts(cls)
-    names.discard("params")
-    for key in optim:
-        if key in ("_target_", "name") or key in names or any_kw:
-            continue
-        if key == "weight_decay" and not optim[key]:
-            continue  # 0 is not passed
-        models.refuse_argument("optim", str(key), target, names, "the -S override that set it")
+    passed = [
+        k
+        for k in optim
+        if k not in ("_target_", "name") and not (k == "weight_decay" and not optim[k])
+    ]  # fmt: skip  (0 is not passed)
+    _takes_every("optim", passed, target, cls, skip=("params",))
     if "name" in optim:
         raise FoldwiseError(
             f"params: optim._target_={target} was added on top of optim={optim['name']}.",
@@ -144,12 +150,7 @@ def check_scheduler(scheduler: Any) -> None:
             "name one, e.g. torch.optim.lr_scheduler.CosineAnnealingLR, or your own "
             "subclass of torch.optim.lr_scheduler.LRScheduler.",
         )
-    names, any_kw = models.accepts(cls)
-    for key in args:
-        if key not in names and not any_kw:
-            models.refuse_argument(
-                "scheduler", key, str(target), names - {"optimizer"}, "the -S override that set it"
-            )
+    _takes_every("scheduler", args, str(target), cls, skip=("optimizer",))
     interval = scheduler.get("interval", "epoch")
     if interval not in ("epoch", "step"):
         raise FoldwiseError(
