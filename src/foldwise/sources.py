@@ -221,9 +221,7 @@ def row_id(relative: str) -> int:
     return int.from_bytes(hashlib.sha256(relative.encode()).digest()[:8], "big") >> 1
 
 
-def from_image_folder(cfg: DictConfig) -> tuple:
-    """``data.path``'s class folders: features, labels, ids, no groups, image shape."""
-    root = _folder(cfg)
+def _image_settings(cfg: DictConfig) -> tuple[list[int] | None, int]:
     size = [int(v) for v in cfg.size] if cfg.get("size") is not None else None
     channels = int(cfg.get("channels") or 1)
     if channels not in (1, 3):
@@ -231,37 +229,69 @@ def from_image_folder(cfg: DictConfig) -> tuple:
             f"params: data.channels must be 1 (grey) or 3 (RGB), got {channels}.",
             "-S data.channels=1 or -S data.channels=3.",
         )
+    return size, channels
+
+
+def _ordered(root: Path) -> list[tuple[int, Path, str]]:
+    """(row id, file, class) of every image, in row-id order: the table's row order."""
+    found = [(row_id(f.relative_to(root).as_posix()), f, label)
+             for label, files in image_files(root).items() for f in files]  # fmt: skip
+    return sorted(found, key=lambda r: r[0])
+
+
+class ImageFolderRows:
+    """``data.path``'s images as a map-style dataset, decoded on demand: item ``i`` is
+    the table's row ``i`` (row-id order), ``(image [C, H, W], class name)``. What the
+    engine streams (:class:`foldwise.engine.feed.Streamed`) when the images are not held
+    in memory; module level, so DataLoader workers can pickle it."""
+
+    def __init__(self, root: Path, size: list[int] | None, channels: int) -> None:
+        self.size, self.channels = size, channels
+        rows = _ordered(root)
+        self.files = [f for _, f, _ in rows]
+        self.targets = [c for _, _, c in rows]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
+        f = self.files[i]
+        return read_image(f.read_bytes(), f, self.size, self.channels), self.targets[i]
+
+
+def from_image_folder(cfg: DictConfig) -> tuple:
+    """``data.path``'s class folders: features, labels, ids, no groups, image shape."""
+    root = _folder(cfg)
+    size, channels = _image_settings(cfg)
     images, labels, ids, seen = [], [], [], {}
-    for label, files in image_files(root).items():
-        for f in files:
-            data = f.read_bytes()
-            digest = hashlib.sha256(data).digest()
-            if digest in seen:
-                raise FoldwiseError(
-                    f"data.path: {seen[digest]} and {f} are the same image (identical bytes): "
-                    "one image would be two rows, possibly on both sides of a split.",
-                    "remove one of them.",
-                )
-            seen[digest] = f
-            arr = read_image(data, f, size, channels)
-            if images and arr.shape != images[0].shape:
-                first = next(iter(seen.values()))
-                raise FoldwiseError(
-                    f"data.path: images differ in size ({first}: {list(images[0].shape[1:])}, "
-                    f"{f}: {list(arr.shape[1:])}) and data.size is not set.",
-                    "resize them all on reading: -S data.size=[28,28] (height, width).",
-                )
-            images.append(arr)
-            labels.append(label)
-            ids.append(row_id(f.relative_to(root).as_posix()))
-    order = np.argsort(np.asarray(ids, dtype=np.int64), kind="stable")
-    stacked = np.stack([images[i] for i in order])
-    flat = stacked.reshape(len(order), -1)
+    for rid, f, label in _ordered(root):
+        data = f.read_bytes()
+        digest = hashlib.sha256(data).digest()
+        if digest in seen:
+            raise FoldwiseError(
+                f"data.path: {seen[digest]} and {f} are the same image (identical bytes): "
+                "one image would be two rows, possibly on both sides of a split.",
+                "remove one of them.",
+            )
+        seen[digest] = f
+        arr = read_image(data, f, size, channels)
+        if images and arr.shape != images[0].shape:
+            first = next(iter(seen.values()))
+            raise FoldwiseError(
+                f"data.path: images differ in size ({first}: {list(images[0].shape[1:])}, "
+                f"{f}: {list(arr.shape[1:])}) and data.size is not set.",
+                "resize them all on reading: -S data.size=[28,28] (height, width).",
+            )
+        images.append(arr)
+        labels.append(label)
+        ids.append(rid)
+    stacked = np.stack(images)
+    flat = stacked.reshape(len(images), -1)
     features = pd.DataFrame(flat, columns=[f"x{i}" for i in range(flat.shape[1])], copy=False)
     return (
         features,
-        pd.Series([labels[i] for i in order]),
-        pd.Series(np.asarray(ids, dtype=np.int64)[order]),
+        pd.Series(labels),
+        pd.Series(np.asarray(ids, dtype=np.int64)),
         {},
         [int(v) for v in stacked.shape[1:]],
     )

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from foldwise.engine.feed import Streamed
 from foldwise.engine.loop import EpochInfo, StackTrainer, fit_stack
 from foldwise.engine.plan import Footprint, footprint, plan_stacks
 from foldwise.engine.stack import Stack
@@ -30,7 +31,9 @@ from foldwise.engine.task import Hyper, Outcome, Task, cycles_momentum, prepare
 #      (garbage masks), and a diverged model's train_loss could read NaN (issue 16).
 VERSION = 2
 
-__all__ = ["VERSION", "EpochInfo", "Hyper", "Outcome", "Task", "device_for", "plan", "train"]
+__all__ = [
+    "VERSION", "EpochInfo", "Hyper", "Outcome", "Streamed", "Task", "device_for", "plan", "train",
+]  # fmt: skip
 
 # Lightning's start-up chatter ("GPU available: ...", tips) would repeat for every stack.
 for _name in ("pytorch_lightning", "lightning.fabric", "lightning_fabric"):
@@ -190,17 +193,35 @@ def _on_device(x: np.ndarray, y: np.ndarray, device: torch.device, dtype) -> tup
 
 
 def build_stack(
-    tasks: list[Task], x: np.ndarray, y: np.ndarray, meta, device, dtype, **trainer_kw
+    tasks: list[Task],
+    x: np.ndarray | Streamed,
+    y: np.ndarray,
+    meta,
+    device,
+    dtype,
+    **trainer_kw,
 ) -> StackTrainer:
     """One stack of ``tasks`` ready to fit: rows and scalers prepared, networks built and
     stacked on ``device``; ``trainer_kw`` go to :class:`StackTrainer`."""
-    xt, yt = _on_device(x, y, device, dtype)
     regression = getattr(meta, "regression", False)
+    image_shape = getattr(meta, "image_shape", None)
+    streamed = isinstance(x, Streamed)
+    if streamed:
+        xt = x
+        yt = torch.tensor(y, dtype=dtype if y.dtype.kind == "f" else torch.int64, device=device)
+    else:
+        xt, yt = _on_device(x, y, device, dtype)
     prepared = [
-        prepare(t, x, y if t.targets is None else t.targets, regression=regression,
-                image_shape=getattr(meta, "image_shape", None))
+        prepare(t, None if streamed else x, y if t.targets is None else t.targets,
+                regression=regression, image_shape=image_shape)
         for t in tasks
     ]  # fmt: skip
+    if streamed:  # one pass over the stack's fit rows per kind of standardisation
+        for how in dict.fromkeys(t.normalize for t in tasks):
+            ms = [m for m, t in enumerate(tasks) if t.normalize == how]
+            stats = x.standardise([prepared[m].fit for m in ms], how, image_shape)
+            for m, (mean, scale) in zip(ms, stats, strict=True):
+                prepared[m].mean, prepared[m].scale = mean, scale
     modules = [_build(t, meta).to(dtype) for t in tasks]
     solo = "_target_" in tasks[0].model and stack_problem(tasks[0], meta) is not None
     if solo:  # its own random ops draw from the global generator: seed it by the task

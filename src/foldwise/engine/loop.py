@@ -28,6 +28,7 @@ from torch import Tensor
 
 from foldwise import faults, threads
 from foldwise.engine import optim
+from foldwise.engine.feed import Streamed
 from foldwise.engine.metrics import Classifier, Head, Regressor
 from foldwise.engine.stack import DropoutMasks, Stack
 from foldwise.engine.task import Outcome, Prepared, Task, cycles_momentum
@@ -66,7 +67,8 @@ class _Batches:
     Model ``m`` permutes its own fit rows with its own generator (seeded with the task
     seed, as a shuffled ``DataLoader`` with that generator would) and walks them in
     steps of ``batch``; a model with fewer rows runs out of steps earlier and is
-    inactive on the remaining ones. Each item is ``(idx [M, B], w [M, B], active)``.
+    inactive on the remaining ones. Each item is ``(idx [M, B], w [M, B], active)``, and
+    with streamed rows also ``(local, block)``: the step's union of rows, loaded ahead.
     """
 
     def __init__(self, owner: StackTrainer) -> None:
@@ -94,8 +96,13 @@ class _Batches:
             w[:, m] = wf.reshape(steps, b)
         active = w.sum(-1) > 0
         idx_t, w_t = torch.from_numpy(idx), torch.from_numpy(w)
-        for s in range(steps):
-            yield idx_t[s], w_t[s], torch.from_numpy(active[s])
+        if o.feed is None:
+            for s in range(steps):
+                yield idx_t[s], w_t[s], torch.from_numpy(active[s])
+            return
+        blocks = o.feed.blocks([idx_t[s] for s in range(steps)])
+        for s, (local, block) in enumerate(blocks):
+            yield idx_t[s], w_t[s], torch.from_numpy(active[s]), local, block
 
 
 class StackTrainer(pl.LightningModule):
@@ -106,7 +113,7 @@ class StackTrainer(pl.LightningModule):
         tasks: list[Task],
         prepared: list[Prepared],
         stack: Stack,
-        x: Tensor,
+        x: Tensor | Streamed,
         y: Tensor,
         n_classes: int,
         *,
@@ -135,6 +142,11 @@ class StackTrainer(pl.LightningModule):
         self.eval_budget = eval_budget
         self.act_width = act_width or 4 * int(x.shape[1])  # activations per row, all layers
         dtype = stack.weights[0].dtype
+        # Streamed rows (engine/feed.py): ``x`` is then empty, and steps and scoring read
+        # blocks of rows through the feed's DataLoader.
+        self.feed = x if isinstance(x, Streamed) else None
+        if self.feed is not None:
+            x = torch.zeros((0, self.feed.n_features), device=y.device)
         self.register_buffer("x", x.to(dtype), persistent=False)
         self.register_buffer("y", y, persistent=False)
         mean = np.stack([p.mean for p in prepared])
@@ -251,10 +263,22 @@ class StackTrainer(pl.LightningModule):
         self._epoch_lr = {m: self.schedules.current(m) for m in self.schedules.items}
         self.stack.train()
 
-    def _inputs(self, idx: Tensor, models: Tensor | None = None) -> Tensor:
+    def _inputs(self, idx: Tensor, models: Tensor | None = None, block=None) -> Tensor:
+        """Standardised features of each model's rows ``idx`` [m, B]; ``block``: a
+        streamed ``(local, rows)`` pair holding them (``rows[local]``, local [m, B])."""
         mean = self.mean if models is None else self.mean.index_select(0, models)
         scale = self.scale if models is None else self.scale.index_select(0, models)
-        return (self.x[idx] - mean.unsqueeze(1)) / scale.unsqueeze(1)
+        x = self.x[idx] if block is None else block[1].to(self.x.dtype)[block[0]]
+        return (x - mean.unsqueeze(1)) / scale.unsqueeze(1)
+
+    def _chunks(self, idx: Tensor, chunk: int):
+        """``idx`` [m, L] in column chunks, each with its streamed block (None in memory)."""
+        parts = [idx[:, a : a + chunk] for a in range(0, idx.shape[1], chunk)]
+        if self.feed is None:
+            yield from ((a * chunk, i, None) for a, i in enumerate(parts))
+            return
+        for a, (i, (local, rows)) in enumerate(zip(parts, self.feed.blocks(parts), strict=True)):
+            yield a * chunk, i, (local, rows.to(self.x.device))
 
     @staticmethod
     def _rows_of(table: Tensor, idx: Tensor, models: Tensor | None) -> Tensor:
@@ -266,7 +290,8 @@ class StackTrainer(pl.LightningModule):
         return self.y[idx] if self.row_y is None else self._rows_of(self.row_y, idx, models)
 
     def training_step(self, batch, batch_idx):
-        idx, w, active = batch
+        idx, w, active, *block = batch
+        block = tuple(block) or None
         flags = active.tolist()
         masks = self.dropout.draw(flags)
         sub = None
@@ -281,7 +306,11 @@ class StackTrainer(pl.LightningModule):
             idx, w = idx.index_select(0, sub), w.index_select(0, sub)
             masks = masks and {k: m.index_select(0, sub) for k, m in masks.items()}
         params = None if sub is None else self.stack.params(sub)
-        out = self.head.outputs(self.stack(self._inputs(idx, sub), masks, params=params), sub)
+        if block is not None and sub is not None:
+            block = (block[0].index_select(0, sub), block[1])
+        out = self.head.outputs(
+            self.stack(self._inputs(idx, sub, block), masks, params=params), sub
+        )
         y = self._targets(idx, sub)
         losses = self.head.loss(out, y)
         weighted = (
@@ -386,9 +415,11 @@ class StackTrainer(pl.LightningModule):
         params = self.stack.state(models) if params is None else params
         counts = self.head.counts(len(models), self.x.device)
         chunk = max(64, self.eval_budget // max(1, len(models) * self.act_width))
-        for a in range(0, idx.shape[1], chunk):
-            i, ww = idx[:, a : a + chunk], w[:, a : a + chunk]
-            out = self.head.outputs(self.stack(self._inputs(i, models), params=params), models)
+        for a, i, block in self._chunks(idx, chunk):
+            ww = w[:, a : a + chunk]
+            out = self.head.outputs(
+                self.stack(self._inputs(i, models, block), params=params), models
+            )
             yi = self._targets(i, models)
             counts.add(self.head.loss(out, yi), out, yi, ww)
         self.stack.train(was_training)
@@ -408,9 +439,10 @@ class StackTrainer(pl.LightningModule):
         chunk = max(64, self.eval_budget // max(1, len(models) * self.act_width))
         preds, losses, probs, full = [], [], [], []
         proba = proba and isinstance(self.head, Classifier)
-        for a in range(0, idx.shape[1], chunk):
-            i = idx[:, a : a + chunk]
-            out = self.head.outputs(self.stack(self._inputs(i, models), params=params), models)
+        for _, i, block in self._chunks(idx, chunk):
+            out = self.head.outputs(
+                self.stack(self._inputs(i, models, block), params=params), models
+            )
             pred, prob = self.head.decide(out)
             preds.append(pred)
             losses.append(self.head.loss(out, self._targets(i, models)))

@@ -171,10 +171,16 @@ def standardise(xf: np.ndarray, how: str, image_shape=None) -> tuple[np.ndarray,
 
 
 def prepare(
-    task: Task, x: np.ndarray, y: np.ndarray, *, regression: bool = False, image_shape=None
+    task: Task,
+    x: np.ndarray | None,
+    y: np.ndarray,
+    *,
+    regression: bool = False,
+    image_shape=None,
 ) -> Prepared:
     """Inner split (seeded; for classification stratified when every class has two rows
-    and both sides can hold a row of every class present) and the scalers.
+    and both sides can hold a row of every class present) and the scalers (left empty
+    when ``x`` is None: streamed rows, whose statistics :mod:`.feed` accumulates).
 
     The inner split is drawn over the task's *distinct* training rows, so a row drawn
     several times (bootstrap) is either all fit or all inner, never both.
@@ -200,7 +206,10 @@ def prepare(
             fit = np.repeat(fit_rows, count.loc[fit_rows].to_numpy())
     else:
         fit, inner = np.asarray(task.train), None
-    mean, scale = standardise(x[fit], task.normalize, image_shape)
+    if x is None:
+        mean = scale = np.zeros(0)
+    else:
+        mean, scale = standardise(x[fit], task.normalize, image_shape)
     target = {}
     if regression:
         yf = y[fit].astype(np.float64)

@@ -1,0 +1,156 @@
+"""Where a stack reads its rows' features: one tensor in memory, or a ``Dataset`` streamed
+through a ``DataLoader``.
+
+In memory (the default), the engine holds every row as one tensor ``x`` [N, F] and a
+step gathers ``x[idx]``. :class:`Streamed` is for data that does not fit: the engine
+never holds more than a few *blocks*. Every step, or every chunk of rows scored, loads
+the **union** of the rows its models need (``torch.unique`` of ``idx`` [M, B]) through a
+``DataLoader`` (worker processes, pinned memory, prefetch), and each model takes its own
+rows from that block (``block[local]``, ``local`` being ``idx``'s positions in the
+union). The per-model row order and a bootstrap row's multiplicity are ``idx``'s, as in
+memory, so a model computes the same numbers from the same values: in float64 the two
+paths agree to rounding (tests/test_feed.py).
+
+Standardisation statistics, which in memory come from ``x[fit]``, are accumulated over
+the union of the stack's fit rows in one streamed pass (:meth:`Streamed.standardise`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+
+class _Flat(Dataset):
+    """Item ``i`` of the user's dataset as a flat tensor: its features (the ``x`` of an
+    ``(x, y)`` item); a float item keeps its precision, anything else becomes float32,
+    as the in-memory table holds it."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Tensor:
+        item = self.dataset[i]
+        if isinstance(item, tuple | list):
+            item = item[0]
+        t = torch.as_tensor(np.asarray(item)).reshape(-1)
+        return t if t.is_floating_point() else t.float()
+
+
+@dataclass
+class Streamed:
+    """Rows read on demand from a map-style ``dataset``: item ``i`` is row ``i`` (its
+    features, or ``(features, label)``); the labels stay in memory, as ``y``.
+
+    ``workers`` loader processes (0: in the training process), each ``prefetch`` blocks
+    ahead; ``block_rows`` bounds a scoring or statistics block.
+    """
+
+    dataset: Any
+    n_features: int
+    workers: int = 0
+    prefetch: int = 2
+    block_rows: int = 4096
+    pin_memory: bool = False
+
+    def __post_init__(self) -> None:
+        self._flat = _Flat(self.dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.dataset), self.n_features)
+
+    def load(self, unions: Sequence[Tensor]) -> Iterator[Tensor]:
+        """The features of each sorted row list in ``unions`` [u, F], in order,
+        ``prefetch`` blocks ahead in ``workers`` processes."""
+        if not unions:
+            return iter(())
+        loader = DataLoader(
+            self._flat,
+            batch_sampler=[u.tolist() for u in unions],
+            num_workers=self.workers,
+            pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch if self.workers else None,
+        )
+        return iter(loader)
+
+    def blocks(self, chunks: Sequence[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
+        """For each ``chunk`` [m, L] of row positions: ``(local, block)``, with
+        ``block[local]`` the chunk's features [m, L, F]."""
+        unions = [torch.unique(c.cpu()) for c in chunks]
+        for c, u, block in zip(chunks, unions, self.load(unions), strict=True):
+            yield torch.searchsorted(u.to(c.device), c), block
+
+    def standardise(
+        self, fits: list[np.ndarray], how: str, image_shape=None
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each task's ``(mean, scale)`` over its fit rows ``fits[m]`` (with
+        multiplicity), as :func:`foldwise.engine.task.standardise` computes them from
+        ``x[fit]``, in one pass over the union of the fit rows.
+
+        Sums are taken in float64 around a pilot mean (the first block's), so the
+        one-pass variance does not cancel: it agrees with the two-pass one to rounding.
+        """
+        d = self.n_features
+        if how == "none":
+            return [(np.zeros(d), np.ones(d)) for _ in fits]
+        if how == "channel":
+            if not image_shape:
+                raise ValueError("normalize=channel needs images (an image_shape)")
+            c = int(image_shape[0])
+        union = np.unique(np.concatenate(fits))
+        pos = {m: np.searchsorted(union, f) for m, f in enumerate(fits)}
+        counts = np.stack([np.bincount(p, minlength=len(union)) for p in pos.values()])
+        width = c if how == "channel" else d
+        s1 = np.zeros((len(fits), width))
+        s2 = np.zeros((len(fits), width))
+        pilot = None
+        starts = range(0, len(union), self.block_rows)
+        pieces = [torch.from_numpy(union[a : a + self.block_rows]) for a in starts]
+        for a, block in zip(starts, self.load(pieces), strict=True):
+            xb = block.double().numpy()
+            if how == "feature":  # the in-memory scaler reads float32 values
+                xb = xb.astype(np.float32).astype(np.float64)
+            if how == "channel":
+                xb = xb.reshape(len(xb), c, -1)
+            if pilot is None:
+                pilot = xb.mean(0) if how != "channel" else xb.mean((0, 2))
+            cb = counts[:, a : a + len(xb)].astype(np.float64)
+            if how == "channel":
+                dev = xb - pilot[None, :, None]
+                s1 += cb @ dev.sum(2)
+                s2 += cb @ (dev**2).sum(2)
+            else:
+                dev = xb - pilot
+                s1 += cb @ dev
+                s2 += cb @ dev**2
+        n = counts.sum(1, keepdims=True).astype(np.float64)
+        if how == "channel":
+            n = n * (d // c)
+        shift = s1 / n
+        mean = pilot + shift
+        var = np.maximum(s2 / n - shift**2, 0.0)
+        eps = np.finfo(np.float64).eps
+        # StandardScaler's rule: a (near-)constant feature is scaled by 1
+        constant = var <= n * eps * var + (n * mean * eps) ** 2
+        std = np.where(constant, 1.0, np.sqrt(var)) if how == "feature" else np.sqrt(var)
+        out = []
+        for m in range(len(fits)):
+            if how == "channel":
+                sd = np.where(std[m] == 0, 1.0, std[m])
+                out.append((np.repeat(mean[m], d // c), np.repeat(sd, d // c)))
+            else:
+                out.append((mean[m], std[m]))
+        return out
