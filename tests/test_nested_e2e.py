@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -45,6 +46,22 @@ def test_nested_cv_end_to_end(tmp_path):
     assert report["nested"]["mean"] == pytest.approx(
         report["plain"]["mean"] - report["optimism"]["mean"]
     )
+    # Tibshirani–Tibshirani, recomputed here from the sweep's result files with numpy
+    tt = cv["optimism"]
+    scores = {
+        label: [
+            json.loads((project.path / f"results/sweep/jobs/{e['config']}-fold{k}.json")
+                       .read_text())["metrics"]["val_f1"]
+            for k in range(3)
+        ]
+        for label, e in cv["configs"].items()
+    }  # fmt: skip
+    labels, m = list(scores), np.array(list(scores.values()))
+    winner = labels.index(selected["label"])  # best_mean: ties broken by the aggregate
+    assert tt["winner"] == selected["label"] and m[winner].mean() == m.mean(axis=1).max()
+    assert tt["bias"] == pytest.approx(np.mean(m.max(axis=0) - m[winner]))
+    assert tt["corrected"] == pytest.approx(m[winner].mean() - tt["bias"])
+    assert "optimism of " in out.stdout and "Tibshirani & Tibshirani 2009" in out.stdout
 
     # MLflow: sweep run → nested run → one outer-fold run per outer fold with its inner table
     c = MlflowClient(uri)
@@ -52,6 +69,9 @@ def test_nested_cv_end_to_end(tmp_path):
     (nest,) = by_type["nested"]
     assert nest.data.tags["mlflow.parentRunId"] == by_type["sweep"][0].info.run_id
     assert nest.data.metrics["optimism_val_f1_mean"] == pytest.approx(report["optimism"]["mean"])
+    sweep = by_type["sweep"][0].data.metrics
+    assert sweep["best_val_f1_optimism_tt"] == pytest.approx(tt["bias"])
+    assert sweep["best_val_f1_corrected_tt"] == pytest.approx(tt["corrected"])
     outer = by_type["outer_fold"]
     assert len(outer) == 3
     for r in outer:

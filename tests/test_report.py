@@ -216,6 +216,36 @@ def test_nested_section_only_when_enabled():
     assert "has not run" in sections(html.render(classification(nested=None)))["nested"]
 
 
+def test_tibshirani_optimism_in_the_leaderboard_and_beside_nested_cv():
+    tt = {
+        "method": "Tibshirani & Tibshirani (2009)", "metric": "val_f1", "bias": 0.0123,
+        "cv": 0.91, "corrected": 0.91 - 0.0123, "winner": SELECTED, "n_configs": 2,
+        "n_folds": 3,
+    }  # fmt: skip
+    inp = classification()
+    inp.cv_metrics["optimism"] = tt
+    page = html.render(inp)
+    board = sections(page)["leaderboard"]
+    assert "Tibshirani &amp; Tibshirani (2009): +0.0123 val_f1" in board
+    assert "Corrected val_f1 = CV − bias = 0.8977 (plain 0.9100)" in board
+    assert "Nested CV measured" not in board
+    assert "+0.0123" in page.split("<section")[0]  # a card above the sections
+    nested = {
+        "enabled": True, "metric": "val_f1", "nested": stats(0.87), "plain": stats(0.91),
+        "optimism": {**stats(0.04), "ci_low": 0.01, "ci_high": 0.07},
+        "winners": {SELECTED: 3}, "outer": [],
+    }  # fmt: skip
+    inp.nested = nested
+    parts = sections(html.render(inp))
+    assert "Nested CV measured +0.0400 [+0.0100, +0.0700] for the selection" in parts["leaderboard"]
+    assert "Tibshirani–Tibshirani (from the plain CV folds of" in parts["nested"]
+    assert "+0.0123" in parts["nested"] and "+0.0400" in parts["nested"]
+    # a loss is corrected upwards
+    inp = classification()
+    inp.cv_metrics["optimism"] = {**tt, "metric": "val_loss", "cv": 0.3, "corrected": 0.3123}
+    assert "val_loss = CV + bias = 0.3123" in sections(html.render(inp))["leaderboard"]
+
+
 def test_regression_without_confusion_matrix_and_lower_is_better_metric():
     """As the regression pipeline writes it: MSE/MAE/R² scores, the curves' task-neutral
     ``score`` column (R²), a squared-loss decomposition, a header-only confusion file."""

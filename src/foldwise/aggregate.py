@@ -24,6 +24,7 @@ from foldwise.errors import FoldwiseError
 from foldwise.methods import resampling
 from foldwise.methods.compare import Comparison, compare, indistinguishable
 from foldwise.methods.diagnosis import Diagnosis, diagnose
+from foldwise.methods.optimism import in_words, tibshirani_bias
 from foldwise.methods.resampling import scores_of
 from foldwise.methods.resampling import t_summary as summarize
 from foldwise.scores import higher_is_better
@@ -235,6 +236,30 @@ def verdict(summaries: Sequence[ConfigSummary], selected: ConfigSummary, metric:
         f"The selected configuration beats the closest rival, {r.label}, on {metric} by "
         f"{c.mean:+.4f} (95% CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]; {odds})."
     )
+
+
+def optimism(summaries: Sequence[ConfigSummary], metric: str) -> dict[str, Any] | None:
+    """Tibshirani & Tibshirani's (2009) estimate of how much the best mean flatters its
+    configuration (:mod:`foldwise.methods.optimism`), from the complete configurations'
+    per-fold scores; None when the scheme has no paired per-fold scores.
+
+    θ̂ is the best-mean configuration (the paper's definition, whatever ``selection.rule``
+    chose): the one whose CV score the maximum over configurations inflated."""
+    done = [s for s in summaries if s.complete]
+    if not done or any(len(s.values.get(metric, [])) < 2 for s in done):
+        return None
+    best = best_mean(done, metric)
+    k = len(best.values[metric])
+    rows = [s for s in done if len(s.values[metric]) == k]  # every row on the same folds
+    est = tibshirani_bias(
+        [s.values[metric] for s in rows],
+        higher_is_better=higher_is_better(metric),
+        winner=rows.index(best),
+    )
+    out = est.to_dict()
+    out["fold_winners"] = [rows[i].label for i in est.fold_winners]
+    out["winner"] = best.label
+    return {"method": "Tibshirani & Tibshirani (2009)", "metric": metric, **out}
 
 
 def select(
@@ -464,6 +489,9 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             if best is not selected
             else f"{rule}: the best mean is also the simplest within one standard error"
         )
+    tt = optimism(summaries, metric)
+    if tt is not None:
+        doc["optimism"] = tt
     write_json(layout.cv_metrics, doc)
     chosen = headline.cv(metric, selected.stats[metric], selected.overrides)
     headline.write(layout.headline("cv"), chosen)
@@ -519,6 +547,14 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         if s.complete:
             values["cv_rank"] = rank
         tracking.log(c, s.run_id, metrics=values, tags=tags)
+    tt_metrics = (
+        {}
+        if tt is None
+        else {
+            f"best_{metric}_optimism_tt": tt["bias"],
+            f"best_{metric}_corrected_tt": tt["corrected"],
+        }
+    )
     tracking.log(
         c,
         session.doc["sweep_run_id"],
@@ -528,6 +564,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
                 f"selected_{metric}_mean": selected.stats[metric]["mean"],
                 f"selected_{metric}_se": selected.stats[metric]["se"],
                 "configs_incomplete": sum(not s.complete for s in summaries),
+                **tt_metrics,
             }.items()
             if v == v  # no NaN: a scheme without a standard error logs none
         },
@@ -544,6 +581,8 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             print(f"[aggregate] fit · {s.label}: {s.fit.verdict} — {s.fit.reason}")
     if sentence:
         print(f"[aggregate] {sentence}")
+    if tt is not None:
+        print(f"[aggregate] {in_words(tt, higher_is_better(metric))}")
     if selection["incomplete"]:
         print(f"[aggregate] incomplete (not selectable): {', '.join(selection['incomplete'])}")
     st = selected.stats[metric]

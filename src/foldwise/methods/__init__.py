@@ -8,4 +8,6 @@ holds), so tests can call them on hand-made outcomes:
   a row bootstrap for a single holdout.
 - :mod:`~foldwise.methods.bootstrap632`: Efron & Tibshirani's leave-one-out bootstrap,
   .632 and .632+ estimates.
+- :mod:`~foldwise.methods.optimism`: Tibshirani & Tibshirani's (2009) bias of the winner's
+  CV score, from the configuration × fold score matrix.
 """

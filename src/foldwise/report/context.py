@@ -90,6 +90,36 @@ def _verdict(inp: Inputs) -> Any:
     return (inp.cv_metrics or {}).get("verdict") or inp.selection.get("verdict")
 
 
+def _tt(inp: Inputs) -> dict[str, Any]:
+    """The Tibshirani–Tibshirani optimism estimate of cv_metrics.json ({} if none)."""
+    return (inp.cv_metrics or {}).get("optimism") or {}
+
+
+def optimism_text(inp: Inputs) -> str:
+    """The Tibshirani–Tibshirani estimate in words, beside nested CV's when it ran."""
+    tt = _tt(inp)
+    if not tt:
+        return ""
+    metric = tt.get("metric", "?")
+    way = "CV − bias" if higher_is_better(metric, inp) else "CV + bias"
+    text = (
+        f"Optimism of the best mean ({tt.get('winner', '?')}), Tibshirani & Tibshirani "
+        f"(2009): {num(tt.get('bias'), sign=True)} {metric}, the mean over its "
+        f"{tt.get('n_folds', '?')} folds of how far each fold's best of the "
+        f"{tt.get('n_configs', '?')} configurations beat it (positive: plain CV flatters "
+        f"the winner). Corrected {metric} = {way} = {num(tt.get('corrected'))} (plain "
+        f"{num(tt.get('cv'))}); no interval, and no extra training."
+    )
+    nested = inp.nested or {}
+    o = nested.get("optimism") or {}
+    if nested.get("enabled") and nested.get("metric") == metric and o:
+        text += (
+            f" Nested CV measured {num(o.get('mean'), sign=True)} "
+            f"{interval(o.get('ci_low'), o.get('ci_high'), True)} for the selection."
+        )
+    return text
+
+
 # ── sections ──────────────────────────────────────────────────────────────────────
 
 
@@ -121,14 +151,23 @@ def summary(inp: Inputs) -> list[tuple[str, str, str]]:
     else:
         word = "locked" if state == "closed" else "refused"
         cards.append(("test set", word, f"{word} for this selection: see Test below"))
-    nested = inp.nested or {}
+    nested, tt = inp.nested or {}, _tt(inp)
+    also = f"; Tibshirani–Tibshirani {num(tt.get('bias'), sign=True)}" if tt else ""
     if nested.get("enabled"):
         o = nested.get("optimism") or {}
         cards.append(
             (
                 "optimism of plain CV",
                 num(o.get("mean"), sign=True),
-                f"nested CV, interval {interval(o.get('ci_low'), o.get('ci_high'), True)}",
+                f"nested CV, interval {interval(o.get('ci_low'), o.get('ci_high'), True)}" + also,
+            )
+        )
+    elif tt:
+        cards.append(
+            (
+                "optimism of plain CV",
+                num(tt.get("bias"), sign=True),
+                "Tibshirani–Tibshirani estimate from the folds (no interval)",
             )
         )
     return cards
@@ -271,6 +310,7 @@ def leaderboard(inp: Inputs) -> dict[str, Any]:
         "table": Table(head, rows, text=(1, len(head) - 2), row_classes=classes),
         "method": (inp.cv_metrics or {}).get("method") or sel.get("method", ""),
         "verdict": _verdict(inp),
+        "optimism": optimism_text(inp),
     }
     if any(e.get("vs_selected") for _, e in rows_in):
         out["versus"] = (
@@ -419,6 +459,15 @@ def nested_section(inp: Inputs) -> dict[str, Any]:
             ("optimism", n.get("optimism") or {}),
         )
     ]
+    tt = _tt(inp)
+    if tt.get("metric") == metric:
+        rows.append(
+            [
+                f"optimism, Tibshirani–Tibshirani (from the plain CV folds of {tt.get('winner')})",
+                num(tt.get("bias"), sign=True),
+                "–",
+            ]
+        )
     outer = n.get("outer") or []
     return {
         "anchor": anchor,
