@@ -106,7 +106,7 @@ def summarize_config(
         summary.fit = diagnose(
             ok, metric=str(diagnosis.get("metric") or ("r2" if is_regression(ok) else "f1")),
             max_epochs=int(conf.get("max_epochs") or max(r["epochs_trained"] for r in ok)),
-            rules=rules,
+            rules=rules, seed=seed,
         )  # fmt: skip
     if kind in COMPARABLE:
         summary.values = {
@@ -543,7 +543,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             tags[f"{tracking.TAG}fit"] = s.fit.verdict
             tags[f"{tracking.TAG}fit_reason"] = s.fit.reason
             values.update({f"fit_{k}": v for k, v in s.fit.to_dict().items()
-                           if isinstance(v, float)})  # fmt: skip
+                           if isinstance(v, float) and v == v})  # fmt: skip
         if s.complete:
             values["cv_rank"] = rank
         tracking.log(c, s.run_id, metrics=values, tags=tags)

@@ -1,4 +1,4 @@
-"""Fit diagnosis: underfitting, overfitting or a good fit, from a configuration's curves.
+"""Fit diagnosis: no better than chance, underfitting, overfitting or a good fit.
 
 Evidence, per fold, from the per-epoch training and validation curves (the validation
 rows never train or stop anything) and the final scores of the returned model:
@@ -13,8 +13,22 @@ rows never train or stop anything) and the final scores of the returned model:
   minimum (``(last − min) / min``), and ``gap_growth``: how much the loss gap
   (validation − training loss) grew from the epoch of that minimum to the end.
 
-Rules, applied to the median over folds (thresholds in ``conf/diagnosis/default.yaml``):
+- ``chance``: what the fold's validation predictions score when shuffled against its
+  validation labels — the expected score of predictions that carry no information about
+  the labels (closed form: ``Σ_c n_c·m_c/n²`` for accuracy, ``mean_c 2·n_c·m_c/(n·(n_c+m_c))``
+  for macro-F1 with n_c true and m_c predicted rows of class c, ``1 − (1/n)ΣᵢΣⱼ(yⱼ−ŷᵢ)²/
+  Σ(y−ȳ)²`` for R²), and a permutation test of the mean validation score over folds
+  against it (labels shuffled within each fold, 999 times, seeded).
 
+Train and validation scores and their gap are means over folds — the numbers of the
+leaderboard's ``train_*`` and ``gap_*`` columns, so a sentence never contradicts them;
+the curve evidence is the median over folds (robust to one odd fold). Rules, in order
+(thresholds in ``conf/diagnosis/default.yaml``):
+
+0. **no better than chance** — the permutation test cannot tell the mean validation
+   score from shuffled labels' (p ≥ 0.05): whatever the curves say, the model has
+   learnt nothing about the labels that generalizes (pure-noise labels, a leak-free
+   target the features cannot predict, a constant predictor).
 1. **overfitting** — ``val_rise ≥ overfit_rise`` and ``gap_growth ≥ overfit_gap_growth``:
    validation loss climbs after its minimum while the gap widens (memorising noise).
    With early stopping on, the returned model is the one at the minimum: the verdict
@@ -22,7 +36,9 @@ Rules, applied to the median over folds (thresholds in ``conf/diagnosis/default.
 2. **underfitting** — training and validation scores both below ``poor_score`` with a
    gap below ``small_gap`` (too little capacity), or at least ``improving_share`` of the
    folds were still improving at ``max_epochs`` (too little training).
-3. **good fit** otherwise.
+3. **good fit** otherwise — better than chance, by the margin the reason states.
+
+Results without stored validation predictions (hand-made ones) skip rule 0.
 
 For regression the "loss" above is ``1 − R²`` (the MSE over the scored rows' variance):
 the MSE itself has the target's units, so absolute thresholds such as ``improving_slope``
@@ -49,14 +65,21 @@ DEFAULTS: dict[str, float] = {
 }
 
 
+# Permutations of each fold's validation labels for the chance test, and its level.
+PERMUTATIONS = 999
+CHANCE_ALPHA = 0.05
+
+
 @dataclass(frozen=True)
 class Diagnosis:
-    verdict: str  # "overfitting" | "underfitting" | "good fit"
+    verdict: str  # "no better than chance" | "overfitting" | "underfitting" | "good fit"
     reason: str  # the rule that fired, in words, with its numbers
-    train_score: float  # medians over folds
+    train_score: float  # means over folds
     val_score: float
-    gap: float
-    val_rise: float
+    gap: float  # mean over folds of train − validation score
+    chance_score: float  # mean over folds of the shuffled-labels expectation (NaN: none)
+    chance_p: float  # permutation p-value of val_score against chance (NaN: none)
+    val_rise: float  # the curve evidence below: medians over folds
     gap_growth: float
     min_epoch: float  # epoch of the validation-loss minimum
     still_improving: float  # share of folds
@@ -71,6 +94,74 @@ def _slope(values: Sequence[float]) -> float:
         return 0.0
     x = np.arange(len(y), dtype=float)
     return float(np.polyfit(x, y, 1)[0])
+
+
+def chance_score(y: np.ndarray, pred: np.ndarray, metric: str) -> float:
+    """Expected ``metric`` of ``pred`` against a uniformly random permutation of ``y``
+    (closed forms in the module doc); NaN for a metric without one."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    n = len(y)
+    if metric == "r2":
+        y, pred = y.astype(float), pred.astype(float)
+        ss_tot = float(((y - y.mean()) ** 2).sum())
+        if n < 2 or ss_tot == 0:
+            return float("nan")
+        expected_res = float(((y[None, :] - pred[:, None]) ** 2).sum()) / n
+        return 1 - expected_res / ss_tot
+    if metric not in ("acc", "f1"):
+        return float("nan")
+    labels = np.union1d(y, pred)  # scikit-learn's macro label set: classes in y or pred
+    n_true = np.array([(y == c).sum() for c in labels], dtype=float)
+    n_pred = np.array([(pred == c).sum() for c in labels], dtype=float)
+    if metric == "acc":
+        return float((n_true * n_pred).sum() / n**2)
+    return float(np.mean(2 * n_true * n_pred / (n * (n_true + n_pred))))
+
+
+def permuted_scores(y: np.ndarray, pred: np.ndarray, metric: str, perms: np.ndarray) -> np.ndarray:
+    """``metric`` of ``pred`` against ``y[perms[b]]`` for each row b of ``perms``
+    (vectorised macro-F1, accuracy or R²: scikit-learn's definitions)."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    yp = y[perms]
+    if metric == "r2":
+        y, yp, pred = y.astype(float), yp.astype(float), pred.astype(float)
+        ss_tot = ((y - y.mean()) ** 2).sum()
+        return 1 - ((yp - pred[None, :]) ** 2).sum(axis=1) / ss_tot
+    if metric == "acc":
+        return (yp == pred[None, :]).mean(axis=1)
+    f1 = []
+    for c in np.union1d(y, pred):
+        tp = (yp[:, pred == c] == c).sum(axis=1)  # only rows predicted c can be hits
+        f1.append(2 * tp / ((y == c).sum() + (pred == c).sum()))
+    return np.mean(f1, axis=0)
+
+
+def chance_evidence(results: Sequence[dict], metric: str, seed: int = 0) -> tuple[float, float]:
+    """(mean chance score over folds, permutation p-value of the mean validation score).
+
+    Each fold's labels are shuffled within the fold (its predictions were made by a model
+    that never trained on them, so under "the predictions carry no information about the
+    labels" every shuffle is as likely as the real order); the statistic is the mean
+    over folds. (NaN, NaN) when a result has no stored predictions or the metric has no
+    shuffled-labels score."""
+    preds = [r.get("predictions", {}).get("val") for r in results]
+    if metric not in ("acc", "f1", "r2") or any(p is None for p in preds):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    chance, observed, null = [], [], np.zeros(PERMUTATIONS)
+    for p in preds:
+        y, pred = np.asarray(p["true"]), np.asarray(p["pred"])
+        chance.append(chance_score(y, pred, metric))
+        identity = np.arange(len(y))[None, :]
+        observed.append(float(permuted_scores(y, pred, metric, identity)[0]))
+        perms = rng.permuted(np.tile(np.arange(len(y), dtype=np.int32), (PERMUTATIONS, 1)), axis=1)
+        null += permuted_scores(y, pred, metric, perms)
+    if not np.all(np.isfinite(chance)):
+        return float("nan"), float("nan")
+    t, null = float(np.mean(observed)), null / len(preds)
+    # ≥ with a rounding allowance: a constant predictor ties every shuffle (p = 1)
+    p_value = (1 + int((null >= t - 1e-12).sum())) / (PERMUTATIONS + 1)
+    return float(np.mean(chance)), float(p_value)
 
 
 def fold_evidence(result: dict, metric: str, max_epochs: int, rules: dict) -> dict[str, float]:
@@ -98,40 +189,63 @@ def fold_evidence(result: dict, metric: str, max_epochs: int, rules: dict) -> di
 
 
 def diagnose(
-    results: Sequence[dict], *, metric: str = "f1", max_epochs: int, rules: dict | None = None
+    results: Sequence[dict],
+    *,
+    metric: str = "f1",
+    max_epochs: int,
+    rules: dict | None = None,
+    seed: int = 0,
 ) -> Diagnosis:
     """The verdict for one configuration from its folds' results (see the module doc)."""
     r = {**DEFAULTS, **(rules or {})}
     ev = [fold_evidence(x, metric, max_epochs, r) for x in results]
     med = {k: float(np.median([e[k] for e in ev])) for k in ev[0]}
+    train = float(np.mean([e["train_score"] for e in ev]))
+    val = float(np.mean([e["val_score"] for e in ev]))
+    gap = float(np.mean([e["train_score"] - e["val_score"] for e in ev]))
+    chance, p = chance_evidence(results, metric, seed)
     share = float(np.mean([e["still_improving"] for e in ev]))
-    gap = med["train_score"] - med["val_score"]
     common = dict(
-        train_score=med["train_score"], val_score=med["val_score"], gap=gap,
+        train_score=train, val_score=val, gap=gap, chance_score=chance, chance_p=p,
         val_rise=med["val_rise"], gap_growth=med["gap_growth"], min_epoch=med["min_epoch"],
         still_improving=share,
     )  # fmt: skip
+    k = len(ev)
+    scores = (
+        f"train {metric} {train:.3f}, validation {val:.3f} (means over {k} folds; "
+        f"train − validation gap {gap:+.3f})"
+    )
+    versus = (
+        "" if p != p else
+        f"; validation {metric} {val:.3f} vs {chance:.3f} for its predictions shuffled "
+        f"against the labels (permutation p = {p:.3f})"
+    )  # fmt: skip
+    if p == p and p >= CHANCE_ALPHA:
+        reason = (
+            f"validation {metric} {val:.3f} is not distinguishable from {chance:.3f}, the "
+            f"score of its predictions shuffled against the labels (permutation p = {p:.3f}, "
+            f"{k} folds): the model learnt nothing about the labels that generalizes; "
+            f"{scores}"
+        )
+        return Diagnosis("no better than chance", reason, **common)
     if med["val_rise"] >= r["overfit_rise"] and med["gap_growth"] >= r["overfit_gap_growth"]:
         reason = (
-            f"validation loss ends {med['val_rise']:.0%} above its minimum (epoch "
-            f"{med['min_epoch']:.0f}) while the loss gap grew by {med['gap_growth']:.3f}"
+            f"in the median fold, validation loss ends {med['val_rise']:.0%} above its "
+            f"minimum (epoch {med['min_epoch']:.0f}) while the loss gap grew by "
+            f"{med['gap_growth']:.3f}; {scores}{versus}"
         )
         return Diagnosis("overfitting", reason, **common)
-    if (
-        med["train_score"] < r["poor_score"]
-        and med["val_score"] < r["poor_score"]
-        and (gap < r["small_gap"])
-    ):
-        reason = (
-            f"train {metric} {med['train_score']:.3f} and validation {med['val_score']:.3f} both "
-            f"below {r['poor_score']:g} with a gap of {gap:.3f}"
-        )
-        return Diagnosis("underfitting", reason, **common)
+    if train < r["poor_score"] and val < r["poor_score"] and gap < r["small_gap"]:
+        reason = f"{scores}: both below {r['poor_score']:g} with a gap under {r['small_gap']:g}"
+        return Diagnosis("underfitting", reason + versus, **common)
     if share >= r["improving_share"]:
         reason = (
             f"{share:.0%} of folds were still improving at max_epochs={max_epochs} "
-            "(validation loss falling over the last epochs)"
+            f"(validation loss falling over the last epochs); {scores}{versus}"
         )
         return Diagnosis("underfitting", reason, **common)
-    reason = f"gap {gap:+.3f}; validation loss ends {med['val_rise']:.0%} above its minimum"
+    reason = (
+        f"{scores}; validation loss ends {med['val_rise']:.0%} above its minimum in the "
+        f"median fold{versus}"
+    )
     return Diagnosis("good fit", reason, **common)
