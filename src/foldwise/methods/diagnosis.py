@@ -106,7 +106,8 @@ def chance_score(y: np.ndarray, pred: np.ndarray, metric: str) -> float:
         ss_tot = float(((y - y.mean()) ** 2).sum())
         if n < 2 or ss_tot == 0:
             return float("nan")
-        expected_res = float(((y[None, :] - pred[:, None]) ** 2).sum()) / n
+        # (1/n) Σᵢ Σⱼ (yⱼ − ŷᵢ)², expanded: O(n), not an n × n matrix
+        expected_res = (y**2).sum() - 2 * y.sum() * pred.sum() / n + (pred**2).sum()
         return 1 - expected_res / ss_tot
     if metric not in ("acc", "f1"):
         return float("nan")
@@ -155,7 +156,9 @@ def chance_evidence(results: Sequence[dict], metric: str, seed: int = 0) -> tupl
         identity = np.arange(len(y))[None, :]
         observed.append(float(permuted_scores(y, pred, metric, identity)[0]))
         perms = rng.permuted(np.tile(np.arange(len(y), dtype=np.int32), (PERMUTATIONS, 1)), axis=1)
-        null += permuted_scores(y, pred, metric, perms)
+        # scored a few million cells at a time: a 10,000-row fold is not a 10⁷ float array
+        for part in np.array_split(np.arange(PERMUTATIONS), -(-perms.size // 2_000_000)):
+            null[part] += permuted_scores(y, pred, metric, perms[part])
     if not np.all(np.isfinite(chance)):
         return float("nan"), float("nan")
     t, null = float(np.mean(observed)), null / len(preds)
