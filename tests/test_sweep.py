@@ -59,7 +59,7 @@ def test_a_list_of_grids_is_their_union_like_sklearns_parameter_grid():
     want = list(ParameterGrid(flat))
     assert sorted(map(repr, got)) == sorted(map(repr, want)) and len(got) == 4
     labels = [config_label(apply(cfg, o), o) for o in got]
-    assert labels[2] == "mlp ensemble=bagging hidden=128 lr=0.001"
+    assert labels[2] == "mlp bagging×10 hidden=128 lr=0.001"
     assert grid_leaves(cfg)["ensemble.name"] == ["bagging", "adaboost"]
 
 
@@ -91,6 +91,49 @@ def test_config_hash_ignores_fold_and_sweep_settings_but_not_hyperparameters():
     assert config_hash(other) == base
     assert config_hash(apply(cfg, {"optim.lr": 0.5})) != base
     assert config_hash(apply(cfg, {"trainer.max_epochs": 9})) != base
+
+
+def test_a_label_says_the_ensemble_also_when_it_is_not_swept():
+    plain = tiny_params()
+    bagged = tiny_params(["ensemble=bagging", "ensemble.n_estimators=5"])
+    o = {"model.hidden": 8, "optim.lr": 0.01}
+    assert config_label(apply(plain, o), o) == "mlp hidden=8 lr=0.01"
+    assert config_label(apply(bagged, o), o) == "mlp bagging×5 hidden=8 lr=0.01"
+    swept = {"ensemble.name": "adaboost", "ensemble.n_estimators": 3, "model.hidden": 4}
+    assert config_label(apply(plain, swept), swept) == "mlp adaboost×3 hidden=4"
+
+
+def test_float_labels_keep_three_significant_digits_unless_two_would_collide():
+    from foldwise.fitting.configs import unique_labels
+
+    cfg = tiny_params()
+    points = lambda *lrs: [(apply(cfg, {"optim.lr": v}), {"optim.lr": v}) for v in lrs]  # noqa: E731
+    assert unique_labels(points(0.006251373574521752, 1e-5, 0.1)) == [
+        "mlp lr=0.00625",
+        "mlp lr=1e-05",
+        "mlp lr=0.1",
+    ]
+    assert unique_labels(points(0.0062514, 0.0062491)) == ["mlp lr=0.006251", "mlp lr=0.006249"]
+    # One at a time (Optuna's trials): the new label avoids the ones already given, which
+    # keep theirs (an MLflow run is named by it)
+    assert unique_labels(points(0.0062500), taken=["mlp lr=0.00625"]) == ["mlp lr=0.006250"]
+    assert unique_labels(points(1234.5)) == ["mlp lr=1230.0"]
+
+
+def test_a_different_ensemble_or_search_is_another_sweep_run():
+    from foldwise.compose import compose_params
+    from foldwise.fitting.configs import base_key
+    from foldwise.sweep.plan import sweep_identity
+
+    key = lambda *args: sweep_identity(compose_params(list(args)), "split", "code")  # noqa: E731
+    assert len({key(), key("ensemble=bagging"), key("sweep=optuna")}) == 3
+    # A larger grid keeps its sweep run, and a plain sweep's key is what it was before
+    assert key("sweep.grid.model.hidden=[8,16,32]") == key()
+    from foldwise.files import sha256_json
+
+    tree = OmegaConf.to_container(tiny_params(), resolve=True)
+    before = {k: tree[k] for k in ("data", "split", "model", "optim", "trainer", "seed")}
+    assert base_key(tiny_params()) == sha256_json(before)[:16]
 
 
 def test_fit_is_deterministic_on_cpu():
@@ -243,6 +286,31 @@ def test_going_back_to_an_earlier_grid_reuses_cached_jobs(tmp_path, sqlite_uri, 
     assert sorted(r.info.status for r in folds) == ["FINISHED"] * 4
     assert {r.info.run_id for r in folds} == {r["fold_run_id"] for r in again.values()}
     assert all(r.data.metrics["val_f1"] > 0 for r in folds)
+
+
+@pytest.mark.slow
+def test_a_bagged_sweep_is_its_own_mlflow_run_and_fold_runs_say_their_configuration(
+    tmp_path, sqlite_uri, fault_template
+):
+    p = prepared(fault_template, tmp_path / "p", sqlite_uri, tiny_params())
+    run(p, "sweep")
+    p.set_params(tiny_params(["ensemble=bagging", "ensemble.n_estimators=2"]))
+    run(p, "sweep")
+    from conftest import run_tree
+
+    tree = run_tree(sqlite_uri)
+    assert len(tree["sweep"]) == 2  # not the bagged configurations under the plain sweep
+    parents = {r.info.run_id: r.info.run_name for r in tree["config"]}
+    by_sweep: dict[str, list[str]] = {}
+    for r in tree["config"]:
+        by_sweep.setdefault(r.data.tags["mlflow.parentRunId"], []).append(r.info.run_name)
+    assert sorted(map(sorted, by_sweep.values())) == [
+        ["mlp bagging×2 hidden=16 lr=0.01", "mlp bagging×2 hidden=8 lr=0.01"],
+        ["mlp hidden=16 lr=0.01", "mlp hidden=8 lr=0.01"],
+    ]
+    folds = {(parents[r.data.tags["mlflow.parentRunId"]], r.info.run_name) for r in tree["fold"]}
+    assert len(folds) == 8
+    assert all(name == f"{label} · fold {name[-1]}" for label, name in folds)
 
 
 @pytest.mark.slow

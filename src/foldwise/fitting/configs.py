@@ -6,8 +6,11 @@ by the sweep, nested CV, the curves and the refit.
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Collection
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from foldwise import params as P
@@ -90,12 +93,45 @@ def n_params(cfg: DictConfig, layout: P.Layout) -> int:
     return dry_run(cfg.model, meta)
 
 
-def config_label(cfg: DictConfig, overrides: dict[str, Any]) -> str:
-    """``mlp hidden=32 lr=0.001``: the model, then the swept values (last key part)."""
+def config_label(cfg: DictConfig, overrides: dict[str, Any], digits: int = 3) -> str:
+    """``mlp hidden=32 lr=0.001``: the model, its ensemble (``bagging×10``: also when set
+    outside the grid, so a bagged configuration never reads as a plain one), then the
+    swept values by the last part of their key, floats to ``digits`` significant digits
+    (an Optuna trial's ``lr=0.006251373574521752`` reads ``lr=0.00625``)."""
     name = str(cfg.model.get("_target_") or cfg.model.name).rsplit(".", 1)[-1]  # class name
     parts = [] if "model.name" in overrides else [name]
-    short = lambda k: "ensemble" if k == "ensemble.name" else k.rsplit(".", 1)[-1]  # noqa: E731
-    return " ".join(parts + [f"{short(k)}={v}" for k, v in overrides.items()])
+    from foldwise.ensemble import spec
+
+    ens = spec(cfg)
+    if ens is not None:
+        parts.append(f"{ens['name']}×{ens['n_estimators']}")
+    shown = {k: v for k, v in overrides.items()
+             if k not in ("ensemble.name", "ensemble.n_estimators")}  # fmt: skip
+    short = lambda k: k.rsplit(".", 1)[-1]  # noqa: E731
+    return " ".join(parts + [f"{short(k)}={_short_value(v, digits)}" for k, v in shown.items()])
+
+
+def _short_value(value: Any, digits: int) -> str:
+    if not isinstance(value, float) or not math.isfinite(value):
+        return str(value)
+    if abs(value) >= 1:  # 1234.5 → 1230, not 1.23e+03
+        return np.format_float_positional(value, precision=digits, fractional=False, trim="0")
+    # Past 3 digits, trailing zeros stay (0.006250): the digits say they were needed
+    return f"{value:.{digits}g}" if digits <= 3 else f"{value:#.{digits}g}"
+
+
+def unique_labels(
+    points: list[tuple[DictConfig, dict[str, Any]]], taken: Collection[str] = ()
+) -> list[str]:
+    """:func:`config_label` of each (config, overrides), all with the fewest significant
+    digits (3 or more) that tell them apart from each other and from ``taken`` (labels
+    already given in the sweep): a label is a configuration's name in MLflow, the results
+    and the report, so two distinct configurations never share one."""
+    for digits in range(3, 18):
+        out = [config_label(full, o, digits) for full, o in points]
+        if len(set(out)) == len(out) and not set(out) & set(taken):
+            return out
+    return [config_label(full, o, 17) for full, o in points]  # equal up to repr: keep
 
 
 def split_key(manifest: dict) -> str:
@@ -109,7 +145,12 @@ def base_key(cfg: DictConfig) -> str:
     keys = ["data", "split", *HYPER_KEYS]
     if (tree.get("scheduler") or {}).get("_target_"):  # absent: the key stays as before
         keys.append("scheduler")
-    return sha256_json({k: tree.get(k) for k in keys})[:16]
+    from foldwise.ensemble import spec
+
+    out = {k: tree.get(k) for k in keys}
+    if spec(cfg) is not None:  # a bagged sweep is its own MLflow run, never a plain one's
+        out["ensemble"] = spec(cfg)
+    return sha256_json(out)[:16]
 
 
 def engine_settings(cfg: DictConfig) -> dict[str, Any]:

@@ -276,11 +276,17 @@ def _fold_tags(session: Session, conf: dict, fold: int, key: str) -> dict[str, A
     }
 
 
+def fold_run_name(conf: dict, fold: int) -> str:
+    """``mlp hidden=32 lr=0.001 · fold 3``: a fold run found by search, or shown out of its
+    tree (MLflow's compare view, a run page), still says what it trained."""
+    return f"{conf['label']} · fold {fold}"
+
+
 def _open_fold_run(
     durable, session: Session, conf: dict, fold: int, key: str, started: float | None = None
 ) -> str | None:
     return durable.open_run(
-        session.doc["experiment_id"], f"fold {fold}", "fold",
+        session.doc["experiment_id"], fold_run_name(conf, fold), "fold",
         _fold_tags(session, conf, fold, key), conf["run_id"], started,
         session.doc.get("dataset"),
     )  # fmt: skip
@@ -322,7 +328,7 @@ def _record(
         "experiment_id": session.doc["experiment_id"],
         "parent": conf["run_id"],
         "run_id": run,
-        "name": f"fold {fold}",
+        "name": fold_run_name(conf, fold),
         "tags": tags,
         "params": {"fold": fold, **conf["overrides"]},
         "metrics": {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,11 @@ from foldwise.fitting.configs import (
     apply,
     base_key,
     config_hash,
-    config_label,
     expand_grid,
     hyperparameters,
     n_params,
     split_key,
+    unique_labels,
 )
 from foldwise.redact import redact
 from foldwise.results import (
@@ -95,8 +96,13 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         study.known_points(cfg, layout) if search_space.enabled(cfg)
         else [(overrides, {}) for overrides in expand_grid(cfg)]
     )  # fmt: skip
-    for overrides, extra in points:
-        conf, h = new_config(cfg, layout, overrides, extra)
+    # A grid's labels are made together (the digits that tell its floats apart); Optuna's
+    # one trial at a time, as the sweep asks them, so a re-run gives each the same label.
+    labels = grid_labels(cfg, [o for o, _ in points]) if not search_space.enabled(cfg) else []
+    for i, (overrides, extra) in enumerate(points):
+        label = labels[i] if labels else None
+        taken = [c["label"] for c in configs]
+        conf, h = new_config(cfg, layout, overrides, extra, label=label, taken=taken)
         hyper[conf["hash"]] = h
         configs.append(conf)
     if len({c["hash"] for c in configs}) != len(configs):
@@ -110,7 +116,7 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         if folder.is_dir():
             remove_stale_temp(folder)
     old = read_json(sweep_dir / "session.json") if (sweep_dir / "session.json").is_file() else {}
-    sweep_key = sha256_json({"base": base_key(cfg), "split": skey, "code": code})[:16]
+    sweep_key = sweep_identity(cfg, skey, code)
     shown_uri = redact(uri)  # what is printed and written: never a password
     c = tracking.client(cfg)
     exp_id = tracking.experiment_id(c, str(cfg.tracking.experiment))
@@ -176,8 +182,8 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
             if not run:
                 run = open_config_run(c, exp_id, sweep_run, common, dataset, conf,
                                       hyper[conf["hash"]])  # fmt: skip
-            else:
-                c.update_run(run, status="RUNNING")
+            else:  # its label may have gained digits (a grid that grew): the name follows
+                c.update_run(run, status="RUNNING", name=conf["label"])
             opened.append(run)
             conf["run_id"] = run
         head = {
@@ -211,6 +217,14 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
         raise
 
 
+def sweep_identity(cfg: DictConfig, skey: str, code: str) -> str:
+    """The key of the MLflow sweep run a sweep reopens: same data, split, fixed
+    hyperparameters and ensemble (:func:`base_key`), code and kind of search. A larger grid
+    keeps it; an Optuna search is its own sweep run, never a grid's (whose key is as before)."""
+    search = {"search": search_space.space_tag(cfg)} if search_space.enabled(cfg) else {}
+    return sha256_json({"base": base_key(cfg), "split": skey, "code": code, **search})[:16]
+
+
 def sweep_name(cfg: DictConfig, manifest: dict, n_configs: int) -> str:
     """What tells this sweep's MLflow run from its neighbours: the data, the resampling
     scheme and its size, the number of configurations (``digits · stratified_kfold k=5 ·
@@ -224,13 +238,26 @@ def sweep_name(cfg: DictConfig, manifest: dict, n_configs: int) -> str:
     return f"{cfg.data.name} · {scheme} {size} · {grid}"
 
 
+def grid_labels(cfg: DictConfig, points: list[dict[str, Any]]) -> list[str]:
+    """The labels of a grid's configurations, unique among them (:func:`unique_labels`)."""
+    return unique_labels([(apply(cfg, o), o) for o in points])
+
+
 def new_config(
-    cfg: DictConfig, layout: P.Layout, overrides: dict[str, Any], extra: dict | None = None
+    cfg: DictConfig,
+    layout: P.Layout,
+    overrides: dict[str, Any],
+    extra: dict | None = None,
+    *,
+    label: str | None = None,
+    taken: Sequence[str] = (),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One configuration of the session file (and its hyperparameters, logged as params)."""
+    """One configuration of the session file (and its hyperparameters, logged as params);
+    its label is ``label``, else one that differs from the sweep's ``taken`` labels."""
     full = apply(cfg, overrides)
     P.validate(full, grid=False)  # each point whole (validate checked each value)
-    conf = {"hash": config_hash(full), "label": config_label(full, overrides),
+    label = label or unique_labels([(full, overrides)], taken)[0]
+    conf = {"hash": config_hash(full), "label": label,
             "overrides": overrides, "n_params": n_params(full, layout),
             "max_epochs": int(full.trainer.max_epochs), "models": models_per_task(full),
             **(extra or {})}  # fmt: skip

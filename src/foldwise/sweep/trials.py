@@ -181,8 +181,9 @@ def _add_trial(cfg: DictConfig, layout: P.Layout, session, trial) -> dict:
 
     overrides = ordered(cfg, trial.params)
     conf, hyper = plan.new_config(
-        cfg, layout, overrides, {"trial": trial.number, "trial_id": trial._trial_id}
-    )
+        cfg, layout, overrides, {"trial": trial.number, "trial_id": trial._trial_id},
+        taken=[c["label"] for c in session.configs],  # a repeat is dropped below: no matter
+    )  # fmt: skip
     trial.set_user_attr("config_hash", conf["hash"])
     old = session.config(conf["hash"])
     if old is not None:  # the sampler proposed a configuration again: its outcome stands
