@@ -154,6 +154,58 @@ def test_register_once_per_model_then_predict_from_the_registry(
     assert "has no model models:/no-such@champion" in err and "Fix:" in err
 
 
+def test_plain_predict_scores_with_this_datas_champion_and_says_which(
+    bundle, tmp_path, monkeypatch, capsys
+):
+    # After `dvc exp run`s, models/final may be another dataset's (wine here) while
+    # params.yaml says iris: plain `foldwise predict` must not pick it up silently.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path, raw = bundle
+    wine = tiny_params(["data=wine", "trainer.max_epochs=2", "model.hidden=8"])
+    table, meta = prepare(wine)
+    net, res = fit(wine, meta, table)
+    artifact.save(tmp_path / "models/final", net, res.scaler, meta, {"model": dict(wine.model)})
+    (tmp_path / "models/final/info.json").write_text('{"label": "mlp hidden=8"}')
+    raw.to_csv("rows.csv", index=False)
+    params = lambda data: OmegaConf.save(  # noqa: E731
+        {"data": {"name": data}, "tracking": {"uri": uri}}, tmp_path / "params.yaml"
+    )
+    argv = ["predict", "--input", "rows.csv", "--output", "out.csv"]
+
+    params("iris")  # no champion for iris yet, and models/final is wine's: refused
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "models/final was trained on data=wine, but params.yaml's data is iris" in err
+    assert "has no foldwise-iris@champion" in err
+    assert "Fix: --model models/final to use it anyway, --model foldwise-wine" in err
+
+    mlflow.set_tracking_uri(uri)  # iris's model opens the lockbox: it is the champion
+    with mlflow.start_run() as run:
+        logged = pyfunc.log(path, raw.head(5))
+    info = {"mlflow_run_id": run.info.run_id, "mlflow_model_uri": logged.model_uri}
+    model = artifact.LoadedModel(path)
+    cfg = OmegaConf.create({"data": {"name": "iris"}, "tracking": {"uri": uri}})
+    registry.register(cfg, info, entry_for(model, run.info.run_id, 1), "val_f1", opened=True)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "foldwise: model foldwise-iris@champion (version 1, mlp hidden=8 lr=0.05): the " \
+        "registered champion of params.yaml's data=iris" in err  # fmt: skip
+    assert "another: --model models/final" in err
+    got = pd.read_csv("out.csv")
+    want = predict_frame(model, raw)
+    assert got["prediction"].astype(str).tolist() == want["prediction"].astype(str).tolist()
+
+    params("wine")  # no wine champion: the last refit, which is wine's, named as such
+    wine_rows = table[feature_columns(table)].set_axis(list(meta.feature_names), axis=1)
+    wine_rows.to_csv("rows.csv", index=False)
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "foldwise: model models/final (mlp hidden=8, data=wine: the last refit; " in err
+    assert "has no foldwise-wine@champion" in err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

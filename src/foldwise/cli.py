@@ -1,17 +1,20 @@
 """The `foldwise` command: using what the pipeline made, outside DVC.
 
     foldwise predict --input rows.csv [--model models/final] [--output predictions.csv]
+        # no --model: params.yaml's data's registered champion, else models/final
     foldwise predict --model foldwise-iris --input rows.csv    # the registered champion
     foldwise predict --input new_images/                       # data=image_folder models
 
 `predict` scores raw rows (CSV or Parquet, the features under their original column
 names; or a folder of images for a model trained on data=image_folder, each read as the
 training images were) with the final model and writes ``prediction`` and
-``proba_<label>`` columns (and ``file`` for images): the
-numbers MLflow's pyfunc and the test stage compute (:mod:`foldwise.predict`). ``--model``
-is a bundle path, ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a registered
-name (its ``champion``; :mod:`foldwise.tracking.registry`). Bad input exits 2 with the problem and
-the fix.
+``proba_<label>`` columns (and ``file`` for images): the numbers MLflow's pyfunc and the
+test stage compute (:mod:`foldwise.predict`). ``--model`` is a bundle path,
+``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a registered name (its
+``champion``; :mod:`foldwise.tracking.registry`); without it, the registered champion of
+``params.yaml``'s data, else ``models/final`` if it was trained on that data
+(:func:`foldwise.predict.default_model`), named on standard error. Bad input exits 2
+with the problem and the fix.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from foldwise.errors import FoldwiseError
 def _predict(args: argparse.Namespace) -> int:
     from foldwise.files import atomic_write_text
     from foldwise.predict import (
+        default_model,
         default_tracking_uri,
         load,
         load_registered,
@@ -36,11 +40,14 @@ def _predict(args: argparse.Namespace) -> int:
     )
 
     rows = None if args.input.is_dir() else read_rows(args.input)  # bad input: first
-    target = resolve(args.model)
-    if isinstance(target, Path):
+    uri = args.tracking_uri or default_tracking_uri()
+    if args.model is None:  # this data's champion, else models/final: saying which
+        model, said = default_model(Path.cwd(), uri)
+        print(f"foldwise: {said}", file=sys.stderr)
+    elif isinstance(target := resolve(args.model), Path):
         model = load(target)
     else:
-        model = load_registered(target, args.tracking_uri or default_tracking_uri())
+        model = load_registered(target, uri)
     if rows is None:  # a folder of images, read as the training images were
         files, rows = read_images(args.input, model.meta)
     out = predict_frame(model, rows, "ignore" if args.ignore_extra_columns else "refuse")
@@ -64,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     p.add_argument(
         "--model",
-        default="models/final",
         help="bundle folder or file, models:/<name>@<alias>, models:/<name>/<version>, "
-        "or a registered name (its @champion)",
+        "or a registered name (its @champion); default: foldwise-<data.name>@champion of "
+        "params.yaml's data, else models/final if trained on that data",
     )
     p.add_argument(
         "--tracking-uri",

@@ -47,6 +47,30 @@ def _champion(c: Any, name: str) -> str | None:
         return None
 
 
+def champion(tracking_uri: str, name: str) -> Any | None:
+    """The version ``name@champion`` in the store at ``tracking_uri``; None when there is
+    no such model or alias, the store is a SQLite file not yet created (asking would
+    create it), or a server does not answer at once (one quick try)."""
+    from pathlib import Path
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from foldwise.tracking import env_vars
+
+    if (
+        tracking_uri.startswith("sqlite:///")
+        and not Path(tracking_uri.removeprefix("sqlite:///")).is_file()
+    ):
+        return None
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    try:
+        with env_vars(quick):
+            return MlflowClient(tracking_uri).get_model_version_by_alias(name, ALIAS)
+    except (MlflowException, OSError):
+        return None
+
+
 def register(
     cfg: DictConfig, info: dict[str, Any], entry: dict[str, Any], metric: str, *, opened: bool
 ) -> dict[str, Any]:
