@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro report test test-fast lint ui mlflow-server params options bench bench-parts bench-own-model bench-images bench-schemes bench-ensembles clean
+.PHONY: install repro report exp test test-fast lint ui mlflow-server params options bench bench-parts bench-own-model bench-images bench-schemes bench-ensembles clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ report: install  ## write results/report.html from what has run so far, without 
 # Test processes at once (pytest-xdist). Most of an end-to-end test is single-threaded
 # (process start-ups, DVC, MLflow); training processes share the cores (foldwise.threads).
 TEST_WORKERS ?= 2
+
+# `dvc exp show` within 120 columns: the headline metrics (cv.*, the selection's swept
+# values, nested.*, test.*) and the params that differ; not the dependencies' hashes,
+# the creation time, or settings that change no score (tracking, launcher, lockbox…).
+EXP_DROP := Created|.*/|(sweep\.(launcher|n_jobs|submitit|max_failures)|curves|lockbox|tracking|diagnosis|engine)\.
+exp: install  ## compare experiments, 120 columns wide (ARGS="--csv", ARGS="-n 3", ARGS="--keep optim.lr")
+	$(RUN) dvc exp show --no-pager --only-changed --drop '$(EXP_DROP)' $(ARGS)
 
 test: install  ## lint, the layer contract, then every test (unit + end-to-end), TEST_WORKERS at a time
 	$(BIN)/ruff check .

@@ -31,18 +31,32 @@ def _opened(layout: Layout, config: str, split_key: str) -> None:
     headline.write(layout.headline("test"), {"test": {"f1": 0.98, "look": 1}})
 
 
-def test_a_test_headline_about_another_model_is_dropped_by_the_new_selection(tmp_path):
+def test_a_test_headline_about_another_model_says_not_opened_after_a_new_selection(tmp_path):
     layout = Layout(tmp_path)
+    not_opened = {"test": {"status": "not opened"}}
     _opened(layout, "abc", "split1")
-    assert not headline.drop_stale_test(layout, "abc", "split1")  # the same model: kept
-    assert layout.headline("test").is_file()
-    assert headline.drop_stale_test(layout, "abc", "split2")  # other dev rows
-    assert not layout.headline("test").exists()
+    assert not headline.mark_stale_test(layout, "abc", "split1")  # the same model: kept
+    assert json.loads(layout.headline("test").read_text())["test"]["f1"] == 0.98
+    assert headline.mark_stale_test(layout, "abc", "split2")  # other dev rows
+    assert json.loads(layout.headline("test").read_text()) == not_opened
     assert layout.test_metrics.is_file()  # the detailed record stays
     _opened(layout, "abc", "split1")
-    assert headline.drop_stale_test(layout, "def", "split1")  # another configuration
-    assert not layout.headline("test").exists()
-    assert not headline.drop_stale_test(layout, "def", "split1")  # nothing left to drop
+    assert headline.mark_stale_test(layout, "def", "split1")  # another configuration
+    assert json.loads(layout.headline("test").read_text()) == not_opened
+    assert not headline.mark_stale_test(layout, "def", "split1")  # already says so
+
+
+def test_an_aggregate_only_run_leaves_every_dvc_metrics_file_loadable(tmp_path):
+    # `dvc exp run aggregate` never runs nested or test: DVC warned "failed to load some
+    # metrics" for their missing headlines. The test stage's still says nothing opened.
+    layout = Layout(tmp_path)
+    assert headline.mark_stale_test(layout, "abc", "split1")
+    assert headline.fill_nested(layout)
+    assert json.loads(layout.headline("test").read_text()) == {"test": {"status": "not opened"}}
+    assert json.loads(layout.headline("nested").read_text()) == {}
+    headline.write(layout.headline("nested"), {"nested": {"val_f1": 0.9}})
+    assert not headline.fill_nested(layout)  # the nested stage's own stays
+    assert not layout.test_metrics.exists()  # nothing of the lockbox is touched
 
 
 def test_the_sweep_run_name_says_data_scheme_size_and_grid():

@@ -31,6 +31,17 @@ def test_only_the_test_stage_depends_on_the_lockbox():
     assert writers == ["split"]
 
 
+def test_every_dvc_plot_names_its_axes():
+    """`dvc plots show` titles an unnamed axis by its column (`x`, `y`): every plot says
+    what its axes are."""
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    for plot in plots:
+        ((name, spec),) = plot.items()
+        unnamed = [k for k in ("x_label", "y_label") if not str(spec.get(k) or "").strip()]
+        assert not unnamed, f"plot {name!r} has no {' or '.join(unnamed)}"
+        assert spec["x_label"] not in ("x", "y") and spec["y_label"] not in ("x", "y")
+
+
 def test_no_code_but_the_lockbox_and_split_stage_touches_the_test_rows():
     """`Layout.test` (the lockbox path) is used by lockbox/opening.py and the split entry
     only."""

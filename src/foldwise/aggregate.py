@@ -495,7 +495,8 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     write_json(layout.cv_metrics, doc)
     chosen = headline.cv(metric, selected.stats[metric], selected.overrides)
     headline.write(layout.headline("cv"), chosen)
-    headline.drop_stale_test(layout, selected.hash, session.doc["split_key"])
+    headline.mark_stale_test(layout, selected.hash, session.doc["split_key"])
+    headline.fill_nested(layout)
     layout.cv_table.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table_rows(summaries, metric)).to_csv(layout.cv_table, index=False)
     regression = session.doc.get("task") == "regression"

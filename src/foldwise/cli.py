@@ -13,7 +13,7 @@ test stage compute (:mod:`foldwise.predict`). ``--model`` is a bundle path,
 ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a registered name (its
 ``champion``; :mod:`foldwise.tracking.registry`); without it, the registered champion of
 ``params.yaml``'s data, else ``models/final`` if it was trained on that data
-(:func:`foldwise.predict.default_model`), named on standard error. Bad input exits 2
+(:func:`default_model`), named on standard error. Bad input exits 2
 with the problem and the fix.
 """
 
@@ -22,14 +22,79 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from foldwise.errors import FoldwiseError
+
+
+def default_model(root: Path, tracking_uri: str) -> tuple[Any, str]:
+    """The model a plain ``foldwise predict`` (no ``--model``) scores with, and the line
+    that says which it is and how to pick another.
+
+    ``models/final`` is whatever the last refit made: after ``dvc exp run``s that stopped
+    at aggregate it may belong to another dataset than ``params.yaml``'s. So the default is
+    the registered champion of ``params.yaml``'s data (``foldwise-<data.name>@champion``:
+    the model whose test score is known), else ``models/final`` when it was trained on
+    that data; ``models/final`` of another dataset is refused with the choices.
+    """
+    from omegaconf import OmegaConf
+
+    from foldwise.predict import load, load_registered, read_params
+    from foldwise.redact import redact
+    from foldwise.tracking import registry
+
+    cfg = read_params(root)
+    data = OmegaConf.select(cfg, "data.name") if cfg is not None else None
+    store = redact(tracking_uri)
+    if data is not None:
+        name = registry.model_name(cfg)
+        v = registry.champion(tracking_uri, name)
+        if v is not None:
+            label = v.tags.get(f"{registry.TAG}label")
+            said = (
+                f"model {name}@champion (version {v.version}{f', {label}' if label else ''}): "
+                f"the registered champion of params.yaml's data={data}, from {store}; "
+                "another: --model models/final (the last refit), a registered name or a path"
+            )
+            return load_registered(f"models:/{name}/{v.version}", tracking_uri), said
+        missing = f"{store} has no {name}@champion (the lockbox is not opened for it yet)"
+    local = root / "models" / "final"
+    if not (local / "model.pt").is_file():
+        raise FoldwiseError(
+            f"no model to score with: {missing + ', and ' if data else ''}there is no "
+            "models/final.",
+            "run the pipeline first (dvc repro refit), or pass --model.",
+        )
+    model = load(local)
+    trained_on = model.meta.dataset
+    if data is not None and trained_on != data:
+        raise FoldwiseError(
+            f"models/final was trained on data={trained_on}, but params.yaml's data is "
+            f"{data}, and {missing}.",
+            f"--model models/final to use it anyway, --model foldwise-{trained_on} for that "
+            f"data's champion, or refit on {data}: "
+            "dvc repro refit.",
+        )
+    label = _bundle_label(local)
+    said = (
+        f"model models/final ({label + ', ' if label else ''}data={trained_on}: the last "
+        f"refit{'; ' + missing if data else ''}); another: --model <registered name or path>"
+    )
+    return model, said
+
+
+def _bundle_label(folder: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((folder / "info.json").read_text()).get("label") or "")
+    except (OSError, ValueError):
+        return ""
 
 
 def _predict(args: argparse.Namespace) -> int:
     from foldwise.files import atomic_write_text
     from foldwise.predict import (
-        default_model,
         default_tracking_uri,
         load,
         load_registered,

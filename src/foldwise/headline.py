@@ -54,22 +54,40 @@ def test(doc: dict[str, Any], metric: str | None) -> dict[str, Any]:
                      "look": doc.get("look")}}  # fmt: skip
 
 
-def drop_stale_test(layout: Any, config_hash: str, split_key: str) -> bool:
-    """Remove the test headline when it is about another model than the new selection.
+NOT_OPENED = {"test": {"status": "not opened"}}
+
+
+def mark_stale_test(layout: Any, config_hash: str, split_key: str) -> bool:
+    """Say "not opened" in the test headline unless it is about the new selection.
 
     An experiment that stops at aggregate (``dvc exp run aggregate -S ...``) would
     otherwise carry its baseline's ``test.*`` columns in ``dvc exp show``: scores of a model
-    this experiment did not select. The detailed ``test_metrics.json`` stays (the report
-    checks whom it is about); the test stage writes both again when it runs."""
+    this experiment did not select; and with no file at all DVC warns "failed to load some
+    metrics". Only the headline is written (the lockbox is not touched, and the test
+    stage, which runs once the model is refit, writes it again); the detailed
+    ``test_metrics.json`` stays (the report checks whom it is about). Returns whether it
+    wrote."""
     from foldwise.files import read_json
 
     path = layout.headline("test")
-    if not path.is_file():
+    if path.is_file():
+        if read_json(path) == NOT_OPENED:
+            return False
+        doc = read_json(layout.test_metrics) if layout.test_metrics.is_file() else {}
+        if doc.get("config") == config_hash and doc.get("split_key") == split_key:
+            return False
+    write(path, NOT_OPENED)
+    return True
+
+
+def fill_nested(layout: Any) -> bool:
+    """The nested headline as the nested stage writes it when off (``{}``), if there is
+    none yet: an experiment that stops at aggregate never runs that stage, and DVC warns
+    about a metrics file it cannot load. Returns whether it wrote."""
+    path = layout.headline("nested")
+    if path.is_file():
         return False
-    doc = read_json(layout.test_metrics) if layout.test_metrics.is_file() else {}
-    if doc.get("config") == config_hash and doc.get("split_key") == split_key:
-        return False
-    path.unlink()
+    write(path, {})
     return True
 
 

@@ -152,7 +152,7 @@ def resolve(model: str | Path) -> str | Path:
     return f"models:/{text}@champion"
 
 
-def _params(root: Path | None):
+def read_params(root: Path | None):
     """``params.yaml`` here, or None (missing or unreadable: not this command's business)."""
     from omegaconf import DictConfig, OmegaConf
 
@@ -171,71 +171,7 @@ def default_tracking_uri(root: Path | None = None) -> str:
     ``params.yaml`` here, else the project's SQLite store."""
     from foldwise.tracking import tracking_uri
 
-    return tracking_uri(_params(root))
-
-
-def default_model(root: Path, tracking_uri: str) -> tuple[Any, str]:
-    """The model a plain ``foldwise predict`` (no ``--model``) scores with, and the line
-    that says which it is and how to pick another.
-
-    ``models/final`` is whatever the last refit made: after ``dvc exp run``s that stopped
-    at aggregate it may belong to another dataset than ``params.yaml``'s. So the default is
-    the registered champion of ``params.yaml``'s data (``foldwise-<data.name>@champion``:
-    the model whose test score is known), else ``models/final`` when it was trained on
-    that data; ``models/final`` of another dataset is refused with the choices.
-    """
-    from omegaconf import OmegaConf
-
-    from foldwise.redact import redact
-    from foldwise.tracking import registry
-
-    cfg = _params(root)
-    data = OmegaConf.select(cfg, "data.name") if cfg is not None else None
-    store = redact(tracking_uri)
-    if data is not None:
-        name = registry.model_name(cfg)
-        v = registry.champion(tracking_uri, name)
-        if v is not None:
-            label = v.tags.get(f"{registry.TAG}label")
-            said = (
-                f"model {name}@champion (version {v.version}{f', {label}' if label else ''}): "
-                f"the registered champion of params.yaml's data={data}, from {store}; "
-                "another: --model models/final (the last refit), a registered name or a path"
-            )
-            return load_registered(f"models:/{name}/{v.version}", tracking_uri), said
-        missing = f"{store} has no {name}@champion (the lockbox is not opened for it yet)"
-    local = root / "models" / "final"
-    if not (local / "model.pt").is_file():
-        raise FoldwiseError(
-            f"no model to score with: {missing + ', and ' if data else ''}there is no "
-            "models/final.",
-            "run the pipeline first (dvc repro refit), or pass --model.",
-        )
-    model = load(local)
-    trained_on = model.meta.dataset
-    if data is not None and trained_on != data:
-        raise FoldwiseError(
-            f"models/final was trained on data={trained_on}, but params.yaml's data is "
-            f"{data}, and {missing}.",
-            f"--model models/final to use it anyway, --model foldwise-{trained_on} for that "
-            f"data's champion, or refit on {data}: "
-            "dvc repro refit.",
-        )
-    label = _bundle_label(local)
-    said = (
-        f"model models/final ({label + ', ' if label else ''}data={trained_on}: the last "
-        f"refit{'; ' + missing if data else ''}); another: --model <registered name or path>"
-    )
-    return model, said
-
-
-def _bundle_label(folder: Path) -> str:
-    import json
-
-    try:
-        return str(json.loads((folder / "info.json").read_text()).get("label") or "")
-    except (OSError, ValueError):
-        return ""
+    return tracking_uri(read_params(root))
 
 
 def load_registered(uri: str, tracking_uri: str) -> Any:

@@ -131,8 +131,8 @@ def _write_metrics(layout: Any, doc: dict[str, Any]) -> None:
     from foldwise.files import read_json, write_json
 
     selection = read_json(layout.selection) if layout.selection.is_file() else {}
-    # which selection on which dev rows this is about: a later aggregate drops the
-    # headline once it no longer is (headline.drop_stale_test)
+    # which selection on which dev rows this is about: a later aggregate marks the
+    # headline "not opened" once it no longer is (headline.mark_stale_test)
     doc = {**doc, "split_key": selection.get("split_key")}
     write_json(layout.test_metrics, doc)
     metric = (doc.get("cv_vs_test") or {}).get("metric") or selection.get("metric")
