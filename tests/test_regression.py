@@ -101,6 +101,17 @@ def test_regression_params_refused_with_the_fix(overrides, needle, fix):
     assert needle in str(err.value) and fix in str(err.value)
 
 
+def test_data_diabetes_alone_brings_an_unstratified_split_and_a_given_split_wins():
+    # conf/data/diabetes.yaml's defaults list overrides the split (no -S split=kfold needed)
+    alone = compose_params(["data=diabetes"], root=ROOT)
+    assert alone.split.scheme == "kfold"
+    params.validate(alone)
+    given = compose_params(["data=diabetes", "split=repeated_kfold"], root=ROOT)
+    assert given.split.scheme == "repeated_kfold"
+    # ...and only there: a classification dataset keeps the stratified default
+    assert compose_params(["data=wine"], root=ROOT).split.scheme == "stratified_kfold"
+
+
 def test_classification_metric_names_are_refused_for_regression_and_vice_versa():
     cfg = tiny_params(["selection.metric=val_mse"])
     with pytest.raises(FoldwiseError, match="val_mse is not a classification score"):
