@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro report exp test test-fast lint ui mlflow-server params options bench bench-parts bench-own-model bench-images bench-schemes bench-ensembles clean
+.PHONY: install repro report exp test test-fast lint docs ui mlflow-server params options bench bench-parts bench-own-model bench-images bench-schemes bench-ensembles clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ test-fast: install  ## unit tests only
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
+docs: install  ## the user guide (docs/) into site/, as the test suite builds it: a broken link or anchor fails
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 ui: install  ## MLflow UI over the project's tracking store, on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from foldwise.tracking import tracking_uri; print(tracking_uri())')" --host 127.0.0.1 --port 5000
 
@@ -58,7 +61,7 @@ mlflow-server: install  ## shared tracking server: PostgreSQL + mlflow server on
 params: install  ## regenerate params.yaml from conf/ (ARGS="data=breast_cancer model=cnn")
 	$(BIN)/python -m foldwise.compose $(ARGS)
 
-options: install  ## the table of every setting (README: Every setting), from the config schema
+options: install  ## the table of every setting (docs/configuration.md), from the config schema
 	@$(BIN)/python -m foldwise.config.schema
 
 bench: install  ## foldwise's sweep vs one-at-a-time, a plain PyTorch loop and sklearn (~15 min)

@@ -39,7 +39,7 @@ def back_doors(p: Project, uri: str) -> None:
     """On a project of digits whose lockbox was opened (by `dvc repro`, with ``uri``'s
     MLflow store): edit files, delete the records, change the seed — each is refused."""
     root = p.path
-    p.commit("opened the lockbox")  # the audit log is committed, as the README asks
+    p.commit("opened the lockbox")  # the audit log is committed, as docs/lockbox.md asks
     entries = [json.loads(x) for x in (root / AUDIT).read_text().splitlines()]
     first = entries[-1]  # the opening of the model the test stage now sees
     assert first["opened_by"] == "foldwise tests <tests@foldwise.invalid>"

@@ -1,4 +1,4 @@
-"""The bad-input catalogue (issue 10; README "When foldwise refuses").
+"""The bad-input catalogue (issue 10; docs/troubleshooting.md, "When foldwise refuses").
 
 Every bad input is refused with a :class:`FoldwiseError` that names the problem *and* the
 fix, before any training and before the stage writes anything; the entry script prints
@@ -337,14 +337,14 @@ def test_valid_keys_come_from_the_schema_and_conf_holds_the_same():
     assert check_keys(cfg_with()) is None
 
 
-def test_the_readme_lists_every_setting_of_the_schema():
+def test_the_docs_list_every_setting_of_the_schema():
     import subprocess
 
     table = subprocess.run([sys.executable, "-m", "foldwise.config.schema"], check=True,
                            capture_output=True, text=True).stdout  # fmt: skip
-    readme = (ROOT / "README.md").read_text()
-    shown = readme.split("<!-- options:start -->\n", 1)[1].split("<!-- options:end -->", 1)[0]
-    assert shown == table, "run `make options` and paste it into the README"
+    page = (ROOT / "docs/configuration.md").read_text()  # "Every setting"
+    shown = page.split("<!-- options:start -->\n", 1)[1].split("<!-- options:end -->", 1)[0]
+    assert shown == table, "run `make options` and paste it into docs/configuration.md"
 
 
 # ---------------------------------------------------------------- stages, in-process

@@ -261,14 +261,14 @@ def test_editing_the_users_source_changes_the_config_hash_and_nothing_else_does(
     assert models.source_hash(builtin.model) is None
 
 
-def test_the_example_package_is_what_the_readme_shows():
-    readme = (ROOT / "README.md").read_text()
-    assert "model._target_=mynets.nets.SmallCNN" in readme
+def test_the_example_package_is_what_the_docs_show():
+    for page in ("README.md", "docs/models.md"):  # the quickstart and "Your own model"
+        assert "model._target_=mynets.nets.SmallCNN" in (ROOT / page).read_text()
     assert Path(EXAMPLES / "mynets/nets.py").is_file()
 
 
 # ---------------------------------------------------------------- the real pipeline
-# TINY (dvc exp run composes params.yaml from conf/ and these), then the README's lines
+# TINY (dvc exp run composes params.yaml from conf/ and these), then the lines of docs/models.md
 SMALL = [t for t in TINY if not t.startswith(("sweep.grid.", "curves.validation."))]
 CASES = {
     "nn.Module": (
@@ -296,7 +296,7 @@ CASES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_users_package_is_cross_validated_by_dvc_exp_run_and_predicts_elsewhere(tmp_path, case):
-    """As README "Your own model" says: the package in the project directory, the
+    """As docs/models.md ("Your own model") says: the package in the project directory, the
     overrides of the example, `dvc exp run`; every stage runs, the lockbox opens once,
     and the saved and the registered model predict from another directory (the model
     carries its code)."""

@@ -156,7 +156,7 @@ def test_a_broken_dataset_is_refused_naming_the_fix(extra, said, fix):
 
 @pytest.mark.slow
 def test_an_image_folder_is_cross_validated_by_dvc_repro_and_predicts_new_images(tmp_path):
-    """README "Your own data": drawn shapes under data/raw/, `dvc repro` with the built-in
+    """docs/data.md ("Your own data"): drawn shapes under data/raw/, `dvc repro` with the built-in
     CNN; every stage runs, the lockbox opens once, the lockbox's images replaced by noise
     change nothing before the test stage, the registered model is the champion, and
     `foldwise predict` scores a folder of new images as pixel rows are scored."""

@@ -42,7 +42,7 @@ def disabled(layout: Layout) -> dict[str, Any]:
     doc = {"enabled": False}
     write_json(layout.nested_metrics, doc)
     headline.write(layout.headline("nested"), headline.nested(doc))
-    print("[nested] off (enable with -S nested.enabled=true; see README, Nested CV)")
+    print("[nested] off (enable with -S nested.enabled=true; see docs/nested.md)")
     return doc
 
 

@@ -216,7 +216,7 @@ def _check_interpolations(cfg: DictConfig) -> None:
         raise FoldwiseError(
             f"params: {err.full_key or 'a setting'} does not resolve: {cause}",
             "fix the ${...} (a setting's dotted key, or ${foldwise:<name>} with a name "
-            "from README: Your own model).",
+            "from docs/models.md, Your own model).",
         ) from None
 
 

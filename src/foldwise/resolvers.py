@@ -27,7 +27,7 @@ def placeholder(name: str) -> str:
     if name not in NAMES:
         raise ValueError(
             f"${{foldwise:{name}}}: foldwise has no value named {name!r}; "
-            f"use one of {', '.join(NAMES)} (README: Your own model)."
+            f"use one of {', '.join(NAMES)} (docs/models.md, Your own model)."
         )
     return f"${{foldwise:{name}}}"
 

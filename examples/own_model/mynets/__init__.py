@@ -1,1 +1,1 @@
-"""A user's own networks, as foldwise cross-validates them (README "Your own model")."""
+"""A user's own networks, as foldwise cross-validates them (docs/models.md, "Your own model")."""

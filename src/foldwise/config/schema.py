@@ -2,7 +2,7 @@
 
 ``conf/`` is the menu (Hydra config groups, composed into ``params.yaml``); this module is
 what the code reads. The known-key list behind "did you mean" (:mod:`.keys`), the type
-check of every value (:func:`type_errors`) and the README's option table (``make
+check of every value (:func:`type_errors`) and the option table of docs/configuration.md (``make
 options``) all come from it, so a yaml file under ``conf/`` cannot make a key valid that
 no code reads. A key whose options differ by config group (``split.*`` by scheme,
 ``data.*`` by dataset, ``ensemble.*`` by ensemble) is listed once, with the options that
@@ -22,7 +22,7 @@ from typing import Any
 
 from foldwise.errors import FoldwiseError
 
-# One line of help per key, in the field's metadata: the README's option table.
+# One line of help per key, in the field's metadata: the option table of docs/configuration.md.
 _help = lambda text: {"help": text}  # noqa: E731
 
 
@@ -132,7 +132,7 @@ class Model:
         default=None,
         metadata=_help(
             "your own nn.Module class or factory (model=module); the other model.* keys "
-            "are its arguments (README: Your own model)"
+            "are its arguments (docs/models.md)"
         ),
     )
     hidden: int = field(
@@ -549,7 +549,7 @@ def check_types(values: dict[str, Any]) -> None:
         )
 
 
-if __name__ == "__main__":  # make options: the README's table of every setting
+if __name__ == "__main__":  # make options: the table of every setting (docs/configuration.md)
     print("| setting | type | default | what it is |\n|---|---|---|---|")
     for o in options():
         default = "—" if o.key in FREE else "null" if o.default is None else o.default

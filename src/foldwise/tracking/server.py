@@ -454,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.host not in ("127.0.0.1", "localhost", "::1"):
                 print(
                     "  reachable beyond this machine: use --app-name basic-auth and a "
-                    "TLS reverse proxy (README: A shared tracking server)"
+                    "TLS reverse proxy (docs/tracking.md: A shared tracking server)"
                 )
             print(f"  logs: {server.folder / 'mlflow.log'}, {server.folder / 'postgres.log'}")
             print("Ctrl-C stops it; runs are kept for the next start.", flush=True)
