@@ -38,6 +38,7 @@ SECONDS: dict[str, float] = {
     "test_regression_e2e.py::test_diabetes_regression_end_to_end": 15,
     "test_own_model.py::test_a_users_package_is_cross_validated": 160,
     "test_sources.py::test_an_image_folder_is_cross_validated_by_dvc_repro": 90,
+    "test_feed.py::test_the_sweep_stage_streams": 35,
     "test_docs.py::test_example_runs": 3,  # a bash script in a copy of the project (~30 s in all)
     "test_slurm_e2e.py::test_slurm_sweep_equals_the_local_one_and_resumes_after_scancel": 140,
     "test_slurm_e2e.py::test_submitit_local_runs_a_process_per_stack_with_the_same_results": 45,

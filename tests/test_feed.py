@@ -12,6 +12,8 @@ a padded slot) shows as a different number.
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -87,3 +89,69 @@ def test_a_step_loads_only_the_union_of_its_models_rows():
     # (each step's union ≤ 64); final scoring of the fit rows: 64 (+ row 0, the padding)
     assert data.reads <= 64 + 4 * 64 + 65
     assert data.reads < 4 * (64 + 64 + 64)  # per model it would be 768
+
+
+@pytest.mark.slow
+def test_the_sweep_stage_streams_an_image_folder_and_computes_what_it_computes_in_memory(
+    tmp_path,
+):
+    """engine.rows=stream end to end: the sweep stage never reads the dev table's pixel
+    columns (it decodes the images it needs, step by step), and every job's history and
+    scores equal those of the same sweep with the rows in memory (float64). A table is
+    refused for streaming before any work, naming the fix."""
+    import json
+    import shutil
+    import sys
+
+    from conftest import ROOT, make_project, tiny_params
+
+    sys.path.insert(0, str(ROOT / "examples/shapes"))
+    from draw import draw
+
+    cfg = tiny_params(["data=image_folder", "data.path=data/raw/shapes", "model=cnn",
+                       "sweep.grid.model.hidden=[4]", "sweep.grid.optim.lr=[0.01,0.05]",
+                       "trainer.precision=64", "data.normalize=channel"])  # fmt: skip
+    p = make_project(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", cfg)
+    draw(p.path / "data/raw/shapes", per_class=12, size=12, classes=("circle", "cross", "ring"))
+    p.repro("prepare", "split", "sweep")
+    jobs = p.path / "results/sweep/jobs"
+    memory = {f.name: json.loads(f.read_text()) for f in jobs.rglob("*.json")}
+    assert memory
+    # nothing to restore: neither the job cache nor the MLflow runs of the first sweep
+    shutil.rmtree(p.path / "results/sweep")
+    shutil.rmtree(p.path / ".foldwise/jobs")
+    p.env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'streamed.db'}"
+    cfg.engine.rows = "stream"
+    p.set_params(cfg)
+    from foldwise.fitting import train as fitting
+
+    fitting.dev_inputs.cache_clear()
+    from foldwise import sources
+
+    with (
+        mock.patch.object(fitting, "arrays", wraps=fitting.arrays) as read,
+        mock.patch.object(sources, "stream_rows", wraps=sources.stream_rows) as streams,
+    ):
+        ran = p.repro("sweep")
+    assert read.called and streams.called, ran.stdout[-3000:] + ran.stderr[-3000:]
+    for (df,), _ in read.call_args_list:  # the dev table without its pixel columns
+        assert not [c for c in df.columns if c.startswith("x")]
+    streamed = {f.name: json.loads(f.read_text()) for f in jobs.rglob("*.json")}
+    assert streamed.keys() == memory.keys()
+    compared = 0
+    for name, a in memory.items():
+        b = streamed[name]
+        if "metrics" not in a:
+            continue
+        compared += 1
+        assert a["status"] == b["status"] == "ok", name
+        for k, v in a["metrics"].items():
+            assert b["metrics"][k] == pytest.approx(v, rel=1e-9, abs=1e-9), (name, k)
+        for k, v in a["history"].items():
+            np.testing.assert_allclose(b["history"][k], v, rtol=1e-9, atol=1e-9, err_msg=name)
+    assert compared == 2 * 2  # 2 configurations × 2 folds
+
+    table = tiny_params(["engine.rows=stream"])
+    p.set_params(table)
+    out = p.stage("sweep", check=False, in_process=True)
+    assert out.returncode != 0 and "engine.rows=stream" in out.stderr and "Fix:" in out.stderr

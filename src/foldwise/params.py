@@ -262,6 +262,7 @@ def _check_values(cfg: DictConfig) -> None:
             values = {k: v for k, v in values.items() if not k.startswith(f"{section}.")}
     schema.check_types(values)
     name = sections.check_data(cfg)
+    sections.check_rows(cfg)
 
     frac = need(cfg, "split.test_fraction", "e.g. split.test_fraction=0.2")
     if not isinstance(frac, int | float) or not 0 < frac < 1:

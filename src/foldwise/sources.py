@@ -49,8 +49,8 @@ def _image_shape(shape: tuple[int, ...], what: str) -> list[int] | None:
     )
 
 
-def from_dataset(cfg: DictConfig) -> tuple:
-    """``data._target_``'s ``Dataset``: features, labels, ids, groups/times, image shape."""
+def _instantiate(cfg: DictConfig) -> Any:
+    """The ``Dataset`` ``data._target_`` returns, given the other ``data.*`` keys."""
     from foldwise.targets import resolve
 
     target = cfg.get("_target_")
@@ -68,7 +68,13 @@ def from_dataset(cfg: DictConfig) -> tuple:
             f"data._target_={target} raised {type(err).__name__}: {err}",
             "fix the factory, or its arguments (the +data.* overrides).",
         ) from None
-    what = f"the Dataset of {target}"
+    return ds
+
+
+def from_dataset(cfg: DictConfig) -> tuple:
+    """``data._target_``'s ``Dataset``: features, labels, ids, groups/times, image shape."""
+    ds = _instantiate(cfg)
+    what = f"the Dataset of {cfg.get('_target_')}"
     try:
         n = len(ds)
         first = ds[0] if n else None
@@ -248,6 +254,7 @@ class ImageFolderRows:
     def __init__(self, root: Path, size: list[int] | None, channels: int) -> None:
         self.size, self.channels = size, channels
         rows = _ordered(root)
+        self.ids = np.array([i for i, _, _ in rows], dtype=np.int64)
         self.files = [f for _, f, _ in rows]
         self.targets = [c for _, _, c in rows]
 
@@ -295,3 +302,34 @@ def from_image_folder(cfg: DictConfig) -> tuple:
         {},
         [int(v) for v in stacked.shape[1:]],
     )
+
+
+def stream_rows(cfg: DictConfig, ids: np.ndarray) -> Any:
+    """The rows ``ids`` (in that order) of ``data=image_folder`` or ``data=dataset`` as a
+    map-style dataset read on demand (the engine's streamed rows), without reading the
+    features the prepare stage tabled. Refuses rows the source no longer holds."""
+    from torch.utils.data import Subset
+
+    name = str(cfg.name)
+    if name == "image_folder":
+        size, channels = _image_settings(cfg)
+        source = ImageFolderRows(_folder(cfg), size, channels)
+        found = np.isin(ids, source.ids)
+        pos = np.searchsorted(source.ids, ids)  # ids are sorted: a row's position
+    elif name == "dataset":
+        source = _instantiate(cfg)
+        pos = np.asarray(ids, dtype=np.int64)
+        found = (pos >= 0) & (pos < len(source))
+    else:
+        raise FoldwiseError(
+            f"params: engine.rows=stream reads images or a Dataset on demand; data={name} is "
+            "a table, read whole by the prepare stage.",
+            "-S engine.rows=memory (or auto), or use data=image_folder / data=dataset.",
+        )
+    if not found.all():
+        raise FoldwiseError(
+            f"data={name}: {int((~found).sum())} dev rows are no longer in the data "
+            "(files removed or renamed, or a shorter Dataset) since the split stage.",
+            "re-run the pipeline from the prepare stage: dvc repro.",
+        )
+    return Subset(source, pos.tolist())

@@ -213,6 +213,17 @@ class Engine:
     cpu_stack_params: int | None = field(
         default=5_000_000, metadata=_help("on a CPU, parameters per stack at most")
     )
+    rows: str = field(
+        default="memory",
+        metadata=_help(
+            "memory (every dev row in one tensor), stream (images or a Dataset read per "
+            "step through a DataLoader: data larger than memory) or auto (stream when the "
+            "dev rows' features exceed memory_mb)"
+        ),
+    )
+    loader_workers: int = field(
+        default=0, metadata=_help("rows=stream: DataLoader processes (0: in the training process)")
+    )
 
 
 @dataclass

@@ -136,6 +136,26 @@ DATASETS = ("digits", "breast_cancer", "wine", "iris", "diabetes", "csv", "image
 NORMALIZE = ("feature", "channel", "none")
 
 
+def check_rows(cfg: DictConfig) -> None:
+    """engine.rows and engine.loader_workers, before any work."""
+    engine = cfg.get("engine") or {}
+    rows = engine.get("rows", "memory")
+    one_of(rows, ("memory", "stream", "auto"), "engine.rows")
+    workers = engine.get("loader_workers", 0)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise FoldwiseError(
+            f"params: engine.loader_workers must be 0 or a positive integer, got {workers!r}.",
+            "-S engine.loader_workers=0 (decode in the training process) or e.g. 4.",
+        )
+    name = str(cfg.data.get("name")) if cfg.get("data") is not None else ""
+    if rows == "stream" and name not in ("image_folder", "dataset"):
+        raise FoldwiseError(
+            f"params: engine.rows=stream reads images or a Dataset on demand; data={name} is "
+            "a table, which the prepare stage reads whole.",
+            "-S engine.rows=memory (or auto), or use data=image_folder / data=dataset.",
+        )
+
+
 def check_data(cfg: DictConfig) -> str:
     """The ``data`` section's source and its own settings; returns ``data.name``."""
     name = need(cfg, "data.name", "pick a dataset: -S data=digits")

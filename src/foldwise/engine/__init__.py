@@ -276,6 +276,14 @@ def train(
     sizes = footprints(tasks, meta)  # one dry run per architecture, for planning and scoring
     solo = solo_reasons(tasks, meta)
     lightning = lightning_archs(tasks, meta)
+    if lightning and isinstance(x, Streamed):
+        from foldwise.errors import FoldwiseError
+
+        raise FoldwiseError(
+            "engine.rows=stream: a LightningModule trains on its own DataLoader of rows in "
+            "memory; streamed rows are for foldwise's stacked engine.",
+            "-S engine.rows=memory, or give the network as a plain nn.Module.",
+        )
     said = {}  # one line per network and reason, whatever its arguments
     for arch, reason in solo.items():
         model = next(t.model for t in tasks if t.arch() == arch)

@@ -24,16 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class _Flat(Dataset):
     """Item ``i`` of the user's dataset as a flat tensor: its features (the ``x`` of an
-    ``(x, y)`` item); a float item keeps its precision, anything else becomes float32,
-    as the in-memory table holds it."""
+    ``(x, y)`` item); a float item keeps its precision unless ``float32``, anything else
+    becomes float32."""
 
-    def __init__(self, dataset: Any) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: Any, float32: bool) -> None:
+        self.dataset, self.float32 = dataset, float32
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -43,7 +43,21 @@ class _Flat(Dataset):
         if isinstance(item, tuple | list):
             item = item[0]
         t = torch.as_tensor(np.asarray(item)).reshape(-1)
-        return t if t.is_floating_point() else t.float()
+        return t if t.is_floating_point() and not self.float32 else t.float()
+
+
+class _Lists(Sampler):
+    """A batch sampler whose batches are swapped before each pass: one DataLoader (and
+    its worker processes) serves every pass instead of starting processes per pass."""
+
+    def __init__(self) -> None:
+        self.lists: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.lists)
+
+    def __len__(self) -> int:
+        return len(self.lists)
 
 
 @dataclass
@@ -52,7 +66,8 @@ class Streamed:
     features, or ``(features, label)``); the labels stay in memory, as ``y``.
 
     ``workers`` loader processes (0: in the training process), each ``prefetch`` blocks
-    ahead; ``block_rows`` bounds a scoring or statistics block.
+    ahead; ``block_rows`` bounds a scoring or statistics block. ``float32``: values as
+    the prepare stage's table holds them (float32), whatever the items' type.
     """
 
     dataset: Any
@@ -61,9 +76,11 @@ class Streamed:
     prefetch: int = 2
     block_rows: int = 4096
     pin_memory: bool = False
+    float32: bool = False
 
     def __post_init__(self) -> None:
-        self._flat = _Flat(self.dataset)
+        self._flat = _Flat(self.dataset, self.float32)
+        self._loaders: dict[str, tuple[DataLoader, _Lists]] = {}
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -72,26 +89,40 @@ class Streamed:
     def shape(self) -> tuple[int, int]:
         return (len(self.dataset), self.n_features)
 
-    def load(self, unions: Sequence[Tensor]) -> Iterator[Tensor]:
+    def load(self, unions: Sequence[Tensor], channel: str = "train") -> Iterator[Tensor]:
         """The features of each sorted row list in ``unions`` [u, F], in order,
-        ``prefetch`` blocks ahead in ``workers`` processes."""
+        ``prefetch`` blocks ahead in ``workers`` processes. Each ``channel`` (training
+        steps, scoring) keeps one DataLoader, whose workers live as long as the feed;
+        a channel's pass must end before its next one starts."""
         if not unions:
             return iter(())
-        loader = DataLoader(
-            self._flat,
-            batch_sampler=[u.tolist() for u in unions],
-            num_workers=self.workers,
-            pin_memory=self.pin_memory,
-            prefetch_factor=self.prefetch if self.workers else None,
-        )
+        if channel not in self._loaders:
+            lists = _Lists()
+            loader = DataLoader(
+                self._flat,
+                batch_sampler=lists,
+                num_workers=self.workers,
+                pin_memory=self.pin_memory,
+                prefetch_factor=self.prefetch if self.workers else None,
+                persistent_workers=self.workers > 0,
+            )
+            self._loaders[channel] = (loader, lists)
+        loader, lists = self._loaders[channel]
+        lists.lists = [u.tolist() for u in unions]
         return iter(loader)
 
-    def blocks(self, chunks: Sequence[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
+    def blocks(
+        self, chunks: Sequence[Tensor], channel: str = "train"
+    ) -> Iterator[tuple[Tensor, Tensor]]:
         """For each ``chunk`` [m, L] of row positions: ``(local, block)``, with
         ``block[local]`` the chunk's features [m, L, F]."""
+        chunks = [c.contiguous() for c in chunks]
         unions = [torch.unique(c.cpu()) for c in chunks]
-        for c, u, block in zip(chunks, unions, self.load(unions), strict=True):
+        for c, u, block in zip(chunks, unions, self.load(unions, channel), strict=True):
             yield torch.searchsorted(u.to(c.device), c), block
+
+    def __getstate__(self) -> dict:  # DataLoaders (and their processes) do not pickle
+        return {k: v for k, v in self.__dict__.items() if k != "_loaders"} | {"_loaders": {}}
 
     def standardise(
         self, fits: list[np.ndarray], how: str, image_shape=None
@@ -119,7 +150,7 @@ class Streamed:
         pilot = None
         starts = range(0, len(union), self.block_rows)
         pieces = [torch.from_numpy(union[a : a + self.block_rows]) for a in starts]
-        for a, block in zip(starts, self.load(pieces), strict=True):
+        for a, block in zip(starts, self.load(pieces, "score"), strict=True):
             xb = block.double().numpy()
             if how == "feature":  # the in-memory scaler reads float32 values
                 xb = xb.astype(np.float32).astype(np.float64)

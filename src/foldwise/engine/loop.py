@@ -277,7 +277,8 @@ class StackTrainer(pl.LightningModule):
         if self.feed is None:
             yield from ((a * chunk, i, None) for a, i in enumerate(parts))
             return
-        for a, (i, (local, rows)) in enumerate(zip(parts, self.feed.blocks(parts), strict=True)):
+        blocks = self.feed.blocks(parts, "score")
+        for a, (i, (local, rows)) in enumerate(zip(parts, blocks, strict=True)):
             yield a * chunk, i, (local, rows.to(self.x.device))
 
     @staticmethod

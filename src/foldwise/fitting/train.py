@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from foldwise import engine
 from foldwise import params as P
-from foldwise.data import Meta, feature_columns
+from foldwise.data import STRUCTURE, Meta, feature_columns
 from foldwise.ensemble import spec as ensemble_spec
 from foldwise.files import read_json
 from foldwise.models import build_backbone
@@ -292,22 +292,62 @@ def fit_folds(cfg: DictConfig, meta: Meta, dev: pd.DataFrame, folds: list) -> Fo
 
 @dataclass
 class Inputs:
-    """Dev rows as engine arrays, and each fold's rows as positions into them."""
+    """Dev rows as engine arrays (or streamed: ``engine.rows``), and each fold's rows as
+    positions into them."""
 
-    x: np.ndarray
+    x: np.ndarray | engine.Streamed
     y: np.ndarray
     folds: dict[int, tuple[np.ndarray, np.ndarray]]
     meta: Meta
     row_ids: np.ndarray  # dev row id at each position
 
 
+def rows_spec(cfg: DictConfig, layout: P.Layout) -> str:
+    """How :func:`dev_inputs` holds the dev features, as a cache key: ``""`` in memory,
+    else the JSON of the streamed source (``engine.rows``; ``auto`` streams images or a
+    Dataset when the dev features, as float64, would exceed ``engine.memory_mb``)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    e = cfg.engine
+    mode, name = str(e.get("rows", "memory")), str(cfg.data.name)
+    if mode == "memory" or name not in ("image_folder", "dataset"):
+        return ""  # a table: the prepare stage holds it whole anyway (refused for stream)
+    if mode == "auto":
+        meta = pq.read_metadata(layout.dev)
+        if meta.num_rows * meta.num_columns * 8 <= float(e.memory_mb) * 2**20:
+            return ""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    pin = engine.device_for(str(cfg.trainer.accelerator)) == "gpu"  # pinned: async copies
+    spec = {"data": data, "workers": int(e.get("loader_workers", 0)), "pin": pin}
+    return json.dumps(spec, sort_keys=True)
+
+
 @functools.lru_cache(maxsize=2)
-def dev_inputs(root: str) -> Inputs:
-    """Read once per process however many stacks it runs."""
+def dev_inputs(root: str, rows: str = "") -> Inputs:
+    """Read once per process however many stacks it runs. ``rows`` (:func:`rows_spec`):
+    the features are then not read from the table but streamed from the source."""
+    import json
+
     layout = P.Layout(Path(root))
-    dev = pd.read_parquet(layout.dev).set_index("row_id", drop=False)
+    if rows:
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(layout.dev).names
+        dev = pd.read_parquet(layout.dev, columns=[c for c in names if c in STRUCTURE])
+    else:
+        dev = pd.read_parquet(layout.dev)
+    dev = dev.set_index("row_id", drop=False)
     pos = lambda ids: dev.index.get_indexer(ids)  # noqa: E731
     folds = {f.index: (pos(f.train), pos(f.val)) for f in load_folds(read_json(layout.folds))}
+    meta = Meta.from_dict(read_json(layout.meta))
     x, y = arrays(dev)
-    return Inputs(x, y, folds, Meta.from_dict(read_json(layout.meta)),
-                  dev["row_id"].to_numpy())  # fmt: skip
+    if rows:
+        from foldwise.sources import stream_rows
+
+        spec = json.loads(rows)
+        source = stream_rows(OmegaConf.create(spec["data"]), dev["row_id"].to_numpy())
+        x = engine.Streamed(source, meta.n_features, workers=spec["workers"], float32=True,
+                            pin_memory=spec["pin"])  # fmt: skip
+    return Inputs(x, y, folds, meta, dev["row_id"].to_numpy())

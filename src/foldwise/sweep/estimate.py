@@ -15,7 +15,7 @@ from foldwise.files import (
     read_json,
     write_json,
 )
-from foldwise.fitting.train import dev_inputs
+from foldwise.fitting.train import dev_inputs, rows_spec
 from foldwise.results import (
     Session,
     parse_task_name,
@@ -44,7 +44,7 @@ def estimate_seconds(
     """
     from foldwise.engine.estimate import probe, steps_per_epoch
 
-    inputs = dev_inputs(str(layout.root))
+    inputs = dev_inputs(str(layout.root), rows_spec(cfg, layout))
     known = read_json(epochs_index(layout.root)) if epochs_index(layout.root).is_file() else {}
     probes, total, measured, models = {}, 0.0, 0, 0
     for names in stacks:

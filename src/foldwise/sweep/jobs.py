@@ -17,7 +17,7 @@ from foldwise.files import (
     write_json,
 )
 from foldwise.fitting.configs import apply, config_hash, engine_settings
-from foldwise.fitting.train import dev_inputs
+from foldwise.fitting.train import dev_inputs, rows_spec
 from foldwise.progress import Progress
 from foldwise.redact import redact
 from foldwise.results import (
@@ -49,7 +49,7 @@ def plan_stacks(
     from foldwise.ensemble import expand
     from foldwise.fitting.train import make_task
 
-    inputs = dev_inputs(str(layout.root))
+    inputs = dev_inputs(str(layout.root), rows_spec(cfg, layout))
     by_hash = {c["hash"]: c for c in configs}
     full_cfgs: dict[str, DictConfig] = {}  # composing a config is ~10 ms: once per config
     tasks = []
@@ -138,7 +138,7 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
     names = session.doc["stacks"][number]
     progress = _progress_for(session)
     durable = durable_client(cfg, layout)
-    inputs = dev_inputs(str(layout.root))
+    inputs = dev_inputs(str(layout.root), rows_spec(cfg, layout))
     todo, results = [], []
     where: dict[str, tuple[dict, int, str]] = {}
     full_cfgs: dict[str, DictConfig] = {}
