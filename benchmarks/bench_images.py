@@ -252,7 +252,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--reps", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=1, help="loader processes (streamed rows)")
+    ap.add_argument("--workers", type=int, default=0, help="loader processes (streamed rows)")
     ap.add_argument("--rss-scale", type=int, default=10, help="0: skip the RSS comparison")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT / "examples/shapes"))
@@ -293,8 +293,8 @@ def main() -> None:
                 n_s = draw(Path(tmp), args.per_class * scale, 28)
                 rss[n_s] = _in_process(run_engine, tmp, 1, None, args.workers)
         (n1, a), (n2, b) = rss.items()
-        print(f"\npeak RSS, loader-fed stack, 1 epoch: {n1} images {a[3]:.0f} MB, "
-              f"{n2} images {b[3]:.0f} MB: ×{b[3] / a[3]:.2f} for ×{n2 / n1:.0f} the rows")  # fmt: skip
+        print(f"\npeak RSS, loader-fed stack, 1 epoch: {n1} images {a[3]:.0f} MB, {n2} "
+              f"images {b[3]:.0f} MB: ×{b[3] / a[3]:.2f} for ×{n2 / n1:.0f} the rows")  # fmt: skip
 
 
 if __name__ == "__main__":
