@@ -13,8 +13,10 @@ batch 64, inputs standardised per channel on each fold's training rows:
   one-at-a-time the same engine, stacks of one (engine=one_at_a_time)
   loader        the engine with streamed rows (engine/feed.py): no table; every step
                 decodes the union of the stack's next rows from the PNG files through
-                a DataLoader (--workers processes, prefetch 2)
-  loader 1×1    the same, stacks of one
+                a DataLoader (--workers processes, prefetch 2), no cache
+  loader+cache  the same, decoded rows kept up to 1,024 MB (cache_mb; the pipeline
+                keeps up to half of engine.memory_mb): a set that fits is decoded once
+  loader+c 1×1  the same, stacks of one
   lightning     what a user writes by hand: a Dataset that decodes the PNG files, a
                 shuffled DataLoader per fold (2 workers), one pl.Trainer per
                 (configuration, fold), the same network
@@ -25,7 +27,8 @@ models: training images × epochs × models / wall), seconds to the end of the f
 epoch, peak RSS of the process. Runs alternate within each repetition; medians.
 
 ``--rss-scale 10`` then draws 10× the images and runs the loader-fed stack for one epoch
-on both sets: its peak RSS should barely grow (the loader holds blocks, not the data).
+on both sets, without and with the cache: without, its peak RSS should barely grow (the
+loader holds blocks, not the data); with, by at most the cache's bound.
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def _folds(y):
     return list(StratifiedKFold(5, shuffle=True, random_state=0).split(y, y))
 
 
-def _streamed(folder: str, workers: int):
+def _streamed(folder: str, workers: int, cache_mb: float):
     import numpy as np
 
     from foldwise.data import Meta
@@ -85,20 +88,20 @@ def _streamed(folder: str, workers: int):
     n_features = int(np.prod(shape))
     meta = Meta("shapes", len(y), n_features, classes, [f"x{i}" for i in range(n_features)],
                 shape)  # fmt: skip
-    return Streamed(rows, n_features, workers=workers), y, meta, 0.0
+    return Streamed(rows, n_features, workers=workers, cache_mb=cache_mb), y, meta, 0.0
 
 
-def run_engine(folder: str, epochs: int, max_models: int | None, workers: int | None, q) -> None:
+def run_engine(folder: str, epochs: int, max_models: int | None, stream: tuple | None, q) -> None:
     import numpy as np
     import torch
 
     from foldwise import engine, threads
 
     torch.set_num_threads(threads.cores())
-    if workers is None:
+    if stream is None:  # the table in memory
         x, y, meta, read = _table(folder)
-    else:
-        x, y, meta, read = _streamed(folder, workers)
+    else:  # (workers, cache_mb)
+        x, y, meta, read = _streamed(folder, *stream)
     tasks = [
         engine.Task(
             key=f"{i}-{k}",
@@ -258,13 +261,15 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "examples/shapes"))
     from draw import draw
 
+    cached = (args.workers, 1024)
     with tempfile.TemporaryDirectory() as tmp:
         n = draw(Path(tmp), args.per_class, 28)
         runners = {
             "stacked": lambda: _in_process(run_engine, tmp, args.epochs, None, None),
             "one-at-a-time": lambda: _in_process(run_engine, tmp, args.epochs, 1, None),
-            "loader": lambda: _in_process(run_engine, tmp, args.epochs, None, args.workers),
-            "loader 1×1": lambda: _in_process(run_engine, tmp, args.epochs, 1, args.workers),
+            "loader": lambda: _in_process(run_engine, tmp, args.epochs, None, (args.workers, 0)),
+            "loader+cache": lambda: _in_process(run_engine, tmp, args.epochs, None, cached),
+            "loader+c 1×1": lambda: _in_process(run_engine, tmp, args.epochs, 1, cached),
             "lightning": lambda: _in_process(run_lightning, tmp, args.epochs),
         }
         rows: dict[str, list[tuple]] = {r: [] for r in runners}
@@ -284,17 +289,21 @@ def main() -> None:
         print(f"{name:<15}{wall:>8.1f}{ips:>10.0f}{first:>13.1f}{rss:>13.0f}"
               f"{med['lightning'][0] / wall:>12.2f}{acc:>9.3f}")  # fmt: skip
     print("÷lightning: how many times faster than the hand-written loop (>1: faster).")
-    ratio = med["loader"][0] / med["stacked"][0]
-    print(f"loader-fed stacked ÷ in-memory stacked (wall): {ratio:.2f}×")
+    for name in ("loader", "loader+cache"):
+        ratio = med[name][0] / med["stacked"][0]
+        print(f"{name} stacked ÷ in-memory stacked (wall): {ratio:.2f}×")
     if args.rss_scale:
-        rss = {}
+        sizes = {}
         for scale in (1, args.rss_scale):
             with tempfile.TemporaryDirectory() as tmp:
                 n_s = draw(Path(tmp), args.per_class * scale, 28)
-                rss[n_s] = _in_process(run_engine, tmp, 1, None, args.workers)
-        (n1, a), (n2, b) = rss.items()
-        print(f"\npeak RSS, loader-fed stack, 1 epoch: {n1} images {a[3]:.0f} MB, {n2} "
-              f"images {b[3]:.0f} MB: ×{b[3] / a[3]:.2f} for ×{n2 / n1:.0f} the rows")  # fmt: skip
+                sizes[n_s] = [_in_process(run_engine, tmp, 1, None, (args.workers, c))[3]
+                              for c in (0, 1024)]  # fmt: skip
+        (n1, a), (n2, b) = sizes.items()
+        for k, what in enumerate(("no cache", "cache ≤ 1,024 MB")):
+            print(f"peak RSS, loader-fed stack, 1 epoch, {what}: {n1} images {a[k]:.0f} "
+                  f"MB, {n2} images {b[k]:.0f} MB: ×{b[k] / a[k]:.2f} for ×{n2 / n1:.0f} "
+                  "the rows")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -41,14 +41,15 @@ class Rows:
 
 @settings(max_examples=10, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
-@given(drawn=stacks(), block=st.sampled_from([7, 64, 4096]))
-def test_streamed_rows_train_exactly_as_rows_in_memory(drawn, block):
+@given(drawn=stacks(), block=st.sampled_from([7, 64, 4096]), cache=st.sampled_from([0, 0.01, 8]))
+def test_streamed_rows_train_exactly_as_rows_in_memory(drawn, block, cache):
     kind, tasks = drawn
     x, y, meta = DATA[kind]
     for t in tasks:  # per-row predictions too, on the held-out rows
         t.predict = ("val",)
     memory = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64)
-    feed = Streamed(Rows(x, y), x.shape[1], block_rows=block)
+    # cache: none, a few rows (full after the first steps), every row
+    feed = Streamed(Rows(x, y), x.shape[1], block_rows=block, cache_mb=cache)
     with poisoned_buffers(float("nan")):
         streamed = engine.train(tasks, feed, y, meta, accelerator="cpu", precision=64)
     for task, a, b in zip(tasks, memory, streamed, strict=True):
@@ -89,6 +90,11 @@ def test_a_step_loads_only_the_union_of_its_models_rows():
     # (each step's union ≤ 64); final scoring of the fit rows: 64 (+ row 0, the padding)
     assert data.reads <= 64 + 4 * 64 + 65
     assert data.reads < 4 * (64 + 64 + 64)  # per model it would be 768
+    # with a cache that holds them, every row is read once
+    cached = Rows(x, y)
+    feed = Streamed(cached, x.shape[1], cache_mb=1)
+    engine.train(tasks, feed, y, meta, accelerator="cpu", precision=64)
+    assert cached.reads == 64  # each fit row (row 0, the padding, is one of them)
 
 
 @pytest.mark.slow

@@ -68,6 +68,12 @@ class Streamed:
     ``workers`` loader processes (0: in the training process), each ``prefetch`` blocks
     ahead; ``block_rows`` bounds a scoring or statistics block. ``float32``: values as
     the prepare stage's table holds them (float32), whatever the items' type.
+
+    ``cache_mb``: rows once loaded are kept, first come first kept, up to this many MB
+    (float32 rows; no eviction, so what a pass will find cached is known before it
+    starts and the loader is asked, ahead, only for the rest). Data that fits is then
+    read once; data that does not is read per step beyond the cache, and memory stays
+    bounded by the cache and the prefetch, not by the data.
     """
 
     dataset: Any
@@ -77,10 +83,15 @@ class Streamed:
     block_rows: int = 4096
     pin_memory: bool = False
     float32: bool = False
+    cache_mb: float = 0.0
 
     def __post_init__(self) -> None:
         self._flat = _Flat(self.dataset, self.float32)
         self._loaders: dict[str, tuple[DataLoader, _Lists]] = {}
+        self._capacity = min(len(self.dataset), int(self.cache_mb * 2**20 // (4 * self.n_features)))
+        self._slot = np.full(len(self.dataset), -1, dtype=np.int64)  # row -> cache slot
+        self._store: Tensor | None = None  # [capacity, F], allocated on the first load
+        self._filled = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -96,19 +107,57 @@ class Streamed:
         a channel's pass must end before its next one starts."""
         if not unions:
             return iter(())
+        # what the pass will find cached, step by step: the loader reads only the rest
+        have = self._slot >= 0
+        filled, misses = self._filled, []
+        for u in unions:
+            un = u.numpy()
+            miss = un[~have[un]]
+            take = miss[: max(0, self._capacity - filled)]
+            have[take], filled = True, filled + len(take)
+            misses.append(miss)
+        loaded = self._loader(channel, [m.tolist() for m in misses if len(m)])
+        return (self._assemble(u.numpy(), m, loaded) for u, m in zip(unions, misses, strict=True))
+
+    def _assemble(self, u: np.ndarray, miss: np.ndarray, loaded: Iterator[Tensor]) -> Tensor:
+        """The block of sorted rows ``u``: cached rows from the cache, ``miss`` (in ``u``'s
+        order) from the loader; those loaded are cached while there is room."""
+        got = next(loaded) if len(miss) else None
+        if got is not None and self._capacity and self._store is None:
+            self._store = torch.empty((self._capacity, got.shape[1]), dtype=got.dtype)
+        if got is not None and self._filled < self._capacity:
+            take = min(len(miss), self._capacity - self._filled)
+            slots = np.arange(self._filled, self._filled + take)
+            self._store[slots] = got[:take]
+            self._slot[miss[:take]] = slots
+            self._filled += take
+        if got is not None and len(miss) == len(u):
+            return got
+        cached = np.isin(u, miss, invert=True)
+        if (self._slot[u[cached]] < 0).any():  # never: one pass at a time fills the cache
+            raise RuntimeError("streamed passes interleaved: a row planned as cached is not")
+        out = torch.empty((len(u), self.n_features), dtype=self._store.dtype)
+        out[torch.from_numpy(cached)] = self._store[torch.from_numpy(self._slot[u[cached]])]
+        if got is not None:
+            out[torch.from_numpy(~cached)] = got
+        return out
+
+    def _loader(self, channel: str, lists: list[list[int]]) -> Iterator[Tensor]:
+        if not lists:
+            return iter(())
         if channel not in self._loaders:
-            lists = _Lists()
+            sampler = _Lists()
             loader = DataLoader(
                 self._flat,
-                batch_sampler=lists,
+                batch_sampler=sampler,
                 num_workers=self.workers,
                 pin_memory=self.pin_memory,
                 prefetch_factor=self.prefetch if self.workers else None,
                 persistent_workers=self.workers > 0,
             )
-            self._loaders[channel] = (loader, lists)
-        loader, lists = self._loaders[channel]
-        lists.lists = [u.tolist() for u in unions]
+            self._loaders[channel] = (loader, sampler)
+        loader, batches = self._loaders[channel]
+        batches.lists = lists
         return iter(loader)
 
     def blocks(
@@ -122,7 +171,7 @@ class Streamed:
             yield torch.searchsorted(u.to(c.device), c), block
 
     def __getstate__(self) -> dict:  # DataLoaders (and their processes) do not pickle
-        return {k: v for k, v in self.__dict__.items() if k != "_loaders"} | {"_loaders": {}}
+        return self.__dict__ | {"_loaders": {}}
 
     def standardise(
         self, fits: list[np.ndarray], how: str, image_shape=None

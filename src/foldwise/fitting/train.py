@@ -320,7 +320,8 @@ def rows_spec(cfg: DictConfig, layout: P.Layout) -> str:
             return ""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     pin = engine.device_for(str(cfg.trainer.accelerator)) == "gpu"  # pinned: async copies
-    spec = {"data": data, "workers": int(e.get("loader_workers", 0)), "pin": pin}
+    spec = {"data": data, "workers": int(e.get("loader_workers", 0)), "pin": pin,
+            "cache_mb": float(e.memory_mb) / 2}  # fmt: skip
     return json.dumps(spec, sort_keys=True)
 
 
@@ -349,5 +350,5 @@ def dev_inputs(root: str, rows: str = "") -> Inputs:
         spec = json.loads(rows)
         source = stream_rows(OmegaConf.create(spec["data"]), dev["row_id"].to_numpy())
         x = engine.Streamed(source, meta.n_features, workers=spec["workers"], float32=True,
-                            pin_memory=spec["pin"])  # fmt: skip
+                            pin_memory=spec["pin"], cache_mb=spec["cache_mb"])  # fmt: skip
     return Inputs(x, y, folds, meta, dev["row_id"].to_numpy())
