@@ -32,6 +32,7 @@ SECONDS: dict[str, float] = {
     "test_pipeline_e2e.py::test_dvc_exp_run_temp_composes_conf_and_shares_store_and_lockbox": 150,
     "test_report_e2e.py::test_preview_before_the_lockbox_then_the_stage_after_it": 150,
     "test_report_e2e.py::test_a_real_browser_renders_it_without_errors": 10,
+    "test_mlflow_ui.py::test_a_real_browser_opens_the_runs_table": 25,  # + the server
     "test_schemes_e2e.py::test_scheme_end_to_end[bootstrap]": 15,
     "test_schemes_e2e.py::test_scheme_end_to_end[time_series]": 15,
     "test_schemes_e2e.py::test_scheme_end_to_end": 25,  # the others: in-process stages

@@ -190,18 +190,52 @@ def blocking_seconds() -> float:
     return Timed.main_seconds + Background.waited_total
 
 
+# MLflow 3 shows an experiment as GenAI (overview, traces, evaluations) or as model
+# training (the runs table) by this tag; without it the UI asks, or guesses GenAI.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# MLflow 3.17 (pinned) reads the tag only for that question and the experiment list:
+# the view follows the sidebar's GenAI / Model training switch (kept by the browser,
+# GenAI until clicked) unless the link names it.
+UI_VIEW = "workflowType=machine_learning"
+
+
+def ui_link(base: str, exp_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI's page of an experiment's runs (or of one run) as model training."""
+    page = f"runs/{run_id}" if run_id else "runs"
+    return f"{base.rstrip('/')}/#/experiments/{exp_id}/{page}?{UI_VIEW}"
+
+
+def ui_address(base: str, root: Path | None = None) -> str:
+    """Where ``make ui`` sends the user: the runs of ``params.yaml``'s experiment when
+    its store has it, else the UI's front page."""
+    params = (root or shared_root()) / "params.yaml"
+    cfg = OmegaConf.load(params) if params.is_file() else None
+    uri = tracking_uri(cfg if isinstance(cfg, DictConfig) else None)
+    name = str(OmegaConf.select(cfg, "tracking.experiment", default="foldwise"))
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return base  # nothing tracked yet (and opening it would create the store)
+    try:
+        exp = MlflowClient(uri).get_experiment_by_name(name)
+    except Exception:  # an unreachable server: the UI will say so itself
+        return base
+    return ui_link(base, exp.experiment_id) if exp is not None else base
+
+
 def experiment_id(c: MlflowClient, name: str) -> str:
+    """The experiment's id, created (or restored) if needed, tagged as model training."""
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
             c.restore_experiment(exp.experiment_id)
+        if exp.tags.get(EXPERIMENT_KIND[0]) is None:  # made by an older foldwise
+            c.set_experiment_tag(exp.experiment_id, *EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if c.tracking_uri.startswith("sqlite:"):
         # Keep artifacts beside the store, not in ./mlruns of whatever the cwd is.
         location = (shared_root() / "mlartifacts").as_uri()
     try:
-        return c.create_experiment(name, artifact_location=location)
+        return c.create_experiment(name, artifact_location=location, tags=dict([EXPERIMENT_KIND]))
     except Exception:  # another process created it first
         exp = c.get_experiment_by_name(name)
         if exp is None:
