@@ -191,11 +191,10 @@ def blocking_seconds() -> float:
 
 
 # MLflow 3 shows an experiment as GenAI (overview, traces, evaluations) or as model
-# training (the runs table) by this tag; without it the UI asks, or guesses GenAI.
+# training (the runs table); this is the kind tag its UI writes when told which.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
-# MLflow 3.17 (pinned) reads the tag only for that question and the experiment list:
-# the view follows the sidebar's GenAI / Model training switch (kept by the browser,
-# GenAI until clicked) unless the link names it.
+# MLflow 3.17 (pinned) picks the view by the sidebar's GenAI / Model training switch
+# instead (kept by the browser, GenAI until clicked), unless the link names it.
 UI_VIEW = "workflowType=machine_learning"
 
 
