@@ -374,7 +374,11 @@ def _plan(cfg: DictConfig, layout: P.Layout, configs: list[dict], head: dict) ->
     cached = [(h, f) for h, f in pending if job_cache(layout.root, key(h, f)).is_file()]
     train = [t for t in pending if t not in cached]
     stacks, tasks = plan_stacks(cfg, layout, configs, train) if train else ([], {})
-    estimate = estimate_seconds(cfg, layout, stacks, tasks) if len(train) >= ESTIMATE_FROM else None
+    estimate = (
+        estimate_seconds(cfg, layout, stacks, tasks, head.get("fold_runs", True))
+        if len(train) >= ESTIMATE_FROM
+        else None
+    )
     doc = {
         **head,
         "classes": read_json(layout.meta)["classes"],

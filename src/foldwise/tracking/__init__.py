@@ -9,6 +9,7 @@ request per value: a remote tracking server answers in 7-50 ms per request.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -21,7 +22,7 @@ import time
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -62,7 +63,7 @@ def client(cfg: DictConfig | None = None) -> MlflowClient:
         )
     t = time.perf_counter()
     inner = MlflowClient(tracking_uri=uri)  # opens the store: creates/upgrades a SQLite schema
-    Timed.add(time.perf_counter() - t)
+    Timed.add(time.perf_counter() - t, call=False)  # opening a store is not a request
     return Timed(inner)  # type: ignore[return-value]
 
 
@@ -154,6 +155,7 @@ class Timed:
     _lock = threading.Lock()
     seconds = 0.0  # all threads
     main_seconds = 0.0  # the main thread only: time the stage itself waited for MLflow
+    recent: ClassVar[collections.deque[float]] = collections.deque(maxlen=256)  # per call
 
     def __init__(self, inner: MlflowClient) -> None:
         self._inner = inner
@@ -173,9 +175,11 @@ class Timed:
         return timed
 
     @staticmethod
-    def add(spent: float) -> None:
+    def add(spent: float, call: bool = True) -> None:
         with Timed._lock:
             Timed.seconds += spent
+            if call:
+                Timed.recent.append(spent)
             if threading.current_thread() is threading.main_thread():
                 Timed.main_seconds += spent
 
@@ -183,6 +187,13 @@ class Timed:
 def busy_seconds() -> float:
     """Seconds this process has spent in MLflow client calls (all threads)."""
     return Timed.seconds
+
+
+def call_seconds() -> float | None:
+    """The median seconds of this process's recent MLflow calls (None before the first)."""
+    with Timed._lock:
+        spans = sorted(Timed.recent)
+    return spans[len(spans) // 2] if spans else None
 
 
 def blocking_seconds() -> float:
