@@ -53,7 +53,7 @@ docs: install  ## the user guide (docs/) into site/, as the test suite builds it
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 ui: install  ## MLflow UI over the project's tracking store, on http://127.0.0.1:5000
-	@$(BIN)/python -c 'from foldwise.tracking import ui_address; print("[foldwise] open", ui_address("http://127.0.0.1:5000"), "(the runs table; MLflow 3 otherwise opens on GenAI)", flush=True)'
+	@$(BIN)/python -c 'from foldwise.tracking import ui_address; print("[foldwise] MLflow UI:", ui_address("http://127.0.0.1:5000"), flush=True)'
 	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -c 'from foldwise.tracking import tracking_uri; print(tracking_uri())')" --host 127.0.0.1 --port 5000
 
 mlflow-server: install  ## shared tracking server: PostgreSQL + mlflow server on 127.0.0.1:5000 (ARGS="--host 0.0.0.0 ..."); Ctrl-C stops it
