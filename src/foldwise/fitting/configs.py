@@ -114,6 +114,8 @@ def config_label(cfg: DictConfig, overrides: dict[str, Any], digits: int = 3) ->
 def _short_value(value: Any, digits: int) -> str:
     if not isinstance(value, float) or not math.isfinite(value):
         return str(value)
+    if abs(value) >= 1e16:  # where Python's own repr turns to an exponent: 1e+38
+        return f"{value:.{digits}g}"
     if abs(value) >= 1:  # 1234.5 → 1230, not 1.23e+03
         return np.format_float_positional(value, precision=digits, fractional=False, trim="0")
     # Past 3 digits, trailing zeros stay (0.006250): the digits say they were needed
