@@ -33,6 +33,20 @@ TINY = [
 ]
 
 
+# A headless browser for the pages foldwise serves or writes (the report, the MLflow UI):
+# no network, no first-run or background services, so a page must need nothing outside.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def tiny_params(extra: list[str] | None = None) -> DictConfig:
     from foldwise.compose import compose_params
 

@@ -3,28 +3,15 @@ the ways users break them."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from torch.utils.data import Dataset
 
-
-class Digits(Dataset):
-    """scikit-learn's digits as 8×8 image tensors, with torchvision's ``targets`` and
-    ``classes``, and a ``groups`` attribute (a writer id) for the grouped schemes."""
-
-    def __init__(self, n: int = 200, writers: int = 10):
-        d = load_digits()
-        self.images = torch.tensor(d.images[:n], dtype=torch.float32) / 16.0
-        self.targets = [int(t) for t in d.target[:n]]
-        self.classes = [f"digit{k}" for k in range(10)]
-        self.groups = [f"w{i % writers}" for i in range(n)]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int):
-        return self.images[i], torch.tensor(self.targets[i])
+# the example a user copies (docs/data.md): its Digits, and the broken variants below
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples/own_data"))
+from mydata import Digits
 
 
 def make_digits(n: int = 200, writers: int = 10) -> Digits:

@@ -12,20 +12,10 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import CHROMIUM, CHROMIUM_ARGS, ROOT
 from foldwise import tracking
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "test-output" / "mlflow-ui.png"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def test_the_experiment_is_tagged_model_training_also_when_an_older_foldwise_made_it(

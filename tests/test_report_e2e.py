@@ -8,28 +8,16 @@ import json
 import os
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import ROOT, Project, make_project, tiny_params
+from conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, Project, make_project, tiny_params
 
 # one worker under `pytest -n` (--dist loadgroup): the module fixture is built once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_e2e")]
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = ROOT / "test-output" / "report.png"
-# No network, no first-run or background services: the page must need nothing outside it.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
