@@ -34,7 +34,11 @@ def test_the_experiment_is_tagged_model_training_also_when_an_older_foldwise_mad
     assert c.get_experiment(old).tags[key] == "genai_development"
 
 
-def test_make_ui_links_the_experiments_runs_once_the_store_has_them(tmp_path: Path):
+def test_make_ui_links_the_experiments_runs_once_the_store_has_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # params.yaml's store: a MLFLOW_TRACKING_URI another test left in this process wins
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     base = "http://127.0.0.1:5000"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     OmegaConf.save({"tracking": {"experiment": "mine", "uri": uri}}, tmp_path / "params.yaml")
