@@ -12,6 +12,7 @@ a padded slot) shows as a different number.
 
 from __future__ import annotations
 
+import json
 from unittest import mock
 
 import numpy as np
@@ -161,3 +162,71 @@ def test_the_sweep_stage_streams_an_image_folder_and_computes_what_it_computes_i
     p.set_params(table)
     out = p.stage("sweep", check=False, in_process=True)
     assert out.returncode != 0 and "engine.rows=stream" in out.stderr and "Fix:" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "said", "fix"),
+    [
+        (["engine.rows=stream"], "data=digits is a table", "-S engine.rows=memory"),
+        (["engine.rows=disk"], "unknown engine.rows 'disk'", "memory, stream, auto"),
+        (["engine.loader_workers=-1"], "loader_workers must be 0 or a positive", "=0"),
+    ],
+)
+def test_stream_settings_are_refused_before_any_work_naming_the_fix(extra, said, fix):
+    from conftest import tiny_params
+    from foldwise import params as P
+    from foldwise.errors import FoldwiseError
+
+    with pytest.raises(FoldwiseError) as err:
+        P.validate(tiny_params(extra))
+    assert said in str(err.value) and fix in str(err.value)
+
+
+def test_auto_streams_images_only_when_their_features_exceed_the_memory_budget(tmp_path):
+    """engine.rows=auto: the dev features as float64 against engine.memory_mb; a table is
+    never streamed (prepare holds it whole anyway)."""
+    import pandas as pd
+    from omegaconf import OmegaConf
+
+    from foldwise import params as P
+    from foldwise.fitting.train import rows_spec
+
+    layout = P.Layout(tmp_path)
+    layout.dev.parent.mkdir(parents=True)
+    pd.DataFrame(
+        {"row_id": range(100), "target": 0, **{f"x{i}": 0.0 for i in range(99)}}
+    ).to_parquet(layout.dev)  # 100 rows × 100 columns × 8 bytes = 80 kB
+    cfg = lambda rows, mb, name="image_folder": OmegaConf.create({  # noqa: E731
+        "engine": {"rows": rows, "memory_mb": mb, "loader_workers": 2},
+        "data": {"name": name, "path": "data/raw/x"}, "trainer": {"accelerator": "cpu"},
+    })  # fmt: skip
+    assert rows_spec(cfg("memory", 0.01), layout) == ""
+    assert rows_spec(cfg("auto", 1), layout) == ""  # 80 kB fit in 1 MB
+    spec = json.loads(rows_spec(cfg("auto", 0.05), layout))  # ... not in 50 kB
+    assert spec["data"]["path"] == "data/raw/x" and spec["workers"] == 2
+    assert spec["cache_mb"] == 0.025 and spec["pin"] is False
+    assert rows_spec(cfg("stream", 4096), layout) != ""
+    assert rows_spec(cfg("auto", 0.05, "digits"), layout) == ""
+
+
+def test_streamed_rows_that_the_folder_no_longer_holds_are_refused(tmp_path):
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+    from foldwise.errors import FoldwiseError
+    from foldwise.sources import ImageFolderRows, stream_rows
+
+    sys.path.insert(0, str(ROOT / "examples/shapes"))
+    from draw import draw
+
+    draw(tmp_path / "img", per_class=3, size=8, classes=("circle", "cross"))
+    cfg = OmegaConf.create({"name": "image_folder", "path": str(tmp_path / "img")})
+    ids = ImageFolderRows(tmp_path / "img", None, 1).ids
+    rows = stream_rows(cfg, ids[::-1].copy())  # any order: the dev table's
+    assert np.array_equal(rows[0][0], ImageFolderRows(tmp_path / "img", None, 1)[5][0])
+    next((tmp_path / "img/cross").iterdir()).unlink()
+    with pytest.raises(FoldwiseError, match="no longer in the data") as err:
+        stream_rows(cfg, ids)
+    assert "dvc repro" in str(err.value)

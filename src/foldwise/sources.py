@@ -315,7 +315,7 @@ def stream_rows(cfg: DictConfig, ids: np.ndarray) -> Any:
         size, channels = _image_settings(cfg)
         source = ImageFolderRows(_folder(cfg), size, channels)
         found = np.isin(ids, source.ids)
-        pos = np.searchsorted(source.ids, ids)  # ids are sorted: a row's position
+        pos = np.searchsorted(source.ids, ids)  # source.ids are sorted: each row's item
     elif name == "dataset":
         source = _instantiate(cfg)
         pos = np.asarray(ids, dtype=np.int64)
