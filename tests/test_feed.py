@@ -193,9 +193,8 @@ def test_auto_streams_images_only_when_their_features_exceed_the_memory_budget(t
 
     layout = P.Layout(tmp_path)
     layout.dev.parent.mkdir(parents=True)
-    pd.DataFrame(
-        {"row_id": range(100), "target": 0, **{f"x{i}": 0.0 for i in range(99)}}
-    ).to_parquet(layout.dev)  # 100 rows × 100 columns × 8 bytes = 80 kB
+    table = {"row_id": range(100), "target": 0, **{f"x{i}": 0.0 for i in range(98)}}
+    pd.DataFrame(table).to_parquet(layout.dev)  # 100 rows × 100 columns × 8 bytes = 80 kB
     cfg = lambda rows, mb, name="image_folder": OmegaConf.create({  # noqa: E731
         "engine": {"rows": rows, "memory_mb": mb, "loader_workers": 2},
         "data": {"name": name, "path": "data/raw/x"}, "trainer": {"accelerator": "cpu"},
