@@ -229,3 +229,17 @@ def test_streamed_rows_that_the_folder_no_longer_holds_are_refused(tmp_path):
     with pytest.raises(FoldwiseError, match="no longer in the data") as err:
         stream_rows(cfg, ids)
     assert "dvc repro" in str(err.value)
+
+
+def test_the_time_estimates_probe_trains_on_streamed_rows():
+    """The sweep's estimate (20+ models) probes the planned stack on the rows the sweep
+    will read: streamed ones too (it once moved them to the device as an array)."""
+    from foldwise.engine.estimate import probe
+
+    x, y, meta = DATA["classification"]
+    hyper = engine.Hyper(1e-2, 0.0, 0.2, 3, False, 0.25, 1)
+    rows = np.arange(100)
+    tasks = [engine.Task(f"t{s}", {"name": "mlp", "hidden": 4, "depth": 1, "dropout": 0.2},
+                         hyper, 16, s, rows) for s in range(3)]  # fmt: skip
+    got = probe(tasks, Streamed(Rows(x, y), x.shape[1], cache_mb=1), y, meta, epochs=3)
+    assert got.models == 3 and got.step_seconds > 0

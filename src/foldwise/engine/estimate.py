@@ -25,6 +25,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from foldwise.engine.feed import Streamed
 from foldwise.engine.task import Task
 
 
@@ -43,7 +44,7 @@ class Probe:
 
 def probe(
     tasks: list[Task],
-    x: np.ndarray,
+    x: np.ndarray | Streamed,
     y: np.ndarray,
     meta,
     *,
@@ -62,7 +63,8 @@ def probe(
     accelerator = engine.device_for(accelerator)
     device = torch.device("cuda" if accelerator == "gpu" else accelerator)
     dtype = engine.DTYPES[precision]
-    engine._on_device(x, y, device, dtype)  # the data's move is once per process, not set-up
+    if not isinstance(x, engine.Streamed):  # the data's move is once per process, not set-up
+        engine._on_device(x, y, device, dtype)
     t = time.perf_counter()
     module = engine.build_stack(
         tasks, x, y, meta, device, dtype,
