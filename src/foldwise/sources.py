@@ -320,12 +320,8 @@ def stream_rows(cfg: DictConfig, ids: np.ndarray) -> Any:
         source = _instantiate(cfg)
         pos = np.asarray(ids, dtype=np.int64)
         found = (pos >= 0) & (pos < len(source))
-    else:
-        raise FoldwiseError(
-            f"params: engine.rows=stream reads images or a Dataset on demand; data={name} is "
-            "a table, read whole by the prepare stage.",
-            "-S engine.rows=memory (or auto), or use data=image_folder / data=dataset.",
-        )
+    else:  # params refuse it first, naming the fix (config.sections.check_rows)
+        raise ValueError(f"data={name} is a table: its rows cannot be streamed")
     if not found.all():
         raise FoldwiseError(
             f"data={name}: {int((~found).sum())} dev rows are no longer in the data "
