@@ -174,14 +174,23 @@ def test_an_image_folder_is_cross_validated_by_dvc_repro_and_predicts_new_images
                        "sweep.grid.model.hidden=[4]", "curves.validation.values=[4]",
                        *off])  # fmt: skip
     p = make_project(tmp_path, uri, cfg)
-    classes = ("circle", "square", "cross")
-    draw(p.path / "data/raw/shapes", per_class=14, size=16, classes=classes)
-    p.commit("drawn shapes")
-    p.dvc("repro", "refit")  # everything before the lockbox opens
+    # the example's own DVC stage draws the folder (examples/shapes/dvc.yaml), upstream
+    # of prepare: 3 classes of 14 images, 16 pixels a side
+    drawn = p.path / "examples/shapes/params.yaml"
+    text = drawn.read_text().replace("per_class: 30", "per_class: 14")
+    drawn.write_text(text.replace("size: 28", "size: 16").replace("classes: 10", "classes: 3"))
+    classes = ("circle", "square", "triangle")
+    p.commit("fewer, smaller shapes")
+    first = p.dvc("repro", "refit").stdout  # everything before the lockbox opens
+    assert "Running stage 'examples/shapes/dvc.yaml:draw'" in first
+    assert len(list((p.path / "data/raw/shapes").rglob("*.png"))) == 14 * 3
 
     # leakage invariance: the lockbox's images replaced by noise reach nothing before
     # the test stage (their rows keep their ids; only the full manifest's test hash moves)
     before = digests(p.path)
+    # the drawn folder is the draw stage's output: DVC would redraw edited images unless
+    # the stage is frozen (as docs/data.md tells a user who edits them by hand)
+    p.dvc("freeze", "examples/shapes/dvc.yaml:draw")
     locked = set(pd.read_parquet(p.path / "data/lockbox/test.parquet")["row_id"])
     rng = np.random.default_rng(5)
     shapes = p.path / "data/raw/shapes"

@@ -7,16 +7,20 @@ position and scale, a random stroke, and pixel noise, saved as
     python examples/shapes/draw.py --out data/raw/shapes --per-class 30
     dvc exp run -S data=image_folder -S data.path=data/raw/shapes -S model=cnn
 
-The same seed draws the same files, byte for byte.
+It is also the DVC stage ``examples/shapes/dvc.yaml:draw`` (settings in
+``examples/shapes/params.yaml``), upstream of ``prepare``. The same seed draws the same
+files, byte for byte.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image, ImageDraw
 
 CLASSES = ("circle", "square", "triangle", "cross", "ring", "diamond", "plus", "hline",
@@ -85,13 +89,22 @@ def draw(out: Path, per_class: int, size: int = 28, seed: int = 0,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", type=Path, help="a YAML file of these settings (the DVC stage's)")
     ap.add_argument("--out", type=Path, default=Path("data/raw/shapes"))
     ap.add_argument("--per-class", type=int, default=2000, help="images per class")
     ap.add_argument("--size", type=int, default=28, help="pixels per side")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--classes", type=int, default=len(CLASSES), help="the first N classes")
+    first, _ = ap.parse_known_args()
+    if first.params:  # the file's values are the defaults; flags still override them
+        ap.set_defaults(**yaml.safe_load(first.params.read_text()))
     a = ap.parse_args()
-    n = draw(a.out, a.per_class, a.size, a.seed)
-    print(f"wrote {n} images of {len(CLASSES)} classes to {a.out}")
+    if not 2 <= a.classes <= len(CLASSES):
+        ap.error(f"--classes must be 2 to {len(CLASSES)}")
+    if a.out.exists():  # a redraw replaces the folder: no image of an earlier draw lingers
+        shutil.rmtree(a.out)
+    n = draw(a.out, a.per_class, a.size, a.seed, CLASSES[: a.classes])
+    print(f"wrote {n} images of {a.classes} classes to {a.out}")
 
 
 if __name__ == "__main__":
