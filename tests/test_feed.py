@@ -24,7 +24,7 @@ from test_stack_property import DATA, _assert_same, poisoned_buffers, stacks
 
 from foldwise import engine
 from foldwise.engine import Streamed
-from foldwise.engine.task import standardise
+from foldwise.transforms import standardise
 
 
 class Rows:

@@ -161,19 +161,24 @@ def test_an_image_folder_is_cross_validated_by_dvc_repro_and_predicts_new_images
     change nothing before the test stage, the registered model is the champion, and
     `foldwise predict` scores a folder of new images as pixel rows are scored."""
     import json
+    import shutil
     import subprocess
 
     import pandas as pd
     from test_leakage_e2e import digests
 
-    from conftest import BIN, make_project
+    from conftest import BIN, ROOT, make_project
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     off = [f"curves.{c}.enabled=false" for c in ("learning", "bias_variance")]
+    # the user's transform (docs/data.md, "Preprocessing fit on the training rows"): fit
+    # per model on its fit rows, saved with the model, applied by the test stage and predict
+    robust = "{_target_: mytransforms.RobustScale, low: 0.1, high: 0.9}"
     cfg = tiny_params(["data=image_folder", "data.path=data/raw/shapes", "model=cnn",
                        "sweep.grid.model.hidden=[4]", "curves.validation.values=[4]",
-                       *off])  # fmt: skip
+                       f"data.normalize={robust}", *off])  # fmt: skip
     p = make_project(tmp_path, uri, cfg)
+    shutil.copy(ROOT / "examples/own_data/mytransforms.py", p.path)  # beside dvc.yaml
     # the example's own DVC stage draws the folder (examples/shapes/dvc.yaml), upstream
     # of prepare: 3 classes of 14 images, 16 pixels a side
     drawn = p.path / "examples/shapes/params.yaml"
@@ -240,6 +245,12 @@ def test_an_image_folder_is_cross_validated_by_dvc_repro_and_predicts_new_images
     probs = [f"proba_{c}" for c in sorted(classes)]
     expected = predict_frame(load(p.path / "models/final"), rows)[probs].to_numpy()
     np.testing.assert_allclose(bundle[probs].to_numpy(), expected, rtol=1e-5, atol=1e-6)
+    # the saved model carries the user's transform, fitted (its own arguments, a state
+    # per pixel), which the scores above applied (tests/test_transforms.py checks its state)
+    (_, scaler), *_ = load(p.path / "models/final").members
+    state = scaler["transform"]
+    assert type(state).__name__ == "RobustScale" and (state.low, state.high) == (0.1, 0.9)
+    assert state.centre_.shape == (16 * 16,) and bool(state.spread_.gt(0).all())
 
 
 def test_channel_normalisation_is_fit_on_each_models_own_fit_rows():
@@ -283,7 +294,7 @@ def test_normalize_settings_enter_the_hash_and_are_checked(shapes):
     P.validate(chan)
     assert config_hash(chan) != config_hash(base)
     with pytest.raises(FoldwiseError, match="holds no images"):
-        P.validate(tiny_params(["data=iris", "+data.normalize=channel", "model=mlp"]))
+        P.validate(tiny_params(["data=iris", "data.normalize=channel", "model=mlp"]))
     with pytest.raises(FoldwiseError, match=r"unknown data\.normalize"):
         P.validate(tiny_params(["data=image_folder", f"data.path={shapes}",
                                 "data.normalize=pixel"]))  # fmt: skip

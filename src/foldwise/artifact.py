@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
+from foldwise import transforms
 from foldwise.data import Meta, feature_columns
 from foldwise.models import build_backbone, carry_code, use_carried_code
 
@@ -48,6 +50,8 @@ def members_fingerprint(
         h.update(np.asarray(scaler["scale"], dtype=np.float64).tobytes())
         if "y_mean" in scaler:  # regression: the target's standardisation
             h.update(np.asarray([scaler["y_mean"], scaler["y_scale"]], dtype=np.float64).tobytes())
+        if "transform" in scaler:  # the user's fitted transform, as pickled at the save
+            h.update(scaler["transform"])
     h.update(OmegaConf.to_yaml(OmegaConf.create(config), sort_keys=True).encode())
     if combine:
         h.update(json.dumps(combine, sort_keys=True).encode())
@@ -68,13 +72,17 @@ def save(
     they combine (``combine``: bagging averages; boosting's ``alphas`` and ``f0``)."""
     single = not isinstance(backbones, list)
     nets = [backbones] if single else backbones
-    scs = [scalers] if single else scalers
+    scs = [_stored(sc) for sc in ([scalers] if single else scalers)]
     states = [{k: v.detach().cpu() for k, v in n.state_dict().items()} for n in nets]
     fp = members_fingerprint(list(zip(states, scs, strict=True)), config, combine)
     bundle: dict[str, Any] = {"meta": meta.to_dict(), "config": config, "fingerprint": fp}
     code = carry_code(config["model"])  # a user's network: its source travels with it
     if code:
         bundle["code"] = code
+    if transforms.is_user(config.get("normalize")):  # and the user's transform's source
+        code = carry_code(config["normalize"])
+        if code:
+            bundle["transform_code"] = code
     if combine:
         bundle["combine"] = combine
     if single:
@@ -96,18 +104,24 @@ class LoadedModel:
         bundle = torch.load(path, map_location="cpu", weights_only=False)
         if bundle.get("code"):  # loads wherever it is, with the code it was trained with
             use_carried_code(bundle["code"])
+        if bundle.get("transform_code"):
+            use_carried_code(bundle["transform_code"])
         self.meta = Meta.from_dict(bundle["meta"])
         self.config = bundle["config"]
         members = bundle.get("members") or [
             {"state_dict": bundle["state_dict"], "scaler": bundle["scaler"]}
         ]
         self.members: list[tuple[torch.nn.Module, dict]] = []
+        self.item_shape = tuple(self.meta.image_shape or (self.meta.n_features,))
         for m in members:
             net = build_backbone(OmegaConf.create(self.config["model"]), self.meta)
             net.load_state_dict(m["state_dict"])
             # Scored in float64: the same rows give the same numbers in any process, whatever
             # its thread count (float32 sums vary in their last bits with the blocking).
-            self.members.append((net.double().eval(), m["scaler"]))
+            scaler = dict(m["scaler"])
+            if "transform" in scaler:  # the user's transform, as fit on the refit's rows
+                scaler["transform"] = pickle.loads(scaler["transform"])
+            self.members.append((net.double().eval(), scaler))
         self.backbone, self.scaler = self.members[0]
         self.combine = bundle.get("combine") or {"name": "bagging"}
         self.fingerprint = members_fingerprint(
@@ -128,9 +142,8 @@ class LoadedModel:
         its weights."""
         outs = []
         for net, scaler in self.members:
-            xs = (np.asarray(x, dtype=np.float64) - np.asarray(scaler["mean"])) / np.asarray(
-                scaler["scale"]
-            )
+            xs = self._transformed(np.asarray(x, dtype=np.float64), scaler)
+            xs = (xs - np.asarray(scaler["mean"])) / np.asarray(scaler["scale"])
             out = net(torch.from_numpy(xs))
             if self.meta.regression:
                 outs.append(out[:, 0] * scaler["y_scale"] + scaler["y_mean"])
@@ -175,11 +188,23 @@ class LoadedModel:
         proba = boosting.samme_proba([o.argmax(1).numpy() for o in outs], alphas, k)
         return {"pred": proba.argmax(1), "proba": proba}
 
-    @staticmethod
-    def scale(df: pd.DataFrame, scaler: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _transformed(self, x: np.ndarray, scaler: dict) -> np.ndarray:
+        if "transform" not in scaler:
+            return x
+        return transforms.apply(scaler["transform"], torch.from_numpy(x), self.item_shape).numpy()
+
+    def scale(self, df: pd.DataFrame, scaler: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardise a canonical table with a saved scaler: ``(x, y)`` tensors."""
-        x = df[feature_columns(df)].to_numpy(dtype=np.float64)
+        x = self._transformed(df[feature_columns(df)].to_numpy(dtype=np.float64), scaler)
         x = (x - np.asarray(scaler["mean"])) / np.asarray(scaler["scale"])
         kind = np.float64 if df["target"].dtype.kind == "f" else np.int64
         y = df["target"].to_numpy(dtype=kind, copy=True)
         return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+
+
+def _stored(scaler: dict) -> dict:
+    """A scaler as the bundle keeps it: a user's fitted transform pickled once, so the
+    fingerprint hashes the very bytes that are loaded."""
+    if "transform" not in scaler or isinstance(scaler["transform"], bytes):
+        return scaler
+    return {**scaler, "transform": pickle.dumps(scaler["transform"])}

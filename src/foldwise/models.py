@@ -194,6 +194,8 @@ def source_files(model: Mapping[str, Any]) -> tuple[Path, list[Path]] | None:
     if is_builtin(model):
         return None
     fn = resolve(target_of(model))
+    if fn.__module__.split(".")[0] == "foldwise":  # foldwise's own, by _target_
+        return None
     top = importlib.import_module(fn.__module__.split(".")[0])
     if getattr(top, "__path__", None):  # a package: every .py file in it
         pkg = Path(next(iter(top.__path__))).resolve()

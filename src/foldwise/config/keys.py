@@ -291,6 +291,10 @@ def check_keys(cfg: DictConfig) -> None:
             continue
         if own_optim and key.startswith("optim."):
             continue
+        if key.startswith("data.normalize.") and isinstance(
+            (tree.get("data") or {}).get("normalize"), dict
+        ):  # the user's transform: its kwargs are checked when check_data builds it
+            continue
         above = [p for p in _prefixes(key) if p in keys.leaves]
         if above:
             raise FoldwiseError(

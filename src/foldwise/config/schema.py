@@ -72,11 +72,11 @@ class Data:
         metadata=_help("image_folder: resize every image to [height, width] (null: one size)"),
     )
     channels: int = field(default=1, metadata=_help("image_folder: 1 (grey) or 3 (RGB)"))
-    normalize: str = field(
+    normalize: str | dict = field(
         default="feature",
         metadata=_help(
-            "standardise inputs per feature, per image channel (channel) or not (none); "
-            "fit on each model's training rows"
+            "standardise inputs per feature, per image channel (channel) or not (none), or "
+            "your transform ({_target_: ...}); fit on each model's training rows"
         ),
     )
 
@@ -516,6 +516,7 @@ _WORDS = {
     str: "text",
     bool: "true or false",
     list: "a list",
+    dict: "a mapping",
     type(None): "null",
 }
 

@@ -5,6 +5,8 @@ image folder's or a table's own settings), the launcher (``sweep.launcher``,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from omegaconf import DictConfig
 
 from foldwise.config.grid import grid_leaves
@@ -160,7 +162,12 @@ def check_data(cfg: DictConfig) -> str:
     """The ``data`` section's source and its own settings; returns ``data.name``."""
     name = need(cfg, "data.name", "pick a dataset: -S data=digits")
     one_of(name, DATASETS, "data.name")
-    one_of(str(cfg.data.get("normalize") or "feature"), NORMALIZE, "data.normalize")
+    if isinstance(cfg.data.get("normalize"), Mapping):  # the user's: it must import and build
+        from foldwise import transforms  # torch: only for a user's transform
+
+        transforms.build(transforms.spec_of(cfg.data.normalize))
+    else:
+        one_of(str(cfg.data.get("normalize") or "feature"), NORMALIZE, "data.normalize")
     if cfg.data.get("normalize") == "channel" and not (
         cfg.data.get("image_shape") or name in ("image_folder", "dataset")
     ):

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from foldwise import transforms
 from foldwise.engine.feed import Streamed
 from foldwise.engine.loop import EpochInfo, StackTrainer, fit_stack
 from foldwise.engine.plan import Footprint, footprint, plan_stacks
@@ -211,13 +212,17 @@ def build_stack(
         yt = torch.tensor(y, dtype=dtype if y.dtype.kind == "f" else torch.int64, device=device)
     else:
         xt, yt = _on_device(x, y, device, dtype)
+    rows = None
+    if any(transforms.is_user(t.normalize) for t in tasks):  # what a user transform fits on
+        shape = image_shape or (x.n_features if streamed else x.shape[1],)
+        rows = transforms.Rows(x.flat() if streamed else x, y, shape)
     prepared = [
         prepare(t, None if streamed else x, y if t.targets is None else t.targets,
-                regression=regression, image_shape=image_shape)
+                regression=regression, image_shape=image_shape, items=rows)
         for t in tasks
     ]  # fmt: skip
     if streamed:  # one pass over the stack's fit rows per kind of standardisation
-        for how in dict.fromkeys(t.normalize for t in tasks):
+        for how in dict.fromkeys(t.normalize for t in tasks if isinstance(t.normalize, str)):
             ms = [m for m, t in enumerate(tasks) if t.normalize == how]
             stats = x.standardise([prepared[m].fit for m in ms], how, image_shape)
             for m, (mean, scale) in zip(ms, stats, strict=True):
@@ -229,7 +234,7 @@ def build_stack(
     stack = Stack(modules, _sample_shape(meta), solo=solo)
     return StackTrainer(
         tasks, prepared, stack.to(device), xt, yt, meta.n_classes, regression=regression,
-        **trainer_kw,
+        item_shape=image_shape, **trainer_kw,
     )  # fmt: skip
 
 

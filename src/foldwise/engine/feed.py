@@ -93,6 +93,10 @@ class Streamed:
         self._store: Tensor | None = None  # [capacity, F], allocated on the first load
         self._filled = 0
 
+    def flat(self) -> Dataset:
+        """Item ``i``: row ``i``'s features as one flat tensor (what the loader reads)."""
+        return self._flat
+
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -177,7 +181,7 @@ class Streamed:
         self, fits: list[np.ndarray], how: str, image_shape=None
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each task's ``(mean, scale)`` over its fit rows ``fits[m]`` (with
-        multiplicity), as :func:`foldwise.engine.task.standardise` computes them from
+        multiplicity), as :func:`foldwise.transforms.standardise` computes them from
         ``x[fit]``, in one pass over the union of the fit rows.
 
         Sums are taken in float64 around a pilot mean (the first block's), so the

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-from foldwise import threads
+from foldwise import threads, transforms
 from foldwise.engine.metrics import Classifier, Head, Regressor
 from foldwise.engine.task import Outcome, Prepared, Task, prepare
 
@@ -99,8 +99,17 @@ def fit_lightning(
         return Outcome(status="failed", error="boosting trains with foldwise's own loss "
                        "(per-row weights or residual targets); a LightningModule trains "
                        "with its own training_step: use ensemble=none or bagging")  # fmt: skip
-    p = prepare(task, x, y, regression=regression, image_shape=getattr(meta, "image_shape", None))
+    shape = getattr(meta, "image_shape", None)
+    rows = (
+        transforms.Rows(x, y, shape or (x.shape[1],))
+        if transforms.is_user(task.normalize)
+        else None
+    )
+    p = prepare(task, x, y, regression=regression, image_shape=shape, items=rows)
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    if p.transform is not None:  # the user's transform, fit on this task's fit rows
+        x = transforms.apply(p.transform, torch.as_tensor(x, dtype=torch.float64),
+                             shape or (x.shape[1],)).numpy()  # fmt: skip
     xs = torch.as_tensor((x - p.mean) / p.scale, dtype=dtype, device=device)
     yt = torch.as_tensor(y, dtype=dtype if regression else torch.int64, device=device)
     # raw targets and outputs: the module's own loss sees the target as the data has it
@@ -146,6 +155,7 @@ def fit_lightning(
         best_epoch=watch.best_epoch if early else watch.epochs, epochs_trained=watch.epochs,
         n_train=len(p.fit), n_val=n_val,
         scaler={"mean": p.mean.tolist(), "scale": p.scale.tolist()}
+        | ({"transform": p.transform} if p.transform is not None else {})
         | ({"y_mean": 0.0, "y_scale": 1.0} if regression else {}),
     )  # fmt: skip
     for name in task.predict:

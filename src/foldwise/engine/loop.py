@@ -26,7 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from foldwise import faults, threads
+from foldwise import faults, threads, transforms
 from foldwise.engine import optim
 from foldwise.engine.feed import Streamed
 from foldwise.engine.metrics import Classifier, Head, Regressor
@@ -123,6 +123,7 @@ class StackTrainer(pl.LightningModule):
         on_epoch: Callable[[EpochInfo], None] | None = None,
         eval_budget: int = 2**24,
         act_width: int | None = None,
+        item_shape=None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -153,6 +154,11 @@ class StackTrainer(pl.LightningModule):
         scale = np.stack([p.scale for p in prepared])
         self.register_buffer("mean", torch.from_numpy(mean).to(dtype), persistent=False)
         self.register_buffer("scale", torch.from_numpy(scale).to(dtype), persistent=False)
+        # users' transforms (foldwise.transforms), each fit on its own model's fit rows;
+        # applied model by model (their code is Python), before the (identity) scaling
+        self.transforms = [p.transform for p in prepared]
+        self.custom = any(t is not None for t in self.transforms)
+        self.item_shape = tuple(item_shape or (int(x.shape[1]),))
         # Boosting's per-model rows: loss weights (mean 1 over each model's fit rows, so a
         # batch's weighted mean loss estimates the weighted objective without bias) and
         # targets. Absent (None) for ordinary tasks: no [M, N] tensors then.
@@ -269,6 +275,11 @@ class StackTrainer(pl.LightningModule):
         mean = self.mean if models is None else self.mean.index_select(0, models)
         scale = self.scale if models is None else self.scale.index_select(0, models)
         x = self.x[idx] if block is None else block[1].to(self.x.dtype)[block[0]]
+        if self.custom:
+            which = range(len(x)) if models is None else models.tolist()
+            ts = [self.transforms[k] for k in which]
+            x = torch.stack([xm if t is None else transforms.apply(t, xm, self.item_shape)
+                             for t, xm in zip(ts, x, strict=True)])  # fmt: skip
         return (x - mean.unsqueeze(1)) / scale.unsqueeze(1)
 
     def _chunks(self, idx: Tensor, chunk: int):
@@ -533,6 +544,8 @@ class StackTrainer(pl.LightningModule):
 
     def _scaler(self, p: Prepared) -> dict:
         out = {"mean": p.mean.tolist(), "scale": p.scale.tolist()}
+        if p.transform is not None:
+            out["transform"] = p.transform
         if isinstance(self.head, Regressor):  # the refit saves it: predictions un-standardise
             out.update(y_mean=p.y_mean, y_scale=p.y_scale)
         return out

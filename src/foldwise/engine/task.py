@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
+
+from foldwise import transforms
+from foldwise.transforms import standardise
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,9 @@ class Task:
     optim: dict[str, Any] = field(default_factory=dict)
     # How the inputs are standardised, fit on the rows the model fits on: per feature
     # ("feature", a StandardScaler), per image channel ("channel": one mean and std per
-    # channel over every pixel), or not at all ("none"). Per model, never shared.
-    normalize: str = "feature"
+    # channel over every pixel), not at all ("none"), or by the user's transform (a
+    # ``_target_`` mapping, :mod:`foldwise.transforms`). Per model, never shared.
+    normalize: str | dict[str, Any] = "feature"
     # The learning-rate scheduler (``cfg.scheduler``: ``_target_``, ``interval``,
     # ``monitor`` and its arguments), each model's own; {}: a constant lr.
     scheduler: dict[str, Any] = field(default_factory=dict)
@@ -148,26 +152,8 @@ class Prepared:
     scale: np.ndarray
     y_mean: float = 0.0  # regression: the target's mean and scale over the fit rows
     y_scale: float = 1.0
-
-
-def standardise(xf: np.ndarray, how: str, image_shape=None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature ``mean`` and ``scale`` from the fit rows ``xf`` [n, d]: each feature's
-    own (``"feature"``, scikit-learn's StandardScaler), each image channel's over all its
-    pixels (``"channel"``, repeated over the channel's features), or 0 and 1 (``"none"``).
-    A zero spread scales by 1, as StandardScaler does."""
-    if how == "none":
-        return np.zeros(xf.shape[1]), np.ones(xf.shape[1])
-    if how == "channel":
-        if not image_shape:
-            raise ValueError("normalize=channel needs images (an image_shape)")
-        c = int(image_shape[0])
-        per = xf.astype(np.float64).reshape(len(xf), c, -1)
-        mean, std = per.mean((0, 2)), per.std((0, 2))
-        std[std == 0] = 1.0
-        size = per.shape[2]
-        return np.repeat(mean, size), np.repeat(std, size)
-    scaler = StandardScaler().fit(xf.astype(np.float32))
-    return scaler.mean_.astype(np.float64), scaler.scale_.astype(np.float64)
+    # the user's transform, fit on ``fit`` (then ``mean``/``scale`` are 0 and 1)
+    transform: Any = None
 
 
 def prepare(
@@ -177,10 +163,12 @@ def prepare(
     *,
     regression: bool = False,
     image_shape=None,
+    items: Any = None,
 ) -> Prepared:
     """Inner split (seeded; for classification stratified when every class has two rows
     and both sides can hold a row of every class present) and the scalers (left empty
-    when ``x`` is None: streamed rows, whose statistics :mod:`.feed` accumulates).
+    when ``x`` is None: streamed rows, whose statistics :mod:`.feed` accumulates). A
+    user's transform is fit on the fit rows of ``items`` (a :class:`transforms.Rows`).
 
     The inner split is drawn over the task's *distinct* training rows, so a row drawn
     several times (bootstrap) is either all fit or all inner, never both.
@@ -206,7 +194,12 @@ def prepare(
             fit = np.repeat(fit_rows, count.loc[fit_rows].to_numpy())
     else:
         fit, inner = np.asarray(task.train), None
-    if x is None:
+    fitted = None
+    if transforms.is_user(task.normalize):
+        fitted = transforms.fit(task.normalize, items, np.asarray(fit), torch.float64)
+        d = len(np.asarray(items[0][0]).reshape(-1))
+        mean, scale = np.zeros(d), np.ones(d)
+    elif x is None:
         mean = scale = np.zeros(0)
     else:
         mean, scale = standardise(x[fit], task.normalize, image_shape)
@@ -220,6 +213,7 @@ def prepare(
         evals={k: np.asarray(v, dtype=np.int64) for k, v in {**task.finals, **task.evals}.items()},
         mean=mean,
         scale=scale,
+        transform=fitted,
         **target,
     )
 

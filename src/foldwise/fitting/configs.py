@@ -59,9 +59,14 @@ def hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     ens = spec(cfg)
     if ens is not None:
         out["ensemble"] = ens
-    norm = str(cfg.data.get("normalize") or "feature") if "data" in cfg else "feature"
+    norm = cfg.data.get("normalize") if "data" in cfg else None
+    norm = OmegaConf.to_container(norm) if isinstance(norm, DictConfig) else str(norm or "feature")
     if norm != "feature":  # the default: the hash stays as before
         out["normalize"] = norm
+    if isinstance(norm, dict):  # the user's transform: editing its source re-trains
+        from foldwise.models import source_hash
+
+        out["normalize_source"] = source_hash(norm)
     sched = cfg.get("scheduler")
     if sched is not None and sched.get("_target_"):  # absent: the hash stays as before
         out["scheduler"] = OmegaConf.to_container(sched, resolve=True)

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from foldwise import engine
+from foldwise import engine, transforms
 from foldwise import params as P
 from foldwise.data import STRUCTURE, Meta, feature_columns
 from foldwise.ensemble import spec as ensemble_spec
@@ -73,7 +73,7 @@ def make_task(
         batch_size=int(tr.batch_size),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         scheduler=_scheduler(cfg),
-        normalize=str(cfg.data.get("normalize") or "feature"),
+        normalize=transforms.spec_of(cfg.data.get("normalize")),
         seed=int(cfg.seed),
         train=np.asarray(train, dtype=np.int64),
         evals={k: np.asarray(v, dtype=np.int64) for k, v in (evals or {}).items()},
