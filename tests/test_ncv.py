@@ -12,6 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from conftest import ROOT, TINY
+from foldwise import params
+from foldwise.compose import compose_params
 from foldwise.errors import FoldwiseError
 from foldwise.methods import ncv
 
@@ -68,6 +71,29 @@ def test_bad_input_gets_a_clear_error():
         ncv.interval([])
     with pytest.raises(FoldwiseError, match="val_f1 is not"):
         ncv.row_losses({"pred": [1], "loss": [0.1]}, np.array([1]), "val_f1")
+
+
+NCV = [*TINY, "split.n_splits=3", "selection.metric=val_acc", "selection.interval=ncv"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["selection.metric=null"], r"val_f1 is not"),  # the default: a ratio, not a mean
+        (["split=shuffle_split", "split.n_splits=3"], r"K disjoint folds"),
+        (["split.n_splits=2"], r"split\.n_splits >= 3"),
+        (["selection.ncv_repeats=2", "split.shuffle=false"], r"fresh folds"),
+        (["selection.ncv_repeats=0"], r"integer >= 1"),
+        (["selection.interval=bootstrap"], r"unknown selection\.interval"),
+    ],
+)
+def test_settings_the_interval_cannot_use_are_refused_before_any_training(overrides, message):
+    with pytest.raises(FoldwiseError, match=message):
+        params.validate(compose_params([*NCV, *overrides], root=ROOT), grid=False)
+
+
+def test_the_interval_settings_pass_where_they_can_be_used():
+    params.validate(compose_params([*NCV, "selection.ncv_repeats=3"], root=ROOT), grid=False)
 
 
 def test_row_losses_mean_to_the_score():

@@ -262,6 +262,23 @@ def optimism(summaries: Sequence[ConfigSummary], metric: str) -> dict[str, Any] 
     return {"method": "Tibshirani & Tibshirani (2009)", "metric": metric, **out}
 
 
+# The nested-CV interval's numbers logged on the sweep run (selected_<metric>_ncv_<name>).
+NCV_LOGGED = ("estimate", "ci_low", "ci_high", "se", "naive_se", "bias", "err_ncv", "err_cv")
+
+
+def ncv_in_words(ncv: dict[str, Any]) -> str:
+    """One sentence on the nested-CV interval, with the digits its width supports."""
+    d = max(2, 1 - math.floor(math.log10(ncv["ci_high"] - ncv["ci_low"]))) if (
+        ncv["ci_high"] > ncv["ci_low"]) else 4  # fmt: skip
+    return (
+        f"{ncv['method']} ({ncv['repetitions']} partition(s) of {ncv['folds']} folds, "
+        f"{ncv['models']} more models): {ncv['metric']} of {ncv['label']} = "
+        f"{ncv['estimate']:.{d}f}, {ncv['confidence']:.0%} CI [{ncv['ci_low']:.{d}f}, "
+        f"{ncv['ci_high']:.{d}f}] (bias-corrected from {ncv['err_ncv']:.{d}f}; the naive "
+        f"standard error × {ncv['inflation']:.2f})"
+    )
+
+
 def select(
     summaries: Sequence[ConfigSummary], metric: str, rule: str = "best_mean"
 ) -> ConfigSummary:
@@ -492,6 +509,13 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     tt = optimism(summaries, metric)
     if tt is not None:
         doc["optimism"] = tt
+    ncv = None
+    if cfg.selection.get("interval", "scheme") == "ncv":
+        from foldwise import ncv as nested_cv
+
+        conf = next(c for c in session.configs if c["hash"] == selected.hash)
+        ncv = nested_cv.run(cfg, layout, conf, results[selected.hash], metric)
+        doc["selected"]["ncv"] = ncv
     write_json(layout.cv_metrics, doc)
     chosen = headline.cv(metric, selected.stats[metric], selected.overrides)
     headline.write(layout.headline("cv"), chosen)
@@ -522,6 +546,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         "tracking_uri": session.doc["tracking_uri"],
         "split_key": session.doc["split_key"],
         "incomplete": [s.label for s in summaries if not s.complete],
+        **({"ncv": ncv} if ncv is not None else {}),
     }
     write_json(layout.selection, no_nan(selection))
 
@@ -566,6 +591,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
                 f"selected_{metric}_se": selected.stats[metric]["se"],
                 "configs_incomplete": sum(not s.complete for s in summaries),
                 **tt_metrics,
+                **({f"selected_{metric}_ncv_{k}": ncv[k] for k in NCV_LOGGED} if ncv else {}),
             }.items()
             if v == v  # no NaN: a scheme without a standard error logs none
         },
@@ -584,6 +610,8 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         print(f"[aggregate] {sentence}")
     if tt is not None:
         print(f"[aggregate] {in_words(tt, higher_is_better(metric))}")
+    if ncv is not None:
+        print(f"[aggregate] {ncv_in_words(ncv)}")
     if selection["incomplete"]:
         print(f"[aggregate] incomplete (not selectable): {', '.join(selection['incomplete'])}")
     st = selected.stats[metric]

@@ -31,6 +31,7 @@ from foldwise.split import schemes
 DATASETS = sections.DATASETS
 MODELS = ("mlp", "cnn")
 SELECTION_RULES = ("best_mean", "one_se")
+SELECTION_INTERVALS = ("scheme", "ncv")
 
 
 @dataclass(frozen=True)
@@ -426,6 +427,8 @@ def _check_values(cfg: DictConfig) -> None:
             f"{cfg.selection.complexity!r}."
         )
 
+    check_interval(cfg, scheme)
+
     nested = cfg.get("nested") or {}
     if not isinstance(nested.get("enabled", False), bool):
         raise FoldwiseError(
@@ -591,4 +594,45 @@ def _check_accelerator(accelerator: object) -> None:
             f"GPU (torch {torch.__version__}, {build}: torch.cuda.is_available() is False).",
             "use -S trainer.accelerator=auto (the GPU when there is one, else the CPU) or "
             "cpu; or run where a CUDA GPU and a CUDA build of torch are installed.",
+        )
+
+
+def check_interval(cfg: DictConfig, scheme: type[schemes.Scheme]) -> None:
+    """``selection.interval`` / ``ncv_repeats``: refused before the sweep trains anything
+    when the nested-CV interval could not be computed at the aggregate stage."""
+    interval = cfg.selection.get("interval", "scheme")
+    one_of(interval, SELECTION_INTERVALS, "selection.interval")
+    repeats = cfg.selection.get("ncv_repeats", 1)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise FoldwiseError(
+            f"params: selection.ncv_repeats must be an integer >= 1, got {repeats!r}."
+        )
+    if interval != "ncv":
+        return
+    metric = scores.selection_metric(cfg)
+    if metric not in scores.PER_ROW_SCORES:
+        raise FoldwiseError(
+            f"params: selection.interval=ncv needs a score that is a mean over rows; {metric} "
+            "is not (F1 and R² are ratios over a whole fold).",
+            f"set selection.metric to one of {', '.join(scores.PER_ROW_SCORES)}, or "
+            "selection.interval=scheme.",
+        )
+    if scheme.kind != "folds" or scheme.temporal:
+        raise FoldwiseError(
+            f"params: selection.interval=ncv needs K disjoint folds, and split={scheme.name} "
+            f"is {scheme.kind} resampling{' in time order' if scheme.temporal else ''}.",
+            "use a k-fold scheme (e.g. -S split=stratified_kfold), or selection.interval=scheme.",
+        )
+    k = cfg.split.get("n_splits")
+    if k is not None and int(k) < 3:
+        raise FoldwiseError(
+            f"params: selection.interval=ncv needs split.n_splits >= 3 (its pair models train "
+            f"on K − 2 folds), got {k}.",
+            "-S split.n_splits=5",
+        )
+    if repeats > 1 and cfg.split.get("shuffle") is False:
+        raise FoldwiseError(
+            "params: selection.ncv_repeats > 1 needs fresh folds, and split.shuffle=false cuts "
+            "the same folds every time.",
+            "set split.shuffle=true, or selection.ncv_repeats=1.",
         )

@@ -18,6 +18,8 @@ TASKS = ("classification", "regression")
 SCORES = {"classification": ("loss", "acc", "f1"), "regression": ("loss", "mse", "mae", "r2")}
 # The score selection and diagnosis use when the config leaves them to the task.
 PRIMARY = {"classification": "f1", "regression": "mse"}
+# Validation scores that are a mean of per-row losses (selection.interval=ncv needs one).
+PER_ROW_SCORES = ("val_loss", "val_mse", "val_mae", "val_acc")
 LOWER_IS_BETTER = frozenset({"loss", "mse", "mae"})
 BOUNDS = {
     "loss": (0.0, math.inf),

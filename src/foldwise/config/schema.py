@@ -303,6 +303,17 @@ class Selection:
     rope: float = field(
         default=0.01, metadata=_help("region of practical equivalence of the Bayesian comparison")
     )
+    interval: str = field(
+        default="scheme",
+        metadata=_help(
+            "the selected configuration's interval: scheme (the resampling scheme's) or ncv "
+            "(Bates, Hastie & Tibshirani's nested CV: K(K−1)/2 more models)"
+        ),
+    )
+    ncv_repeats: int = field(
+        default=1,
+        metadata=_help("interval=ncv: K-fold partitions (the split's, then fresh ones)"),
+    )
 
 
 @dataclass

@@ -41,12 +41,13 @@ import numpy as np
 from scipy import stats
 
 from foldwise.errors import FoldwiseError
+from foldwise.scores import PER_ROW_SCORES
 
 REFERENCE = "Bates, Hastie & Tibshirani (2023), nested CV"
 
-# Scores with a per-row loss whose mean is the score (the estimator needs one).
-# F1 and R² are ratios over the whole fold: no per-row decomposition.
-PER_ROW = ("val_loss", "val_mse", "val_mae", "val_acc")
+# Scores that are a mean of per-row losses (the estimator needs one); F1 and R² are
+# ratios over a whole fold.
+PER_ROW = PER_ROW_SCORES
 
 
 @dataclass(frozen=True)
@@ -163,19 +164,24 @@ def naive(losses: np.ndarray, confidence: float = 0.95) -> tuple[float, float, f
     return m, m - h, m + h
 
 
+def check_metric(metric: str) -> None:
+    """The estimator needs a score that is a mean of per-row losses."""
+    if metric not in PER_ROW:
+        raise FoldwiseError(
+            f"selection.interval=ncv needs a score that is a mean over rows; {metric} is not.",
+            f"select on one of {', '.join(PER_ROW)} (selection.metric=...), or use "
+            "selection.interval=scheme.",
+        )
+
+
 def row_losses(record: Mapping[str, list], y: np.ndarray, metric: str) -> np.ndarray:
     """Per-row losses of a prediction record (``{"pred", "loss"}``, rows in order) whose
     mean is ``metric``: the model's own loss for val_loss / val_mse, |error| for val_mae,
     1 for a right class for val_acc (a score: higher is better; the estimator is linear)."""
+    check_metric(metric)
     if metric in ("val_loss", "val_mse"):
         return np.asarray(record["loss"], dtype=float)
     pred = np.asarray(record["pred"], dtype=float)
     if metric == "val_mae":
         return np.abs(pred - np.asarray(y, dtype=float))
-    if metric == "val_acc":
-        return (pred == np.asarray(y, dtype=float)).astype(float)
-    raise FoldwiseError(
-        f"selection.interval=ncv needs a score that is a mean over rows; {metric} is not.",
-        f"select on one of {', '.join(PER_ROW)} (selection.metric=...), or use "
-        "selection.interval=scheme.",
-    )
+    return (pred == np.asarray(y, dtype=float)).astype(float)
