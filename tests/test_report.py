@@ -246,6 +246,23 @@ def test_tibshirani_optimism_in_the_leaderboard_and_beside_nested_cv():
     assert "val_loss = CV + bias = 0.3123" in sections(html.render(inp))["leaderboard"]
 
 
+def test_the_nested_cv_interval_in_a_card_and_the_leaderboard():
+    ncv = {
+        "method": "Bates, Hastie & Tibshirani (2023), nested CV", "metric": "val_acc",
+        "label": SELECTED, "estimate": 0.9012, "ci_low": 0.8512, "ci_high": 0.9512,
+        "confidence": 0.95, "inflation": 1.41, "err_ncv": 0.8912, "bias": -0.01,
+        "repetitions": 1, "folds": 3, "models": 3,
+    }  # fmt: skip
+    assert "Nested-CV interval" not in html.render(classification())
+    inp = classification()
+    inp.selection["ncv"] = ncv
+    page = html.render(inp)
+    assert "[0.8512, 0.9512]" in page.split("<section")[0]  # a card above the sections
+    board = sections(page)["leaderboard"]
+    assert "Nested-CV interval of " in board and "0.9012 [0.8512, 0.9512]" in board
+    assert "× 1.41" in board and "nested estimate 0.8912 corrected by +0.0100" in board
+
+
 def test_regression_without_confusion_matrix_and_lower_is_better_metric():
     """As the regression pipeline writes it: MSE/MAE/R² scores, the curves' task-neutral
     ``score`` column (R²), a squared-loss decomposition, a header-only confusion file."""

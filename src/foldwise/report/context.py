@@ -120,6 +120,24 @@ def optimism_text(inp: Inputs) -> str:
     return text
 
 
+def ncv_text(inp: Inputs) -> str:
+    """The nested-CV interval of the selected configuration in words ("" if not asked for)."""
+    n = inp.selection.get("ncv") or {}
+    if not n:
+        return ""
+    return (
+        f"Nested-CV interval of {n.get('label', '?')}'s {n.get('metric', '?')}, "
+        f"{n.get('method', '?')}: {num(n.get('estimate'))} "
+        f"{interval(n.get('ci_low'), n.get('ci_high'))} ({num(n.get('confidence'), 2)} "
+        f"level), from {n.get('repetitions', '?')} partition(s) into {n.get('folds', '?')} "
+        f"folds and {n.get('models', '?')} more models. Its standard error is the naive one "
+        f"(the per-row errors taken as independent) × {num(n.get('inflation'), 2)}; the centre "
+        f"is the nested estimate {num(n.get('err_ncv'))} corrected by "
+        f"{num(-n['bias'] if isinstance(n.get('bias'), int | float) else None, sign=True)} "
+        f"towards a model fit on every dev row."
+    )
+
+
 # ── sections ──────────────────────────────────────────────────────────────────────
 
 
@@ -137,6 +155,15 @@ def summary(inp: Inputs) -> list[tuple[str, str, str]]:
             f"interval {interval(score.get('ci_low'), score.get('ci_high'))}",
         ),
     ]
+    n = sel.get("ncv") or {}
+    if n:
+        cards.append(
+            (
+                f"nested-CV interval, {metric}",
+                interval(n.get("ci_low"), n.get("ci_high")),
+                f"Bates, Hastie & Tibshirani (2023); centre {num(n.get('estimate'))}",
+            )
+        )
     state, _ = test_state(inp)
     if state == "opened":
         g = (inp.test or {}).get("cv_vs_test") or {}
@@ -311,6 +338,7 @@ def leaderboard(inp: Inputs) -> dict[str, Any]:
         "method": (inp.cv_metrics or {}).get("method") or sel.get("method", ""),
         "verdict": _verdict(inp),
         "optimism": optimism_text(inp),
+        "ncv": ncv_text(inp),
     }
     if any(e.get("vs_selected") for _, e in rows_in):
         out["versus"] = (
