@@ -9,24 +9,27 @@ import json
 import numpy as np
 import pytest
 
-from conftest import IRIS, ROOT, iris_csv, make_project, run_tree
+from conftest import IRIS, ROOT, TINY, iris_csv, make_project, run_tree
 from foldwise.compose import compose_params
 
-OVERRIDES = [
-    *IRIS,
-    "split=stratified_kfold",
-    "split.n_splits=3",
-    "selection.metric=val_acc",
-    "selection.interval=ncv",
-]
+IRIS_ACC = [*IRIS, "split=stratified_kfold", "selection.metric=val_acc"]
+# regression, a per-row score that is not the model's loss, and bagged models (their
+# members predict the pair models' folds)
+DIABETES_BAGGED = [*TINY, "data=diabetes", "split=kfold", "selection.metric=val_mae",
+                   "+sweep.grid.ensemble.name=[bagging]", "ensemble.n_estimators=2"]  # fmt: skip
 
 
 @pytest.mark.slow
-def test_ncv_interval_end_to_end(tmp_path):
+@pytest.mark.parametrize("overrides", [IRIS_ACC, DIABETES_BAGGED], ids=["iris", "diabetes_bagged"])
+def test_ncv_interval_end_to_end(tmp_path, overrides):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    project = make_project(tmp_path, uri, compose_params(OVERRIDES, root=ROOT))
-    iris_csv().drop(columns=["site", "day"]).to_csv(project.path / "data/raw/iris.csv", index=False)
-    project.commit("iris")
+    settings = [*overrides, "split.n_splits=3", "selection.interval=ncv"]
+    project = make_project(tmp_path, uri, compose_params(settings, root=ROOT))
+    metric = "val_acc" if overrides is IRIS_ACC else "val_mae"
+    if overrides is IRIS_ACC:
+        iris = iris_csv().drop(columns=["site", "day"])
+        iris.to_csv(project.path / "data/raw/iris.csv", index=False)
+        project.commit("iris")
     out = project.repro("prepare", "split", "sweep", "aggregate")
     # K = 3: one model per pair of folds, 3 pairs
     assert "1 partition(s) × 3 folds = 3 more models" in out.stdout and "0 cached" in out.stdout
@@ -34,22 +37,22 @@ def test_ncv_interval_end_to_end(tmp_path):
     ncv = cv["selected"]["ncv"]
     assert ncv["method"].startswith("Bates, Hastie & Tibshirani (2023)")
     assert (ncv["folds"], ncv["repetitions"], ncv["models"]) == (3, 1, 3)
-    # Err_CV is the pooled accuracy of the sweep's own fold models: recomputed from their
-    # result files (fold accuracy × fold rows).
+    # Err_CV is the pooled score of the sweep's own fold models: recomputed from their
+    # result files (fold score × fold rows).
     jobs = [
         json.loads((project.path / f"results/sweep/jobs/{cv['selected']['config']}-fold{k}.json")
                    .read_text())
         for k in range(3)
     ]  # fmt: skip
-    pooled = sum(j["metrics"]["val_acc"] * j["n_val"] for j in jobs) / sum(j["n_val"] for j in jobs)
-    assert ncv["err_cv"] == pytest.approx(pooled, abs=1e-6)
+    pooled = sum(j["metrics"][metric] * j["n_val"] for j in jobs) / sum(j["n_val"] for j in jobs)
+    assert ncv["err_cv"] == pytest.approx(pooled, rel=1e-6)
     assert ncv["ci_low"] <= ncv["estimate"] <= ncv["ci_high"]
     assert 1.0 <= ncv["inflation"] <= np.sqrt(3) + 1e-12
     assert ncv["estimate"] == pytest.approx(ncv["err_ncv"] - ncv["bias"])
     selection = json.loads((project.path / "results/selection.json").read_text())
     assert selection["ncv"] == ncv
     sweep = run_tree(uri)["sweep"][0].data.metrics
-    assert sweep["selected_val_acc_ncv_ci_low"] == pytest.approx(ncv["ci_low"])
+    assert sweep[f"selected_{metric}_ncv_ci_low"] == pytest.approx(ncv["ci_low"])
     assert "nested CV" in out.stdout and "CI [" in out.stdout
 
     # A second partition (fresh folds: 3 fold models + 3 pair models); the first
