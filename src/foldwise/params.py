@@ -534,6 +534,52 @@ def _check_values(cfg: DictConfig) -> None:
             "all: draw the test set from every row; new: test only on rows no earlier "
             "opening has seen.",
         )
+    _check_thresholdout(cfg, task, metric)
+
+
+def _check_thresholdout(cfg: DictConfig, task: str, metric: str) -> None:
+    """``lockbox.mode`` and, for ``thresholdout``, its settings: a test set's budget is
+    fixed at its first query, so a bad one must fail before any training."""
+    mode = str(cfg.lockbox.get("mode", "once"))
+    one_of(mode, ("once", "thresholdout"), "lockbox.mode")
+    if mode != "thresholdout":
+        return
+    if task != "classification" or metric != "val_acc":
+        raise FoldwiseError(
+            f"params: lockbox.mode=thresholdout answers a model's test accuracy beside its CV "
+            f"accuracy, but this {task} run selects on {metric}. Thresholdout's guarantee is "
+            "for means of [0, 1]-valued row scores: accuracy is one; F1, loss and the "
+            "regression scores are not.",
+            "-S selection.metric=val_acc (classification), or -S lockbox.mode=once.",
+        )
+    t = cfg.lockbox.thresholdout
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    if not whole(t.budget) or t.budget < 1:
+        raise FoldwiseError(
+            f"params: lockbox.thresholdout.budget must be a whole number >= 1, got {t.budget!r}.",
+            "e.g. -S lockbox.thresholdout.budget=5 (over-threshold answers per test set).",
+        )
+    if not whole(t.max_queries) or t.max_queries < t.budget:
+        raise FoldwiseError(
+            f"params: lockbox.thresholdout.max_queries must be a whole number >= budget "
+            f"({t.budget}), got {t.max_queries!r} (the theorem takes m >= B).",
+            f"e.g. -S lockbox.thresholdout.max_queries={max(20, t.budget)}.",
+        )
+    for key in ("tolerance", "beta"):
+        v = t[key]
+        if not isinstance(v, int | float) or isinstance(v, bool) or not 0 < v < 1:
+            raise FoldwiseError(
+                f"params: lockbox.thresholdout.{key} must be in (0, 1), got {v!r}.",
+                f"e.g. -S lockbox.thresholdout.{key}=0.05.",
+            )
+    for key in ("threshold", "sigma"):
+        v = t.get(key)
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool) or v <= 0):
+            raise FoldwiseError(
+                f"params: lockbox.thresholdout.{key} must be a number > 0 or null, got {v!r}.",
+                f"null: the theorem's value from tolerance, beta and max_queries "
+                f"(-S lockbox.thresholdout.{key}=null).",
+            )
 
 
 # The fix proposed for a bad integer hyperparameter, and what a 0 would mean.

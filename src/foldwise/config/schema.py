@@ -391,7 +391,26 @@ class Curves:
 
 
 @dataclass
+class Thresholdout:
+    budget: int = field(default=5, metadata=_help("B: over-threshold answers per test set"))
+    max_queries: int = field(default=20, metadata=_help("m: models answered per test set"))
+    tolerance: float = field(
+        default=0.05, metadata=_help("τ: the accuracy error the guarantee bounds")
+    )
+    beta: float = field(default=0.05, metadata=_help("β: the guarantee's failure probability"))
+    threshold: float | None = field(default=None, metadata=_help("T (null: the theorem's 3τ/4)"))
+    sigma: float | None = field(
+        default=None, metadata=_help("σ, the Laplace noise rate (null: τ/(96 ln(4m/β)))")
+    )
+
+
+@dataclass
 class Lockbox:
+    mode: str = field(
+        default="once",
+        metadata=_help("once: one look per model; thresholdout: a reusable lockbox"),
+    )
+    thresholdout: Thresholdout = field(default_factory=Thresholdout)
     confidence: float = field(
         default=0.95, metadata=_help("level of the test score's bootstrap interval")
     )

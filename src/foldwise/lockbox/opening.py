@@ -21,6 +21,7 @@ disagree or a file was edited after an opening (:mod:`foldwise.lockbox.ledger`).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +83,24 @@ def now() -> str:
 
 def metrics_document(entry: dict[str, Any]) -> dict[str, Any]:
     """``results/test_metrics.json`` (DVC metrics) from an audit entry."""
+    if "thresholdout" in entry:  # the answer only: no interval, no CV gap (it may be the CV)
+        return {
+            "status": "opened",
+            "mode": "thresholdout",
+            "test": entry["scores"],
+            "n_test": entry["n_test"],
+            "look": entry["look"],
+            "reused_test_set": False,
+            "override_reason": None,
+            **ledger.metrics_fields(entry),
+            "config": entry["config_hash"],
+            "label": entry["label"],
+            "model_sha256": entry["model_sha256"],
+            "test_sha256": entry["test_sha256"],
+            "opened_at": entry["opened_at"],
+            "confidence": None,
+            "thresholdout": entry["thresholdout"],
+        }
     return {
         "status": "opened",
         "test": entry["scores"],
@@ -202,33 +221,19 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     manifest = read_json(layout.manifest)
     test = pd.read_parquet(layout.test)
     test_sha = sha256_table(test)
+    if str(cfg.lockbox.get("mode", "once")) == "thresholdout":
+        return _open_thresholdout(cfg, layout, audit, model, info, manifest, test, test_sha)
     reason = cfg.lockbox.override_reason
     reason = None if reason is None else str(reason)  # YAML may have parsed it as a number
     try:
         decision = decide(audit_log.read_audit(audit), test_sha, model.fingerprint, reason)
     except FoldwiseError as refusal:
-        # Don't leave the previous model's test scores beside this model's selection:
-        # the metrics file now says that this model was refused, and has no scores.
-        _write_metrics(layout, {
-            "status": "refused", "config": info["config_hash"], "label": info["label"],
-            "model_sha256": model.fingerprint, "test_sha256": test_sha,
-            "reason": refusal.problem,
-        })  # fmt: skip
-        write_confusion(layout.test_confusion, {})
+        _refused(layout, info, model.fingerprint, test_sha, refusal)
         raise
-    if decision.kind != "repeat":  # a new look: MLflow must not know openings the log lost
-        ledger.check_mlflow(cfg, audit_log.read_audit(audit), manifest, test_sha)
     if decision.kind == "repeat":
-        entry = decision.recorded
-        _write_metrics(layout, metrics_document(entry))
-        write_confusion(layout.test_confusion, entry)
-        print(
-            f"[test] this model ({model.fingerprint[:12]}) already opened the lockbox at "
-            f"{entry['opened_at']}; reporting the recorded result (no new look)."
-        )
-        _report(entry)
-        _register(cfg, layout, info, entry, opened=False)
-        return entry
+        return _repeat(cfg, layout, info, decision.recorded)
+    # a new look: MLflow must not know openings the log lost
+    ledger.check_mlflow(cfg, audit_log.read_audit(audit), manifest, test_sha)
 
     rows = model.predict(test)
     confidence = float(cfg.lockbox.confidence)
@@ -269,20 +274,157 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
             "classes": model.meta.classes,
             "counts": confusion(rows["y"], rows["pred"], model.meta.n_classes),
         }
+    metrics = (
+        {f"test_{k}": s["value"] for k, s in scores.items()}
+        | {f"test_{k}_ci_low": s["ci_low"] for k, s in scores.items()}
+        | {f"test_{k}_ci_high": s["ci_high"] for k, s in scores.items()}
+    )
+    _record(cfg, layout, info, audit, manifest, test, entry, metrics)
+    if reused:
+        print(
+            f"[test] WARNING: look #{entry['look']} at this test set (override: "
+            f"{entry['override_reason']!r}); the score is flagged reused_test_set."
+        )
+    print(f"[test] audit: {audit} (commit it to git)")
+    _register(cfg, layout, info, entry, opened=True)
+    return entry
+
+
+def _open_thresholdout(
+    cfg: Any, layout: Any, audit: Path, model: Any, info: dict, manifest: dict, test: Any,
+    test_sha: str,
+) -> dict[str, Any]:  # fmt: skip
+    """``lockbox.mode=thresholdout``: answer this model's test accuracy with Thresholdout
+    (:mod:`foldwise.lockbox.thresholdout`), within the test set's fixed budget."""
+    from sklearn.metrics import accuracy_score
+
+    from foldwise.files import git_commit
+    from foldwise.lockbox import thresholdout as to
+
+    s = to.Settings.of(cfg.lockbox.thresholdout)
+    cv = info.get("cv") or {}
+    try:
+        if cv.get("metric") != f"val_{to.METRIC}" or cv.get("mean") is None:
+            raise FoldwiseError(
+                "lockbox.mode=thresholdout compares the model's test accuracy with its CV "
+                f"accuracy, but the refit model has no CV estimate of val_{to.METRIC} "
+                f"({cv.get('metric') or info.get('cv_unavailable') or 'none recorded'}).",
+                f"select on accuracy (-S selection.metric=val_{to.METRIC}) with refit=all_dev, "
+                "then dvc repro.",
+            )
+        kind, previous, recorded = to.decide(
+            audit_log.read_audit(audit), test_sha, model.fingerprint, s
+        )
+    except FoldwiseError as refusal:
+        _refused(layout, info, model.fingerprint, test_sha, refusal)
+        raise
+    if kind == "repeat":
+        return _repeat(cfg, layout, info, recorded)
+    ledger.check_mlflow(cfg, audit_log.read_audit(audit), manifest, test_sha)
+    key, key_sha = to.key_for(layout.root, test_sha, previous)
+    asked, over = to.state(previous)
+    rows = model.predict(test)
+    holdout = float(accuracy_score(rows["y"], rows["pred"]))
+    train = float(cv["mean"])
+    answer = to.Thresholdout(s, key, asked=asked, over=over).query(train, holdout)
+    entry = {
+        "opened_at": now(),
+        "test_sha256": test_sha,
+        "n_test": len(test),
+        "config_hash": info["config_hash"],
+        "label": info["label"],
+        "model_sha256": model.fingerprint,
+        "git_commit": git_commit(layout.root),
+        "look": answer.query,
+        "reused_test_set": False,
+        "override_reason": None,
+        # the answer only: the raw test accuracy (and every other score) stays unshown
+        "scores": {
+            to.METRIC: {
+                "value": answer.value,
+                "ci_low": None,
+                "ci_high": None,
+                "interval": "thresholdout",
+            }
+        },
+        "confidence": None,
+        "cv": info.get("cv"),
+        "refit": info.get("refit", "all_dev"),
+        "thresholdout": {
+            "query": answer.query,
+            "answer": answer.value,
+            "over": answer.over,
+            "train": train,
+            "budget_left": answer.budget_left,
+            "queries_left": answer.queries_left,
+            "settings": s.as_dict(),
+            "key_sha256": key_sha,
+            "guarantee": to.guarantee(s, len(test)),
+        },
+    }
+    metrics = {
+        f"test_{to.METRIC}": answer.value,
+        "thresholdout_over": float(answer.over),
+        "thresholdout_budget_left": float(answer.budget_left),
+    }
+    _record(cfg, layout, info, audit, manifest, test, entry, metrics)
+    print(f"[test] audit: {audit} (commit it to git)")
+    _register(cfg, layout, info, entry, opened=True)
+    return entry
+
+
+def _refused(layout: Any, info: dict, model_sha: str, test_sha: str, refusal: Exception) -> None:
+    """Don't leave the previous model's test scores beside this model's selection: the
+    metrics file now says that this model was refused, and has no scores."""
+    _write_metrics(layout, {
+        "status": "refused", "config": info["config_hash"], "label": info["label"],
+        "model_sha256": model_sha, "test_sha256": test_sha,
+        "reason": getattr(refusal, "problem", str(refusal)),
+    })  # fmt: skip
+    write_confusion(layout.test_confusion, {})
+
+
+def _repeat(cfg: Any, layout: Any, info: dict, entry: dict[str, Any]) -> dict[str, Any]:
+    """The same model again: its recorded result, no new look."""
+    _write_metrics(layout, metrics_document(entry))
+    write_confusion(layout.test_confusion, entry)
+    print(
+        f"[test] this model ({entry['model_sha256'][:12]}) already opened the lockbox at "
+        f"{entry['opened_at']}; reporting the recorded result (no new look)."
+    )
+    _report(entry)
+    _register(cfg, layout, info, entry, opened=False)
+    return entry
+
+
+def _record(
+    cfg: Any,
+    layout: Any,
+    info: dict,
+    audit: Path,
+    manifest: dict,
+    test: Any,
+    entry: dict[str, Any],
+    metrics: dict[str, float],
+) -> None:
+    """A new opening: its MLflow run, the ledger and the audit log, then the scores
+    (MLflow, ``test_metrics.json``, the terminal). Fills in ``entry``."""
     from foldwise import tracking  # MLflow: only for a new opening, not a repeat
 
+    test_sha, reused = entry["test_sha256"], entry["reused_test_set"]
     entry.update(ledger.opening_fields(cfg, layout, manifest))  # rows, opener, manifest hash
     c = tracking.client(cfg)
     run_id = tracking.start_run(
         c,
         info["experiment_id"],
-        f"lockbox opening #{decision.look} · {info['label']}",
+        f"lockbox opening #{entry['look']} · {info['label']}",
         "lockbox",
         {
             f"{tracking.TAG}lockbox": "opening",
-            f"{tracking.TAG}look": decision.look,
+            f"{tracking.TAG}lockbox_mode": "thresholdout" if "thresholdout" in entry else "once",
+            f"{tracking.TAG}look": entry["look"],
             f"{tracking.TAG}reused_test_set": reused,
-            f"{tracking.TAG}model_sha256": model.fingerprint,
+            f"{tracking.TAG}model_sha256": entry["model_sha256"],
             f"{tracking.TAG}test_sha256": test_sha,
             f"{tracking.TAG}config_hash": info["config_hash"],
             f"{tracking.TAG}git_commit": entry["git_commit"],
@@ -301,23 +443,12 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
         c,
         run_id,
         params={"label": info["label"], "n_test": len(test)},
-        metrics={"reused_test_set": float(reused), "look": decision.look}
-        | {f"test_{k}": s["value"] for k, s in scores.items()}
-        | {f"test_{k}_ci_low": s["ci_low"] for k, s in scores.items()}
-        | {f"test_{k}_ci_high": s["ci_high"] for k, s in scores.items()},
+        metrics={"reused_test_set": float(reused), "look": entry["look"]} | metrics,
     )
     c.set_terminated(run_id)
     _write_metrics(layout, metrics_document(entry))
     write_confusion(layout.test_confusion, entry)
     _report(entry)
-    if reused:
-        print(
-            f"[test] WARNING: look #{entry['look']} at this test set (override: "
-            f"{entry['override_reason']!r}); the score is flagged reused_test_set."
-        )
-    print(f"[test] audit: {audit} (commit it to git)")
-    _register(cfg, layout, info, entry, opened=True)
-    return entry
 
 
 def _register(cfg: Any, layout: Any, info: dict, entry: dict, *, opened: bool) -> None:
@@ -354,7 +485,30 @@ def _register(cfg: Any, layout: Any, info: dict, entry: dict, *, opened: bool) -
     print(f"[test] {state} {reg['name']} version {reg['version']}{where}")
 
 
+def _report_thresholdout(entry: dict[str, Any]) -> None:
+    t = entry["thresholdout"]
+    g, s = t["guarantee"], t["settings"]
+    # the answer is good to about ±τ: one decimal beyond τ's first significant digit
+    digits = max(0, -math.floor(math.log10(s["tolerance"]))) + 1
+    how = (
+        "the test rows disagreed with the CV estimate: the test accuracy plus Laplace noise; "
+        "one unit of the budget spent"
+        if t["over"]
+        else "the test rows agreed with the CV estimate within the noisy threshold: the CV estimate"
+    )
+    print(
+        f"[test] {entry['label']}: Thresholdout answer #{t['query']}: test_acc = "
+        f"{t['answer']:.{digits}f} ({how}; n={entry['n_test']}). Left: {t['budget_left']} of "
+        f"B = {s['budget']} over-threshold answers, {t['queries_left']} of m = "
+        f"{s['max_queries']} queries."
+    )
+    print(f"[test] {g['text']} Here n = {g['n']}.")
+
+
 def _report(entry: dict[str, Any]) -> None:
+    if "thresholdout" in entry:
+        _report_thresholdout(entry)
+        return
     c = entry["confidence"]
     for name, s in entry["scores"].items():
         print(
