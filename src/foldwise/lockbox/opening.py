@@ -98,7 +98,6 @@ def metrics_document(entry: dict[str, Any]) -> dict[str, Any]:
             "model_sha256": entry["model_sha256"],
             "test_sha256": entry["test_sha256"],
             "opened_at": entry["opened_at"],
-            "confidence": None,
             "thresholdout": entry["thresholdout"],
         }
     return {
@@ -490,19 +489,19 @@ def _report_thresholdout(entry: dict[str, Any]) -> None:
     g, s = t["guarantee"], t["settings"]
     # the answer is good to about ±τ: one decimal beyond τ's first significant digit
     digits = max(0, -math.floor(math.log10(s["tolerance"]))) + 1
+    n = entry["n_test"]
     how = (
-        "the test rows disagreed with the CV estimate: the test accuracy plus Laplace noise; "
-        "one unit of the budget spent"
+        f"the test accuracy plus Laplace noise: the {n} test rows disagree with the CV "
+        "estimate, and one unit of the budget is spent"
         if t["over"]
-        else "the test rows agreed with the CV estimate within the noisy threshold: the CV estimate"
+        else f"the CV estimate, which the {n} test rows agree with within the noisy threshold"
     )
     print(
         f"[test] {entry['label']}: Thresholdout answer #{t['query']}: test_acc = "
-        f"{t['answer']:.{digits}f} ({how}; n={entry['n_test']}). Left: {t['budget_left']} of "
-        f"B = {s['budget']} over-threshold answers, {t['queries_left']} of m = "
-        f"{s['max_queries']} queries."
+        f"{t['answer']:.{digits}f}, {how}. Left: {t['budget_left']} of B = {s['budget']} "
+        f"over-threshold answers, {t['queries_left']} of m = {s['max_queries']} queries."
     )
-    print(f"[test] {g['text']} Here n = {g['n']}.")
+    print(f"[test] {g['text']}")
 
 
 def _report(entry: dict[str, Any]) -> None:

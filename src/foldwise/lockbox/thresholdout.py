@@ -172,7 +172,7 @@ def guarantee(s: Settings, n: int) -> dict[str, Any]:
         f"≥ {1 - beta:.0%} each of the first m = {m} answers that comes while fewer than "
         f"B = {b} queries had a CV estimate more than τ/2 off is within τ = {tau:g} of the "
         f"model's true accuracy, for n ≥ C·ln(m/β)/τ²·min{{B, √(B ln(ln(m/β)/τ))/τ}} = "
-        f"C·{scale:.2g} with a constant C the theorem does not give."
+        f"C × {float(f'{scale:.2g}'):,.0f}, with a constant C the theorem does not give."
     )
     if not covered:
         text += (
