@@ -7,7 +7,9 @@
 * :mod:`.ledger` — the records outside git (``.foldwise/lockbox/``) and their tamper
   checks against the audit log and MLflow; plans the split stage's test rows.
 * :mod:`.rows` — which dataset rows each opening has seen (the row registry).
+* :mod:`.thresholdout` — the opt-in reusable lockbox (``lockbox.mode=thresholdout``):
+  Thresholdout's answers, its budget, its noise key and its guarantee.
 
-One direction: opening → ledger → rows, audit. Importing this package loads nothing
-(the split stage reads the records without the model code the opening needs).
+One direction: opening → thresholdout, ledger → rows, audit. Importing this package loads
+nothing (the split stage reads the records without the model code the opening needs).
 """
