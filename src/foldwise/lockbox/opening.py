@@ -210,7 +210,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     import pandas as pd
 
     from foldwise.artifact import LoadedModel
-    from foldwise.files import git_commit, read_json, sha256_table
+    from foldwise.files import read_json, sha256_table
 
     bundle = layout.model_dir / "model.pt"
     if not bundle.is_file():
@@ -251,14 +251,7 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     )
     reused = decision.kind == "override"
     entry = {
-        "opened_at": now(),
-        "test_sha256": test_sha,
-        "n_test": len(test),
-        "config_hash": info["config_hash"],
-        "label": info["label"],
-        "model_sha256": model.fingerprint,
-        "git_commit": git_commit(layout.root),
-        "look": decision.look,
+        **_opening(layout, test, test_sha, info, model, decision.look),
         "reused_test_set": reused,
         "override_reason": reason if reused else None,
         "scores": scores,
@@ -297,7 +290,6 @@ def _open_thresholdout(
     (:mod:`foldwise.lockbox.thresholdout`), within the test set's fixed budget."""
     from sklearn.metrics import accuracy_score
 
-    from foldwise.files import git_commit
     from foldwise.lockbox import thresholdout as to
 
     s = to.Settings.of(cfg.lockbox.thresholdout)
@@ -327,14 +319,7 @@ def _open_thresholdout(
     train = float(cv["mean"])
     answer = to.Thresholdout(s, key, asked=asked, over=over).query(train, holdout)
     entry = {
-        "opened_at": now(),
-        "test_sha256": test_sha,
-        "n_test": len(test),
-        "config_hash": info["config_hash"],
-        "label": info["label"],
-        "model_sha256": model.fingerprint,
-        "git_commit": git_commit(layout.root),
-        "look": answer.query,
+        **_opening(layout, test, test_sha, info, model, answer.query),
         "reused_test_set": False,
         "override_reason": None,
         # the answer only: the raw test accuracy (and every other score) stays unshown
@@ -370,6 +355,22 @@ def _open_thresholdout(
     print(f"[test] audit: {audit} (commit it to git)")
     _register(cfg, layout, info, entry, opened=True)
     return entry
+
+
+def _opening(layout: Any, test: Any, test_sha: str, info: dict, model: Any, look: int) -> dict:
+    """What every audited opening records first: when, which rows, which model, which look."""
+    from foldwise.files import git_commit
+
+    return {
+        "opened_at": now(),
+        "test_sha256": test_sha,
+        "n_test": len(test),
+        "config_hash": info["config_hash"],
+        "label": info["label"],
+        "model_sha256": model.fingerprint,
+        "git_commit": git_commit(layout.root),
+        "look": look,
+    }
 
 
 def _refused(layout: Any, info: dict, model_sha: str, test_sha: str, refusal: Exception) -> None:
