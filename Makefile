@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro report exp test test-fast lint docs ui mlflow-server params options bench bench-parts bench-own-model bench-images bench-schemes bench-ensembles clean
+.PHONY: install repro report exp test test-fast lint docs ui mlflow-server params options bench bench-parts bench-own-model bench-images bench-schemes bench-estimate bench-ensembles clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,9 @@ bench-images: install  ## a folder of drawn images: stacked vs one-at-a-time vs 
 
 bench-schemes: install  ## plain vs nested CV, bootstrap .632+, leave-one-out cost and estimate (~20 min)
 	$(RUN) $(BIN)/python benchmarks/bench_schemes.py
+
+bench-estimate: install  ## the sweep's time estimate vs its measured training time, per scheme, cold and with history (~25 min)
+	$(RUN) $(BIN)/python benchmarks/bench_estimate.py
 
 bench-ensembles: install  ## stacked bagging cost, single vs bagged vs boosted CV, bias–variance (~1 min)
 	$(RUN) $(BIN)/python benchmarks/bench_ensembles.py

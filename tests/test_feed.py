@@ -247,4 +247,4 @@ def test_the_time_estimates_probe_trains_on_streamed_rows():
     tasks = [engine.Task(f"t{s}", {"name": "mlp", "hidden": 4, "depth": 1, "dropout": 0.2},
                          hyper, 16, s, rows) for s in range(3)]  # fmt: skip
     got = probe(tasks, Streamed(Rows(x, y), x.shape[1], cache_mb=1), y, meta, epochs=3)
-    assert got.models == 3 and got.step_seconds > 0
+    assert got.models == 3 and got.full.step_seconds > 0

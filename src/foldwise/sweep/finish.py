@@ -131,7 +131,8 @@ def estimate_note(session: Session) -> str:
         return ""
     from foldwise.progress import clock
 
-    return f" (estimated {clock(est['seconds'])} before training)"
+    bound = "up to " if est.get("upper_bound") else ""
+    return f" (estimated {bound}{clock(est['seconds'])} before training)"
 
 
 def finish(cfg: DictConfig, layout: P.Layout, trained: float | None = None) -> dict[str, int]:
@@ -149,7 +150,7 @@ def finish(cfg: DictConfig, layout: P.Layout, trained: float | None = None) -> d
     for stale in (layout.sweep_dir / "jobs").glob("*.json"):
         if stale.name not in keep:
             stale.unlink()
-    record_epochs(layout, results)
+    record_epochs(layout, results, session.doc.get("dataset", {}).get("digest", ""))
     counts = {"ok": 0, "failed": 0, "missing": 0, "pruned": 0}
     durable = durable_client(cfg, layout)
     for conf in session.configs:

@@ -373,12 +373,17 @@ def _plan(cfg: DictConfig, layout: P.Layout, configs: list[dict], head: dict) ->
     # Finished elsewhere (another experiment, an earlier grid): restored, not trained.
     cached = [(h, f) for h, f in pending if job_cache(layout.root, key(h, f)).is_file()]
     train = [t for t in pending if t not in cached]
+    t = time.perf_counter()
     stacks, tasks = plan_stacks(cfg, layout, configs, train) if train else ([], {})
-    estimate = (
-        estimate_seconds(cfg, layout, stacks, tasks, head.get("fold_runs", True))
-        if len(train) >= ESTIMATE_FROM
-        else None
-    )
+    # the jobs read the rows and make the tasks again, each its own
+    prepare = time.perf_counter() - t
+    rows = head.get("dataset", {}).get("digest", "")  # earlier fits count on the same rows
+    estimate = None
+    if len(train) >= ESTIMATE_FROM:
+        estimate = estimate_seconds(
+            cfg, layout, stacks, tasks, head.get("fold_runs", True), data=rows,
+            prepare_seconds=prepare,
+        )  # fmt: skip
     doc = {
         **head,
         "classes": read_json(layout.meta)["classes"],
@@ -413,13 +418,19 @@ def describe(session: Session) -> str:
     if est:
         from foldwise.progress import clock
 
+        n, known = est["models"], est["epochs_from_history"]
         basis = (
-            f"epochs from {est['epochs_from_history']} earlier fits"
-            if est["epochs_from_history"] == est["models"]
-            else "max_epochs, an upper bound" if not est["epochs_from_history"]
-            else f"epochs from earlier fits for {est['epochs_from_history']} of {est['models']}"
+            f"epochs from earlier fits on these rows for {known} of {n}, max_epochs for the "
+            "rest" if 0 < known < n
+            else "epochs from earlier fits on these rows" if known
+            else "no earlier fits on these rows: every model to max_epochs"
         )  # fmt: skip
-        when = f" · estimated training time {clock(est['seconds'])} (probed throughput; {basis})"
+        if est.get("upper_bound"):  # early stopping can only make it shorter
+            basis += ", which early stopping shortens"
+        when = (
+            f" · estimated training time {'up to ' if est.get('upper_bound') else ''}"
+            f"{clock(est['seconds'])} (probed throughput; {basis})"
+        )
     tracked = (
         "one MLflow run per resample"
         if session.doc.get("fold_runs", True)
