@@ -66,6 +66,16 @@ def test_noise_that_makes_the_larger_stack_read_faster_costs_nothing_per_model()
     assert p.stack_seconds([5.0] * 10, 4.0, 5.0) == pytest.approx(5 * (4 * 0.002 + 0.004))
 
 
+def test_a_stack_that_read_slower_than_its_models_one_at_a_time_is_read_as_that():
+    """A burst of other work over the whole stack's probe (its step read 100× a stack of
+    one's, the estimate 19× the measured time): stacking is never slower than training
+    the models one at a time, so that is the most the stack is charged."""
+    one = Timing(1, 0.001, 0.002, 0, 0)
+    p = Probe(Timing(10, 0.262, 0.5, 0, 0), one)
+    alone = Probe(one, one).stack_seconds([5.0], 4.0, 5.0)
+    assert p.stack_seconds([5.0] * 10, 4.0, 5.0) == pytest.approx(10 * alone)
+
+
 def task(cfg_hash: str, fold: int, *, max_epochs: int = 40, early: bool = True) -> engine.Task:
     hyper = engine.Hyper(1e-2, 0.0, 0.0, max_epochs, early, 0.2, 5)
     model = {"name": "mlp", "hidden": 4, "depth": 1, "dropout": 0.0}

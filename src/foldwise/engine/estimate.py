@@ -60,10 +60,15 @@ class Probe:
         return self.full.models
 
     def _split(self, full: float, one: float) -> tuple[float, float]:
-        """(per stack, per model) parts of a cost measured at both sizes; noise can make
-        the larger stack read faster, so neither part goes below zero."""
+        """(per stack, per model) parts of a cost measured at both sizes. A burst of
+        someone else's work can cover either probe: the stack of one reading slower
+        than the whole stack gives no per-model part (never below zero), and the whole
+        stack reading slower than its models one at a time (stacking's floor; seen:
+        100× a stack of one's step for 10 digits MLPs, an estimate 19× the measured
+        time) is read as that."""
         if self.full.models <= 1:
             return full, 0.0
+        full = min(full, self.full.models * one)
         per_model = max(0.0, (full - one) / (self.full.models - 1))
         return max(0.0, full - per_model * self.full.models), per_model
 
