@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from foldwise import headline
@@ -67,3 +69,45 @@ def test_the_sweep_run_name_says_data_scheme_size_and_grid():
     assert sweep_name(cfg, boot, 1) == "digits · bootstrap 200 resamples · 1 config"
     cfg.sweep = {"search": "optuna", "optuna": {"n_trials": 20}}  # trials are asked later
     assert sweep_name(cfg, k, 0) == "digits · stratified_kfold k=5 · optuna 20 trials"
+
+
+# ── the one precision rule ──────────────────────────────────────────────────────────
+
+
+def test_the_issues_example_and_a_few_by_hand():
+    assert headline.plus_minus(3083.0985, 180.6618) == "3083 ± 181"
+    assert headline.plus_minus(0.91234, 0.01234) == "0.912 ± 0.012"
+    assert headline.plus_minus(0.91234, 0.0999) == "0.912 ± 0.100"  # rounds up to 0.10
+    assert headline.plus_minus(0.5, float("nan")) == "0.5000"  # no uncertainty: 4 decimals
+    assert headline.interval(2902.4, 3263.8) == "[2902, 3264]"
+    assert headline.interval(-0.0123, 0.0456, sign=True) == "[-0.012, +0.046]"
+    assert headline.fixed(None) == "–" and headline.interval(None, 1.0) == "–"
+
+
+@given(
+    value=st.floats(-1e6, 1e6, allow_nan=False),
+    half=st.floats(1e-6, 1e5, allow_nan=False),
+)
+def test_value_and_uncertainty_share_the_decimal_place_two_digits_of_the_uncertainty_set(
+    value, half
+):
+    text = headline.plus_minus(value, half)
+    v, h = text.split(" ± ")
+    places = [len(p.split(".")[1]) if "." in p else 0 for p in (v, h)]
+    assert places[0] == places[1]  # one decimal place for both
+    step = 10.0 ** -places[0]
+    assert abs(float(v) - value) <= step / 2 * (1 + 1e-9) + 1e-9 * abs(value)
+    assert abs(float(h) - half) <= step / 2 * (1 + 1e-9) + 1e-9 * half
+    assert step <= half / 10 * (1 + 1e-9)  # at least the uncertainty's two digits...
+    if places[0] > 0:
+        assert step > half / 100  # ...and no more when there are decimals to drop
+
+
+@given(lo=st.floats(-1e6, 1e6), width=st.floats(1e-6, 1e5))
+def test_an_interval_is_printed_like_its_centre_plus_minus_its_half_width(lo, width):
+    hi = lo + width
+    mid, half = (lo + hi) / 2, (hi - lo) / 2
+    ends = headline.interval(lo, hi)[1:-1].split(", ")
+    places = {len(p.split(".")[1]) if "." in p else 0 for p in [*ends, headline.fixed(mid, half)]}
+    assert len(places) == 1
+    assert ends == [headline.fixed(lo, half), headline.fixed(hi, half)]

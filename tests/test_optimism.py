@@ -118,6 +118,10 @@ def test_aggregate_uses_the_complete_configurations_on_the_same_folds():
     assert "bias +0.0833" in text
     assert f"corrected val_f1 = CV − bias = {doc['corrected']:.4f}" in text
     assert "plain 0.8200" in text
+    # with the winner's standard error: the precision it supports (0.012 → 3 decimals)
+    text = in_words(doc, higher_is_better=True, se=0.012)
+    assert "bias +0.083" in text and "plain 0.820)" in text
+    assert f"CV − bias = {doc['corrected']:.3f} " in text
 
 
 def test_no_estimate_without_paired_per_fold_scores():

@@ -22,6 +22,43 @@ from foldwise.compose import compose_params
 pytestmark = pytest.mark.slow
 
 
+def check_baselines(project, cv: dict, stdout: str) -> None:
+    """The baselines' rows: scikit-learn's own cross_validate on the split's folds gives
+    the same scores; never selected, unranked in cv_table.csv, in the terminal and report."""
+    from sklearn.dummy import DummyRegressor
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import cross_validate
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from foldwise.data import feature_columns
+    from foldwise.split import load_folds
+
+    dev = pd.read_parquet(project.path / "data/split/dev.parquet").set_index("row_id", drop=False)
+    folds = load_folds(json.loads((project.path / "data/split/folds.json").read_text()))
+    cv_sets = [(dev.index.get_indexer(f.train), dev.index.get_indexer(f.val)) for f in folds]
+    x, y = dev[feature_columns(dev)].to_numpy(float), dev["target"].to_numpy(float)
+    for label, model in (
+        ("baseline: Dummy (mean)", DummyRegressor()),
+        ("baseline: RidgeCV", make_pipeline(StandardScaler(), RidgeCV(np.logspace(-3, 3, 13)))),
+    ):
+        want = cross_validate(model, x, y, cv=cv_sets,
+                              scoring=("neg_mean_squared_error", "r2"))  # fmt: skip
+        got = cv["configs"][label]
+        assert got["baseline"] is True and "vs_selected" in got
+        assert got["val_mse"]["mean"] == pytest.approx(-want["test_neg_mean_squared_error"].mean())
+        assert got["val_r2"]["mean"] == pytest.approx(want["test_r2"].mean())
+    assert "baseline: HistGradientBoosting" in cv["configs"]
+    assert cv["selected"]["label"] not in {k for k in cv["configs"] if k.startswith("baseline")}
+    table = pd.read_csv(project.path / "results/cv_table.csv")
+    bases = table[table["baseline"]]
+    assert len(bases) == 3 and bases["rank"].isna().all()
+    assert table.loc[~table["baseline"], "rank"].notna().all()
+    assert "base │ baseline: RidgeCV" in stdout and "best baseline" in stdout
+    page = (project.path / "results/report.html").read_text()
+    assert "baseline: RidgeCV" in page and "best baseline" in page
+
+
 def test_diabetes_regression_end_to_end(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = [
@@ -39,8 +76,9 @@ def test_diabetes_regression_end_to_end(tmp_path):
     sel = cv["selected"]
     assert sel["metric"] == "val_mse"
     assert {"val_mse", "val_mae", "val_r2", "gap_mse_mean"} <= set(sel)
-    best = min(c["val_mse"]["mean"] for c in cv["configs"].values() if c["complete"])
-    assert sel["val_mse"]["mean"] == best  # lowest error wins
+    nets = [c for c in cv["configs"].values() if c["complete"] and not c.get("baseline")]
+    assert sel["val_mse"]["mean"] == min(c["val_mse"]["mean"] for c in nets)  # lowest wins
+    check_baselines(project, cv, out.stdout)
     # no classes: the confusion-matrix plot file keeps only its header
     assert (project.path / "results/cv_confusion.csv").read_text().strip() == "actual,predicted"
 

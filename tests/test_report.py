@@ -175,7 +175,9 @@ def test_every_section_is_there_and_the_test_section_says_the_lockbox_is_closed(
 
 def test_the_test_result_and_the_gap_once_opened_for_this_selection():
     parts = sections(html.render(classification(test=opened())))
-    assert "0.8765" in parts["test"] and "gap +0.0335" in parts["test"]
+    # the test score to the precision of its interval's half-width (0.075: 3 decimals)
+    assert "0.876 [0.800, 0.950]" in parts["test"] and "0.8765" not in parts["test"]
+    assert "gap +0.03" in parts["test"] and "+0.0335" not in parts["test"]
     assert "look #1" in parts["test"] and "BCa" in parts["test"]
     reused = opened(reused_test_set=True, override_reason="fixed a label bug", look=2)
     assert "fixed a label bug" in sections(html.render(classification(test=reused)))["test"]
@@ -193,7 +195,7 @@ def test_the_test_result_and_the_gap_once_opened_for_this_selection():
 def test_a_test_result_that_is_not_this_selections_is_never_shown(doc):
     page = html.render(classification(test=doc))
     test = sections(page)["test"]
-    assert "0.8765" not in page
+    assert "0.876" not in page
     if doc["status"] == "refused":
         assert "refused this selection" in test and "opened before" in test
     else:
@@ -211,7 +213,8 @@ def test_nested_section_only_when_enabled():
         "outer": [{"fold": 0, "winner": SELECTED, "val_f1": 0.86, "plain": 0.9}],
     }
     part = sections(html.render(classification(nested=nested)))["nested"]
-    assert "0.8700" in part and "+0.0300" in part and "outer folds won" in part
+    assert "0.870" in part and "[0.840, 0.900]" in part and "+0.030" in part
+    assert "outer folds won" in part
     assert "Off." not in part
     assert "has not run" in sections(html.render(classification(nested=None)))["nested"]
 
@@ -237,9 +240,9 @@ def test_tibshirani_optimism_in_the_leaderboard_and_beside_nested_cv():
     }  # fmt: skip
     inp.nested = nested
     parts = sections(html.render(inp))
-    assert "Nested CV measured +0.0400 [+0.0100, +0.0700] for the selection" in parts["leaderboard"]
+    assert "Nested CV measured +0.040 [+0.010, +0.070] for the selection" in parts["leaderboard"]
     assert "Tibshirani–Tibshirani (from the plain CV folds of" in parts["nested"]
-    assert "+0.0123" in parts["nested"] and "+0.0400" in parts["nested"]
+    assert "+0.0123" in parts["nested"] and "+0.04" in parts["nested"]
     # a loss is corrected upwards
     inp = classification()
     inp.cv_metrics["optimism"] = {**tt, "metric": "val_loss", "cv": 0.3, "corrected": 0.3123}
@@ -257,9 +260,9 @@ def test_the_nested_cv_interval_in_a_card_and_the_leaderboard():
     inp = classification()
     inp.selection["ncv"] = ncv
     page = html.render(inp)
-    assert "[0.8512, 0.9512]" in page.split("<section")[0]  # a card above the sections
+    assert "[0.851, 0.951]" in page.split("<section")[0]  # a card above the sections
     board = sections(page)["leaderboard"]
-    assert "Nested-CV interval of " in board and "0.9012 [0.8512, 0.9512]" in board
+    assert "Nested-CV interval of " in board and "0.901 [0.851, 0.951]" in board
     assert "× 1.41" in board and "nested estimate 0.8912 corrected by +0.0100" in board
 
 
@@ -446,3 +449,20 @@ def test_ensembles_section_draws_score_vs_members():
     )  # fmt: skip
     part = sections(html.render(inp))["ensembles"]
     assert "data:image/png;base64," in part and "macro-F1" in part and "0.9300" in part
+
+
+def test_baselines_are_marked_unranked_and_compared_in_the_leaderboard():
+    inp = classification()
+    versus = {"mean": -0.05, "ci_low": -0.08, "ci_high": -0.02, "p_value": 0.01, "p_better": 0.0}
+    base = {"complete": True, "baseline": True, "val_f1": stats(0.96, se=0.004),
+            "val_acc": stats(0.97), "val_loss": stats(0.1), "vs_selected": versus}  # fmt: skip
+    inp.cv_metrics["configs"]["baseline: LogisticRegression"] = base
+    inp.cv_metrics["baselines"] = "The selected configuration is beaten by the best baseline."
+    inp.ranking = ["baseline: LogisticRegression", SELECTED, OTHER]
+    board = sections(html.render(inp))["leaderboard"]
+    row = board.split("baseline: LogisticRegression")[0].rsplit("<tr", 1)[1]
+    assert 'class="baseline"' in row and "<td>base</td>" in row  # no rank of its own
+    assert "<td>1</td>" in board.split(SELECTED)[0].rsplit("<tr", 1)[1]  # ★ still ranks 1
+    assert "never selected" in board and "beaten by the best baseline" in board
+    assert "0.9600" in board and "± 0.0040" in board  # to the precision of its se
+    assert "-0.050" in board and "[-0.080, -0.020]" in board

@@ -23,7 +23,7 @@ from foldwise import headline, scores
 from foldwise.errors import FoldwiseError
 from foldwise.methods import resampling
 from foldwise.methods.compare import Comparison, compare, indistinguishable
-from foldwise.methods.diagnosis import Diagnosis, diagnose
+from foldwise.methods.diagnosis import Diagnosis, Reference, diagnose, relative
 from foldwise.methods.optimism import in_words, tibshirani_bias
 from foldwise.methods.resampling import scores_of
 from foldwise.methods.resampling import t_summary as summarize
@@ -49,6 +49,7 @@ class ConfigSummary:
     versus: Comparison | None = None  # against the selected configuration
     n_val: float = 0.0  # mean validation rows per resample
     fit: Diagnosis | None = None  # under/over-fitting verdict from the curves
+    baseline: bool = False  # a scikit-learn baseline: shown and compared, never selected
 
     def score(self, metric: str) -> float:
         return self.stats[metric]["mean"] if metric in self.stats else math.nan
@@ -217,25 +218,134 @@ def rope_for(metric: str, rope: float, selected: ConfigSummary) -> float:
 
 def verdict(summaries: Sequence[ConfigSummary], selected: ConfigSummary, metric: str) -> str:
     """One plain sentence on the selected configuration against its closest rival."""
-    rivals = [s for s in ranked(summaries, metric) if s.versus is not None]
+    rivals = [s for s in ranked(summaries, metric) if s.versus is not None and not s.baseline]
     if not rivals:
         return ""
     r = min(rivals, key=lambda s: s.versus.mean)  # the closest (or a better) rival
     c = r.versus
-    odds = (
-        f"P(selected better by > {c.rope:g}) = {c.p_better:.2f}, P(within ±{c.rope:g}) = "
-        f"{c.p_equivalent:.2f}; corrected t-test p = {c.p_value:.3f}"
-    )
+    diff, ci = _difference(c)
     if indistinguishable(c):
         return (
             f"The selected configuration and {r.label} are statistically indistinguishable "
-            f"on {metric} (difference {c.mean:+.4f}, 95% CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]; "
-            f"{odds}): prefer the simpler or cheaper one if that matters."
+            f"on {metric} (difference {diff}, 95% CI {ci}; {_odds(c)}): prefer the simpler "
+            "or cheaper one if that matters."
         )
     return (
         f"The selected configuration beats the closest rival, {r.label}, on {metric} by "
-        f"{c.mean:+.4f} (95% CI [{c.ci_low:+.4f}, {c.ci_high:+.4f}]; {odds})."
+        f"{diff} (95% CI {ci}; {_odds(c)})."
     )
+
+
+def _difference(c: Comparison) -> tuple[str, str]:
+    """A comparison's mean difference and interval at the precision the interval supports."""
+    half = (c.ci_high - c.ci_low) / 2
+    return headline.fixed(c.mean, half, sign=True), headline.interval(c.ci_low, c.ci_high, True)
+
+
+def _odds(c: Comparison) -> str:
+    return (
+        f"P(selected better by > {c.rope:.3g}) = {c.p_better:.2f}, P(within ±{c.rope:.3g}) = "
+        f"{c.p_equivalent:.2f}; corrected t-test p = {c.p_value:.3f}"
+    )
+
+
+def baseline_verdict(summaries: Sequence[ConfigSummary], metric: str) -> str:
+    """One sentence: the selected configuration against the best baseline."""
+    bases = [s for s in ranked(summaries, metric) if s.baseline and s.complete]
+    if not bases:
+        return ""
+    b = bases[0]
+    if b.versus is None:
+        return (
+            f"The best baseline, {b.label}, scores {metric} = "
+            f"{headline.plus_minus(b.score(metric), b.stats[metric]['se'])} (no paired "
+            "comparison for this scheme)."
+        )
+    c = b.versus
+    diff, ci = _difference(c)
+    if c.mean > 0 and not indistinguishable(c):
+        how = "beats the best baseline"
+    elif indistinguishable(c):
+        how = "is statistically indistinguishable from the best baseline"
+    else:
+        how = "is beaten by the best baseline"
+    return (
+        f"The selected configuration {how}, {b.label}, on {metric}: difference {diff} "
+        f"(95% CI {ci}; {_odds(c)})."
+    )
+
+
+def relative_fits(
+    summaries: Sequence[ConfigSummary],
+    metric: str,
+    *,
+    n_dev: int | None,
+    kind: str,
+    rope: float = 0.01,
+) -> None:
+    """Hold each network's fit verdict against the baselines and the larger (more
+    parameters) configurations on the same folds (:func:`diagnosis.relative`)."""
+    if kind not in COMPARABLE or not n_dev:
+        return
+    key = f"val_{metric}"
+    for s in summaries:
+        if s.fit is None or s.baseline or len(s.values.get(key, [])) < 2:
+            continue
+        refs = []
+        for o in summaries:
+            if o is s or not o.complete or len(o.values.get(key, [])) != len(s.values[key]):
+                continue
+            if not o.baseline and o.complexity <= s.complexity:
+                continue
+            n_val = s.n_val or n_dev / len(s.values[key])
+            c = compare(o.values[key], s.values[key], ratio=n_val / (n_dev - n_val),
+                        higher_is_better=higher_is_better(key))  # fmt: skip
+            kind_of = "baseline" if o.baseline else "larger configuration"
+            refs.append(Reference(o.label, kind_of, o.score(key), c))
+        s.fit = relative(s.fit, metric, refs, rope=rope)
+
+
+def baseline_results(cfg: Any, layout: Any, session: Any) -> dict[str, list[dict | None]]:
+    """Each baseline's results on the sweep's resamples, by name (cached by split)."""
+    names = [str(n) for n in cfg.get("baselines") or []]
+    if not names:
+        return {}
+    import time
+
+    import sklearn
+
+    from foldwise.files import read_json, sha256_json, shared_root, write_json
+    from foldwise.fitting.train import dev_inputs, rows_spec
+    from foldwise.methods import baselines
+
+    if rows_spec(cfg, layout):
+        print("[aggregate] baselines skipped: the dev rows are streamed (engine.rows)")
+        return {}
+    inputs = dev_inputs(str(layout.root))
+    task = "regression" if inputs.meta.regression else "classification"
+    resamples = [inputs.folds[i] for i in range(session.doc["n_folds"])]
+    out, fitted, t0 = {}, [], time.perf_counter()
+    for name in names:
+        key = sha256_json({
+            "split": session.doc["split_key"], "name": name, "task": task, "seed": int(cfg.seed),
+            "version": baselines.VERSION, "sklearn": sklearn.__version__,
+        })[:16]  # fmt: skip
+        path = shared_root(layout.root) / ".foldwise" / "baselines" / f"{key}.json"
+        if path.is_file():
+            out[name] = read_json(path)["results"]
+            continue
+        out[name] = baselines.score_all(
+            name, task, inputs.x, inputs.y, resamples, seed=int(cfg.seed),
+            n_classes=0 if inputs.meta.regression else inputs.meta.n_classes,
+            row_ids=inputs.row_ids,
+        )  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, {"name": name, "results": out[name]})
+        fitted.append(name)
+    if fitted:
+        print(f"[aggregate] baselines {', '.join(fitted)} fit on {len(resamples)} resamples "
+              f"in {time.perf_counter() - t0:.1f} s (cached for re-runs)")  # fmt: skip
+    return out
 
 
 def optimism(summaries: Sequence[ConfigSummary], metric: str) -> dict[str, Any] | None:
@@ -268,14 +378,14 @@ NCV_LOGGED = ("estimate", "ci_low", "ci_high", "se", "naive_se", "bias", "err_nc
 
 def ncv_in_words(ncv: dict[str, Any]) -> str:
     """One sentence on the nested-CV interval, with the digits its width supports."""
-    d = max(2, 1 - math.floor(math.log10(ncv["ci_high"] - ncv["ci_low"]))) if (
-        ncv["ci_high"] > ncv["ci_low"]) else 4  # fmt: skip
+    half = (ncv["ci_high"] - ncv["ci_low"]) / 2
     return (
         f"{ncv['method']} ({ncv['repetitions']} partition(s) of {ncv['folds']} folds, "
         f"{ncv['models']} more models): {ncv['metric']} of {ncv['label']} = "
-        f"{ncv['estimate']:.{d}f}, {ncv['confidence']:.0%} CI [{ncv['ci_low']:.{d}f}, "
-        f"{ncv['ci_high']:.{d}f}] (bias-corrected from {ncv['err_ncv']:.{d}f}; the naive "
-        f"standard error × {ncv['inflation']:.2f})"
+        f"{headline.fixed(ncv['estimate'], half)}, {ncv['confidence']:.0%} CI "
+        f"{headline.interval(ncv['ci_low'], ncv['ci_high'])} (bias-corrected from "
+        f"{headline.fixed(ncv['err_ncv'], half)}; the naive standard error × "
+        f"{ncv['inflation']:.2f})"
     )
 
 
@@ -292,7 +402,8 @@ def select(
 
 
 def ranked(summaries: Sequence[ConfigSummary], metric: str) -> list[ConfigSummary]:
-    """Complete configurations best-first, then incomplete ones in grid order."""
+    """Complete configurations (and baselines) best-first, then incomplete ones in grid
+    order."""
     done = sorted((s for s in summaries if s.complete), key=_rank_key(metric))
     return done + [s for s in summaries if not s.complete]
 
@@ -312,6 +423,8 @@ def metrics_document(
 
     def entry(s: ConfigSummary) -> dict[str, Any]:
         out: dict[str, Any] = {"config": s.hash, "complete": s.complete}
+        if s.baseline:
+            out["baseline"] = True
         if s.versus is not None:
             out["vs_selected"] = {k: num(v) for k, v in s.versus.to_dict().items()}
         if s.fit is not None:
@@ -334,24 +447,60 @@ def metrics_document(
 
 
 def table_rows(summaries: Sequence[ConfigSummary], metric: str) -> list[dict[str, Any]]:
+    """cv_table.csv's rows, each number rounded to the decimal place its uncertainty
+    supports (:func:`foldwise.headline.rounded`; cv_metrics.json keeps full precision).
+    Baselines carry ``baseline`` = True and no rank: they are never selected."""
     rows = []
-    for rank, s in enumerate(ranked(summaries, metric), start=1):
+    for rank, s in numbered(summaries, metric):
         row: dict[str, Any] = {
-            "rank": rank if s.complete else None,
+            "rank": rank,
             "config": s.hash,
             "label": s.label,
             "complete": s.complete,
+            "baseline": s.baseline,
             "problems": "; ".join(s.problems),
         }
         if s.versus is not None:
-            row.update({f"vs_selected_{k}": v for k, v in s.versus.to_dict().items()})
+            c = s.versus.to_dict()
+            half = (c["ci_high"] - c["ci_low"]) / 2
+            row.update({
+                f"vs_selected_{k}": headline.rounded(v, half) if k in DIFFERENCES else v
+                for k, v in c.items()
+            })  # fmt: skip
         for key, st in s.stats.items():
-            row[f"{key}_mean"] = st["mean"]
+            half = _uncertainty(st)
+            row[f"{key}_mean"] = headline.rounded(st["mean"], half)
             if key.startswith("val_"):
-                row[f"{key}_se"] = st["se"]
-                row[f"{key}_ci_low"], row[f"{key}_ci_high"] = st["ci_low"], st["ci_high"]
+                row[f"{key}_se"] = headline.rounded(st["se"], st["se"])
+                row[f"{key}_ci_low"] = headline.rounded(st["ci_low"], half)
+                row[f"{key}_ci_high"] = headline.rounded(st["ci_high"], half)
         rows.append(row)
     return rows
+
+
+# A comparison's numbers in the metric's units (rounded like its interval in cv_table.csv).
+DIFFERENCES = ("mean", "se", "ci_low", "ci_high")
+
+
+def _uncertainty(st: dict[str, float]) -> float:
+    """What a statistic's precision follows: its standard error, else the half-width of
+    its interval (NaN: neither)."""
+    if st["se"] == st["se"] and st["se"] > 0:
+        return st["se"]
+    return (st["ci_high"] - st["ci_low"]) / 2
+
+
+def numbered(
+    summaries: Sequence[ConfigSummary], metric: str
+) -> list[tuple[int | None, ConfigSummary]]:
+    """:func:`ranked` with each complete network's rank (baselines and incomplete
+    configurations: None)."""
+    out, rank = [], 0
+    for s in ranked(summaries, metric):
+        counted = s.complete and not s.baseline
+        rank += counted
+        out.append((rank if counted else None, s))
+    return out
 
 
 def print_table(
@@ -362,7 +511,8 @@ def print_table(
 
     t = Table(
         title=f"Resampling estimates, ranked by {metric} (± standard error where one exists)",
-        caption=selected.method,
+        caption=f"{selected.method}. base: a scikit-learn baseline on the same resamples, "
+        "never selected.",
     )
     # Three validation scores, then the train score and gap of the bounded one.
     regression = "val_r2" in selected.stats or "val_mse" in selected.stats
@@ -381,25 +531,26 @@ def print_table(
 
     def vs(s: ConfigSummary) -> str:
         c = s.versus
-        return "–" if c is None else f"{c.mean:+.4f} · {c.p_value:.3f} · {c.p_better:.2f}"
+        return "–" if c is None else f"{_difference(c)[0]} · {c.p_value:.3f} · {c.p_better:.2f}"
 
     def fmt(st: dict | None, sign: str = "") -> str:
         if st is None or st["mean"] != st["mean"]:
             return "–"
-        se = f" ± {st['se']:.4f}" if st["se"] == st["se"] and not sign else ""
-        return f"{st['mean']:{'+' if sign == '+' else ''}.4f}{se}"
+        if sign:  # train score and gap: at the precision of their own uncertainty
+            return headline.fixed(st["mean"], _uncertainty(st), sign == "+")
+        return headline.plus_minus(st["mean"], st["se"])
 
     def ci(st: dict) -> str:
-        return "–" if st["ci_low"] != st["ci_low"] else f"[{st['ci_low']:.4f}, {st['ci_high']:.4f}]"
+        return headline.interval(st["ci_low"], st["ci_high"])
 
-    for rank, s in enumerate(ranked(summaries, metric), start=1):
+    for rank, s in numbered(summaries, metric):
         if not s.complete:
             t.add_row("–", f"{s.label} [incomplete: {'; '.join(s.problems)}]", *[""] * 8)
             continue
         st = s.stats
         mark = " ★" if s is selected else ""
         t.add_row(
-            str(rank),
+            "base" if s.baseline else str(rank),
             s.label + mark,
             *(fmt(st.get(f"val_{s}")) for s in shown),
             ci(st[metric]),
@@ -490,15 +641,32 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     for s, c in zip(summaries, session.configs, strict=True):
         s.complexity = float(c.get("n_params", s.order)) if by_params else float(s.order)
     selected = select(summaries, metric, rule)
+    networks = summaries
+    kind = session.doc.get("kind", "folds")
+    for i, (name, rows) in enumerate(baseline_results(cfg, layout, session).items()):
+        from foldwise.methods.baselines import label
+
+        task = "regression" if session.doc.get("task") == "regression" else "classification"
+        b = summarize_config(
+            {"hash": f"baseline-{name}", "label": label(name, task), "overrides": {},
+             "run_id": None}, len(networks) + i, rows, confidence, kind=kind,
+            n_dev=session.doc.get("n_dev"), apparent=apparent, seed=int(cfg.seed),
+        )  # fmt: skip
+        b.baseline, b.complexity = True, math.inf
+        summaries = [*summaries, b]
     compare_to_selected(
-        summaries, selected, metric, kind=session.doc.get("kind", "folds"),
-        n_dev=session.doc.get("n_dev"),
+        summaries, selected, metric, kind=kind, n_dev=session.doc.get("n_dev"),
         rope=rope_for(metric, float(cfg.selection.get("rope", 0.01)), selected),
     )  # fmt: skip
+    relative_fits(summaries, scores.diagnosis_metric(cfg), n_dev=session.doc.get("n_dev"),
+                  kind=kind, rope=float(cfg.selection.get("rope", 0.01)))  # fmt: skip
 
     sentence = verdict(summaries, selected, metric)
+    against = baseline_verdict(summaries, metric)
     doc = metrics_document(summaries, selected, metric)
     doc["verdict"] = sentence
+    if against:
+        doc["baselines"] = against
     if rule != "best_mean":
         best = best_mean(summaries, metric)
         doc["rule"] = (
@@ -506,7 +674,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             if best is not selected
             else f"{rule}: the best mean is also the simplest within one standard error"
         )
-    tt = optimism(summaries, metric)
+    tt = optimism(networks, metric)
     if tt is not None:
         doc["optimism"] = tt
     ncv = None
@@ -529,7 +697,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     )  # regression has no classes: the file keeps its header only
     confusion.to_csv(layout.cv_confusion, index=False)
     # Ensembles: score vs number of members (empty, header only, without ensembles).
-    ensemble_curves(summaries, results).to_csv(layout.ensembles, index=False)
+    ensemble_curves(networks, results).to_csv(layout.ensembles, index=False)
     selection = {
         "config_hash": selected.hash,
         "label": selected.label,
@@ -539,19 +707,20 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         "score": selected.stats[metric],
         "method": selected.method,
         "verdict": sentence,
+        "baselines": against,
         "fold_best_epochs": selected.best_epochs,
         "config_run_id": selected.run_id,
         "sweep_run_id": session.doc["sweep_run_id"],
         "experiment_id": session.doc["experiment_id"],
         "tracking_uri": session.doc["tracking_uri"],
         "split_key": session.doc["split_key"],
-        "incomplete": [s.label for s in summaries if not s.complete],
+        "incomplete": [s.label for s in networks if not s.complete],
         **({"ncv": ncv} if ncv is not None else {}),
     }
     write_json(layout.selection, no_nan(selection))
 
     c = tracking.client(cfg)
-    for rank, s in enumerate(ranked(summaries, metric), start=1):
+    for rank, s in numbered(summaries, metric):
         if s.run_id is None:
             continue
         values = {
@@ -570,9 +739,14 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             tags[f"{tracking.TAG}fit_reason"] = s.fit.reason
             values.update({f"fit_{k}": v for k, v in s.fit.to_dict().items()
                            if isinstance(v, float) and v == v})  # fmt: skip
-        if s.complete:
+        if rank is not None:
             values["cv_rank"] = rank
         tracking.log(c, s.run_id, metrics=values, tags=tags)
+    baseline_means = {
+        f"baseline_{s.hash.removeprefix('baseline-')}_{metric}_mean": s.score(metric)
+        for s in summaries
+        if s.baseline
+    }
     tt_metrics = (
         {}
         if tt is None
@@ -589,7 +763,8 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             for k, v in {
                 f"selected_{metric}_mean": selected.stats[metric]["mean"],
                 f"selected_{metric}_se": selected.stats[metric]["se"],
-                "configs_incomplete": sum(not s.complete for s in summaries),
+                "configs_incomplete": sum(not s.complete for s in networks),
+                **baseline_means,
                 **tt_metrics,
                 **({f"selected_{metric}_ncv_{k}": ncv[k] for k in NCV_LOGGED} if ncv else {}),
             }.items()
@@ -608,15 +783,19 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             print(f"[aggregate] fit · {s.label}: {s.fit.verdict} — {s.fit.reason}")
     if sentence:
         print(f"[aggregate] {sentence}")
+    if against:
+        print(f"[aggregate] {against}")
     if tt is not None:
-        print(f"[aggregate] {in_words(tt, higher_is_better(metric))}")
+        best = best_mean(networks, metric).stats[metric]["se"]
+        print(f"[aggregate] {in_words(tt, higher_is_better(metric), best)}")
     if ncv is not None:
         print(f"[aggregate] {ncv_in_words(ncv)}")
     if selection["incomplete"]:
         print(f"[aggregate] incomplete (not selectable): {', '.join(selection['incomplete'])}")
     st = selected.stats[metric]
-    se = f" ± {st['se']:.4f} (se)" if st["se"] == st["se"] else ""
+    se = " (± se)" if st["se"] == st["se"] else ""
     print(
-        f"[aggregate] selected {selected.label} ({selected.hash}): {metric} = {st['mean']:.4f}{se}"
+        f"[aggregate] selected {selected.label} ({selected.hash}): {metric} = "
+        f"{headline.plus_minus(st['mean'], st['se'])}{se}"
     )
     return selected

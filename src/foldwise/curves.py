@@ -235,9 +235,9 @@ def ensemble_representatives(cfg: DictConfig, layout: Layout) -> dict[str, tuple
     session = Session(read_json(layout.sweep_dir / "session.json"))
     out: dict[str, tuple[str, Any]] = {}
     for _, row in table.sort_values("rank", na_position="last").iterrows():
-        if not bool(row["complete"]):
-            continue
         conf = session.config(row["config"])
+        if not bool(row["complete"]) or conf is None:  # None: a baseline (no network)
+            continue
         full = apply(cfg, conf["overrides"])
         name = str(full.ensemble.name) if full.get("ensemble") else "none"
         for kind, names in ENSEMBLE_KINDS.items():

@@ -7,10 +7,67 @@ in the detailed files (``results/cv_metrics.json``, ``cv_table.csv``, ``nested.j
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from foldwise.files import write_json
+
+# Decimals of a number printed without an interval (the scheme gives none).
+PLAIN_DECIMALS = 4
+
+
+def decimals(half: Any) -> int | None:
+    """Decimal places an uncertainty of ``half`` (a standard error or an interval's
+    half-width) supports: its two significant digits, but never fewer than none (181,
+    not 180). None when there is no finite positive uncertainty to go by.
+
+    The single rule every ``value ± uncertainty`` foldwise prints follows: the value is
+    rounded to the same decimal place as its uncertainty (``3083 ± 181``, not
+    ``3083.0985 ± 180.6618``). JSON files keep full precision."""
+    if not isinstance(half, int | float) or isinstance(half, bool):
+        return None
+    if not math.isfinite(half) or half <= 0:
+        return None
+    return max(0, 1 - math.floor(math.log10(abs(half))))
+
+
+def fixed(value: Any, half: Any = None, sign: bool = False) -> str:
+    """``value`` at the precision ``half`` supports (:func:`decimals`; without one,
+    ``PLAIN_DECIMALS``); "–" where there is no number."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return "–"
+    if not math.isfinite(value):
+        return "–"
+    d = decimals(half)
+    d = PLAIN_DECIMALS if d is None else d
+    return f"{value:{'+' if sign else ''}.{d}f}"
+
+
+def plus_minus(value: Any, half: Any, sign: bool = False) -> str:
+    """``"3083 ± 181"``: value and uncertainty at the precision the uncertainty supports;
+    the value alone when there is no uncertainty."""
+    if decimals(half) is None:
+        return fixed(value, sign=sign)
+    return f"{fixed(value, half, sign)} ± {fixed(half, half)}"
+
+
+def interval(low: Any, high: Any, sign: bool = False) -> str:
+    """``"[2902, 3264]"``, at the precision of the interval's half-width; "–" without
+    both ends."""
+    if fixed(low) == "–" or fixed(high) == "–":
+        return "–"
+    half = (high - low) / 2
+    return f"[{fixed(low, half, sign)}, {fixed(high, half, sign)}]"
+
+
+def rounded(value: float, half: Any) -> float:
+    """``value`` rounded to the decimal place ``half`` supports (unchanged without one):
+    the numbers of ``cv_table.csv``."""
+    d = decimals(half)
+    if d is None or not isinstance(value, int | float) or not math.isfinite(value):
+        return value
+    return round(float(value), d)
 
 
 def _r(value: Any) -> Any:

@@ -427,6 +427,12 @@ def _check_values(cfg: DictConfig) -> None:
             f"{cfg.selection.complexity!r}."
         )
 
+    bases = cfg.get("baselines") or []
+    if isinstance(bases, str) or any(str(b) not in scores.BASELINES for b in bases):
+        raise FoldwiseError(
+            f"params: baselines must be a list of {', '.join(scores.BASELINES)}, got {bases!r}.",
+            "e.g. baselines=[dummy,linear] or baselines=[] for none.",
+        )
     check_interval(cfg, scheme)
 
     nested = cfg.get("nested") or {}

@@ -20,6 +20,8 @@ SCORES = {"classification": ("loss", "acc", "f1"), "regression": ("loss", "mse",
 PRIMARY = {"classification": "f1", "regression": "mse"}
 # Validation scores that are a mean of per-row losses (selection.interval=ncv needs one).
 PER_ROW_SCORES = ("val_loss", "val_mse", "val_mae", "val_acc")
+# The scikit-learn baselines a sweep's networks are scored beside (foldwise.methods.baselines).
+BASELINES = ("dummy", "linear", "hgb")
 LOWER_IS_BETTER = frozenset({"loss", "mse", "mae"})
 BOUNDS = {
     "loss": (0.0, math.inf),

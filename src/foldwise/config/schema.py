@@ -462,6 +462,13 @@ class Config:
     curves: Curves = field(default_factory=Curves)
     lockbox: Lockbox = field(default_factory=Lockbox)
     tracking: Tracking = field(default_factory=Tracking)
+    baselines: list[str] = field(
+        default_factory=lambda: ["dummy", "linear", "hgb"],
+        metadata=_help(
+            "scikit-learn models scored on the same resamples, never selected: dummy, "
+            "linear, hgb ([] for none)"
+        ),
+    )
 
 
 # Free-form values: the search space's grammar is checked on its own (.grid, .space).

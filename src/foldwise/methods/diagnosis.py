@@ -38,6 +38,17 @@ the curve evidence is the median over folds (robust to one odd fold). Rules, in 
    folds were still improving at ``max_epochs`` (too little training).
 3. **good fit** otherwise — better than chance, by the margin the reason states.
 
+Then the verdict is made relative (:func:`relative`, in the aggregate stage) to the
+baselines scored on the same folds (:mod:`foldwise.methods.baselines`) and to the sweep's
+larger configurations (more parameters), each paired fold by fold with the Nadeau–Bengio
+corrected t-test: under rule 2's fixed ``poor_score``, when no reference scores more than
+``selection.rope`` higher, low scores are the noise floor of the features, not a lack of
+capacity, and the verdict is a good fit; when one does, "underfitting" stands and the
+reason names it and says whether it is significantly better (p < 0.05: more capacity or
+another model family helps) or not (too few resamples to tell). Every reason says how
+the configuration stands against the best baseline (worse than, no better than, not
+distinguishable from, ahead of) and ends by naming the evidence it used.
+
 Results without stored validation predictions (hand-made ones) skip rule 0.
 
 For regression the "loss" above is ``1 − R²`` (the MSE over the scored rows' variance):
@@ -49,10 +60,12 @@ were chosen for. ``diagnosis.metric`` is then ``r2``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+
+from foldwise.methods.compare import Comparison
 
 DEFAULTS: dict[str, float] = {
     "poor_score": 0.8,
@@ -83,6 +96,7 @@ class Diagnosis:
     gap_growth: float
     min_epoch: float  # epoch of the validation-loss minimum
     still_improving: float  # share of folds
+    rule: str = ""  # which rule fired: chance, overfit, poor_score, improving, good
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,25 +244,104 @@ def diagnose(
             f"{k} folds): the model learnt nothing about the labels that generalizes; "
             f"{scores}"
         )
-        return Diagnosis("no better than chance", reason, **common)
+        return Diagnosis("no better than chance", reason, **common, rule="chance")
     if med["val_rise"] >= r["overfit_rise"] and med["gap_growth"] >= r["overfit_gap_growth"]:
         reason = (
             f"in the median fold, validation loss ends {med['val_rise']:.0%} above its "
             f"minimum (epoch {med['min_epoch']:.0f}) while the loss gap grew by "
             f"{med['gap_growth']:.3f}; {scores}{versus}"
         )
-        return Diagnosis("overfitting", reason, **common)
+        return Diagnosis("overfitting", reason, **common, rule="overfit")
     if train < r["poor_score"] and val < r["poor_score"] and gap < r["small_gap"]:
         reason = f"{scores}: both below {r['poor_score']:g} with a gap under {r['small_gap']:g}"
-        return Diagnosis("underfitting", reason + versus, **common)
+        return Diagnosis("underfitting", reason + versus, **common, rule="poor_score")
     if share >= r["improving_share"]:
         reason = (
             f"{share:.0%} of folds were still improving at max_epochs={max_epochs} "
             f"(validation loss falling over the last epochs); {scores}{versus}"
         )
-        return Diagnosis("underfitting", reason, **common)
+        return Diagnosis("underfitting", reason, **common, rule="improving")
     reason = (
         f"{scores}; validation loss ends {med['val_rise']:.0%} above its minimum in the "
         f"median fold{versus}"
     )
-    return Diagnosis("good fit", reason, **common)
+    return Diagnosis("good fit", reason, **common, rule="good")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A model the diagnosed configuration is held against, on the same folds."""
+
+    label: str
+    kind: str  # "baseline" or "larger configuration"
+    score: float  # its mean validation score
+    versus: Comparison  # the reference against the diagnosed one: positive = reference better
+
+
+def relative(
+    d: Diagnosis,
+    metric: str,
+    refs: Sequence[Reference],
+    *,
+    rope: float = 0.01,
+    alpha: float = 0.05,
+) -> Diagnosis:
+    """``d`` held against baselines and larger configurations (see the module doc).
+
+    Rule 2's fixed-threshold "underfitting" becomes a good fit (the noise floor) only when
+    no reference scores more than ``rope`` higher; it stands, saying which reference
+    scores higher and whether significantly (corrected p < ``alpha``), otherwise. Every
+    verdict but "no better than chance" then says how it stands against the best
+    baseline, and the reason ends with the evidence used."""
+    if d.verdict == "no better than chance":
+        return d
+    kinds = sorted({r.kind for r in refs})
+    used = "curves, chance test" + "".join(f", {k}s" for k in kinds)
+    if not refs:
+        return replace(d, reason=f"{d.reason} [evidence: {used}; no baseline or larger "
+                                 "configuration to compare with]")  # fmt: skip
+    ahead = sorted((r for r in refs if r.versus.mean > rope), key=lambda r: -r.versus.mean)
+    better = [r for r in ahead if r.versus.p_value < alpha]
+    verdict, reason, named = d.verdict, d.reason, None
+    if d.rule == "poor_score":
+        if not ahead:
+            verdict = "good fit"
+            reason = (
+                f"validation {metric} {d.val_score:.3f} is low, but no baseline or larger "
+                f"configuration scores more than {rope:g} higher ({_listed(refs)}): the noise "
+                f"floor of these features, not a lack of capacity; {reason}"
+            )
+        elif better:
+            named = better[0]
+            reason = (
+                f"{reason}; {named.label} ({named.kind}) does better: {named.score:.3f} "
+                f"({_diff(named)}): more capacity or another model family helps"
+            )
+        else:
+            named = ahead[0]
+            reason = (
+                f"{reason}; {named.label} ({named.kind}) scores higher, {named.score:.3f} "
+                f"({_diff(named)}), though not significantly: too few resamples to tell a "
+                "lack of capacity from the noise floor"
+            )
+    bases = [r for r in refs if r.kind == "baseline"]
+    top = max(bases, key=lambda r: r.versus.mean, default=None)  # the closest or a better
+    if top is not None and top is not named:
+        if top in better:
+            word = "worse than"
+        elif top.versus.mean >= -rope:
+            word = "no better than"
+        elif top.versus.p_value < alpha:
+            word = "ahead of the best baseline,"
+        else:
+            word = "not distinguishable from the best baseline,"
+        reason += f"; {word} {top.label} ({top.score:.3f}, {_diff(top)})"
+    return replace(d, verdict=verdict, reason=f"{reason} [evidence: {used}]")
+
+
+def _diff(r: Reference) -> str:
+    return f"difference {r.versus.mean:+.3f}, corrected p = {r.versus.p_value:.3f}"
+
+
+def _listed(refs: Sequence[Reference]) -> str:
+    return ", ".join(f"{r.label} {r.score:.3f}" for r in refs)

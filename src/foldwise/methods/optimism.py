@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from foldwise.headline import fixed
+
 
 @dataclass(frozen=True)
 class Optimism:
@@ -81,14 +83,16 @@ def tibshirani_bias(
     )
 
 
-def in_words(doc: dict[str, Any], higher_is_better: bool) -> str:
+def in_words(doc: dict[str, Any], higher_is_better: bool, se: float | None = None) -> str:
     """The estimate in words, from :meth:`Optimism.to_dict` plus ``metric`` and the
-    configurations' labels in ``winner`` (what the aggregate stage prints)."""
+    configurations' labels in ``winner`` (what the aggregate stage prints); with ``se``,
+    the winner's standard error, every number to the precision it supports
+    (:func:`foldwise.headline.fixed`: the bias has no interval of its own)."""
     way = "CV − bias" if higher_is_better else "CV + bias"
     metric = doc["metric"]
     return (
         f"optimism of {doc['winner']}'s CV {metric} (Tibshirani & Tibshirani 2009, from the "
         f"{doc['n_configs']} configurations × {doc['n_folds']} folds): bias "
-        f"{doc['bias']:+.4f}; corrected {metric} = {way} = {doc['corrected']:.4f} "
-        f"(plain {doc['cv']:.4f})"
+        f"{fixed(doc['bias'], se, sign=True)}; corrected {metric} = {way} = "
+        f"{fixed(doc['corrected'], se)} (plain {fixed(doc['cv'], se)})"
     )

@@ -9,6 +9,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from foldwise import headline
 from foldwise.report.inputs import Confusion
 
 # Larger confusion matrices are unreadable as a table; the CSV files still hold them.
@@ -63,9 +64,15 @@ def num(value: Any, digits: int = 4, sign: bool = False) -> str:
 
 
 def interval(low: Any, high: Any, sign: bool = False) -> str:
-    if num(low) == "–" or num(high) == "–":
-        return "–"
-    return f"[{num(low, sign=sign)}, {num(high, sign=sign)}]"
+    """``[low, high]`` to the precision its half-width supports (foldwise's one rule,
+    :func:`foldwise.headline.interval`)."""
+    return headline.interval(low, high, sign)
+
+
+def near(value: Any, low: Any, high: Any, sign: bool = False) -> str:
+    """A value printed beside its interval ``[low, high]``, to the same precision."""
+    ok = all(isinstance(v, int | float) and math.isfinite(v) for v in (low, high))
+    return headline.fixed(value, (high - low) / 2 if ok else None, sign)
 
 
 def note(anchor: str, title: str, text: str, cls: str = "note") -> dict[str, Any]:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from foldwise import headline
 from foldwise.report import context_curves, figures
-from foldwise.report.cells import Cell, Figure, Table, interval, matrix, note, num
+from foldwise.report.cells import Cell, Figure, Table, interval, matrix, near, note, num
 from foldwise.report.inputs import PER_FOLD_KINDS, Inputs
 
 # Metrics where lower is better, when the selection does not say (aggregate's rule
@@ -114,7 +115,7 @@ def optimism_text(inp: Inputs) -> str:
     o = nested.get("optimism") or {}
     if nested.get("enabled") and nested.get("metric") == metric and o:
         text += (
-            f" Nested CV measured {num(o.get('mean'), sign=True)} "
+            f" Nested CV measured {near(o.get('mean'), o.get('ci_low'), o.get('ci_high'), True)} "
             f"{interval(o.get('ci_low'), o.get('ci_high'), True)} for the selection."
         )
     return text
@@ -127,7 +128,7 @@ def ncv_text(inp: Inputs) -> str:
         return ""
     return (
         f"Nested-CV interval of {n.get('label', '?')}'s {n.get('metric', '?')}, "
-        f"{n.get('method', '?')}: {num(n.get('estimate'))} "
+        f"{n.get('method', '?')}: {near(n.get('estimate'), n.get('ci_low'), n.get('ci_high'))} "
         f"{interval(n.get('ci_low'), n.get('ci_high'))} ({num(n.get('confidence'), 2)} "
         f"level), from {n.get('repetitions', '?')} partition(s) into {n.get('folds', '?')} "
         f"folds and {n.get('models', '?')} more models. Its standard error is the naive one "
@@ -146,13 +147,12 @@ def summary(inp: Inputs) -> list[tuple[str, str, str]]:
     sel = inp.selection
     metric = sel.get("metric", "?")
     score = sel.get("score") or {}
-    se = f" ± {num(score.get('se'))}" if num(score.get("se")) != "–" else ""
     cards = [
         ("selected configuration", sel.get("label", "?"), f"rule {sel.get('rule', '?')}"),
         (
             f"CV {metric}",
-            f"{num(score.get('mean'))}{se}",
-            f"interval {interval(score.get('ci_low'), score.get('ci_high'))}",
+            _pm(score),
+            f"interval {headline.interval(score.get('ci_low'), score.get('ci_high'))}",
         ),
     ]
     n = sel.get("ncv") or {}
@@ -161,7 +161,8 @@ def summary(inp: Inputs) -> list[tuple[str, str, str]]:
             (
                 f"nested-CV interval, {metric}",
                 interval(n.get("ci_low"), n.get("ci_high")),
-                f"Bates, Hastie & Tibshirani (2023); centre {num(n.get('estimate'))}",
+                "Bates, Hastie & Tibshirani (2023); centre "
+                f"{near(n.get('estimate'), n.get('ci_low'), n.get('ci_high'))}",
             )
         )
     state, _ = test_state(inp)
@@ -171,7 +172,7 @@ def summary(inp: Inputs) -> list[tuple[str, str, str]]:
         cards.append(
             (
                 f"test {g.get('metric', metric).removeprefix('val_')}",
-                num(t.get("value")),
+                near(t.get("value"), t.get("ci_low"), t.get("ci_high")),
                 f"CV − test gap {num(g.get('gap'), sign=True)}",
             )
         )
@@ -266,14 +267,36 @@ def data_section(inp: Inputs) -> dict[str, Any]:
     return out
 
 
+def _pm(st: dict[str, Any]) -> str:
+    """``mean ± se`` at the precision the standard error supports (the mean alone,
+    at the interval's precision, where the scheme has no standard error)."""
+    se = st.get("se")
+    if headline.decimals(se) is not None:
+        return headline.plus_minus(st.get("mean"), se)
+    return _mean(st)
+
+
+def _mean(st: dict[str, Any]) -> str:
+    """A statistic's mean at the precision of its standard error, else of its interval."""
+    se = st.get("se")
+    return headline.fixed(st.get("mean"), se if headline.decimals(se) is not None else _half(st))
+
+
+def _half(st: dict[str, Any]) -> float | None:
+    lo, hi = st.get("ci_low"), st.get("ci_high")
+    if isinstance(lo, int | float) and isinstance(hi, int | float):
+        return (hi - lo) / 2
+    return None
+
+
 def _vs(entry: dict[str, Any]) -> Cell | str:
     c = entry.get("vs_selected")
     if not c:
         return "–"
     return Cell(
-        num(c.get("mean"), sign=True),
+        headline.fixed(c.get("mean"), _half(c), sign=True),
         (
-            interval(c.get("ci_low"), c.get("ci_high"), True),
+            headline.interval(c.get("ci_low"), c.get("ci_high"), True),
             f"p = {num(c.get('p_value'), 3)}",
             f"P(★ better) = {num(c.get('p_better'), 2)}",
         ),
@@ -308,35 +331,44 @@ def leaderboard(inp: Inputs) -> dict[str, Any]:
     rows, classes = [], []
     rank = 0
     for label, e in rows_in:
-        complete = e.get("complete", True)
-        rank += complete
+        complete, base = e.get("complete", True), bool(e.get("baseline"))
+        rank += complete and not base
         mark = " ★" if label == chosen else ""
         name: Any = label + mark
         if not complete:
             name = Cell(label, ("incomplete: not selectable",))
-        cells: list[Any] = [rank if complete else "–", name]
+        elif base:
+            name = Cell(label, ("baseline: same resamples, never selected",))
+        cells: list[Any] = ["base" if base else rank if complete else "–", name]
         for v in vals:
             st = e.get(v) or {}
-            se = (f"± {num(st.get('se'))}",) if num(st.get("se")) != "–" else ()
-            cells.append(Cell(num(st.get("mean")), se) if st else "–")
+            if not st:
+                cells.append("–")
+                continue
+            se = st.get("se")
+            small = (f"± {headline.fixed(se, se)}",) if headline.decimals(se) is not None else ()
+            cells.append(Cell(_mean(st), small))
         st = e.get(metric) or {}
-        cells.append(interval(st.get("ci_low"), st.get("ci_high")))
-        cells += [num(e.get(k), sign=k.startswith("gap_")) for k in extra]
+        cells.append(headline.interval(st.get("ci_low"), st.get("ci_high")))
+        # train score and gap: the selection metric's standard error sets their precision
+        cells += [headline.fixed(e.get(k), st.get("se"), sign=k.startswith("gap_")) for k in extra]
         fit = e.get("fit")
         cells.append(Cell(fit.get("verdict", "?"), (fit.get("reason", ""),)) if fit else "–")
         cells.append(_vs(e))
         rows.append(cells)
-        classes.append("selected" if label == chosen else "")
+        classes.append("selected" if label == chosen else "baseline" if base else "")
     direction = "higher" if higher_is_better(metric, inp) else "lower"
     out: dict[str, Any] = {
         "anchor": "leaderboard",
         "title": "Leaderboard",
         "intro": f"Ranked by mean {metric} ({direction} is better); ★ is the selected "
-        "configuration. Each cell: mean ± standard error over resamples where the scheme "
-        "has one.",
+        "configuration; rows marked base are scikit-learn baselines scored on the same "
+        "resamples, for scale (never selected). Each cell: mean ± standard error over "
+        "resamples where the scheme has one, to the precision the standard error supports.",
         "table": Table(head, rows, text=(1, len(head) - 2), row_classes=classes),
         "method": (inp.cv_metrics or {}).get("method") or sel.get("method", ""),
         "verdict": _verdict(inp),
+        "baselines": (inp.cv_metrics or {}).get("baselines") or inp.selection.get("baselines"),
         "optimism": optimism_text(inp),
         "ncv": ncv_text(inp),
     }
@@ -378,13 +410,13 @@ def rationale(inp: Inputs) -> dict[str, Any]:
         f"standard error of the {better} mean (the one-standard-error rule)",
     }
     s = sel.get("score") or {}
-    se = f" ± {num(s.get('se'))} (standard error)" if num(s.get("se")) != "–" else ""
+    se = " (± standard error)" if headline.decimals(s.get("se")) is not None else ""
     items = [
         f"foldwise selected {sel.get('label', '?')} ({overrides or 'no overrides'}; "
         f"configuration {sel.get('config_hash', '?')}) by the rule {rule}: "
         f"{rules.get(rule, f'rule {rule}')}.",
-        f"Its cross-validated {metric} is {num(s.get('mean'))}{se}, interval "
-        f"{interval(s.get('ci_low'), s.get('ci_high'))}: {sel.get('method', '')}.",
+        f"Its cross-validated {metric} is {_pm(s)}{se}, interval "
+        f"{headline.interval(s.get('ci_low'), s.get('ci_high'))}: {sel.get('method', '')}.",
     ]
     chosen_by = (inp.cv_metrics or {}).get("rule")
     if chosen_by:
@@ -478,7 +510,7 @@ def nested_section(inp: Inputs) -> dict[str, Any]:
     rows = [
         [
             part,
-            num(st.get("mean"), sign=part == "optimism"),
+            near(st.get("mean"), st.get("ci_low"), st.get("ci_high"), part == "optimism"),
             interval(st.get("ci_low"), st.get("ci_high"), part == "optimism"),
         ]
         for part, st in (
@@ -538,7 +570,7 @@ def test_section(inp: Inputs) -> dict[str, Any]:
             [
                 [
                     name,
-                    num(s.get("value")),
+                    near(s.get("value"), s.get("ci_low"), s.get("ci_high")),
                     interval(s.get("ci_low"), s.get("ci_high")),
                     s.get("interval", "percentile"),
                 ]
@@ -561,10 +593,12 @@ def test_section(inp: Inputs) -> dict[str, Any]:
     if g:
         cv, ts = g.get("cv") or {}, g.get("test") or {}
         out["versus"] = (
-            f"CV estimate {g.get('metric')} {num(cv.get('mean'))} "
-            f"{interval(cv.get('ci_low'), cv.get('ci_high'))} vs test {num(ts.get('value'))} "
+            f"CV estimate {g.get('metric')} "
+            f"{near(cv.get('mean'), cv.get('ci_low'), cv.get('ci_high'))} "
+            f"{interval(cv.get('ci_low'), cv.get('ci_high'))} vs test "
+            f"{near(ts.get('value'), ts.get('ci_low'), ts.get('ci_high'))} "
             f"{interval(ts.get('ci_low'), ts.get('ci_high'))}: "
-            f"gap {num(g.get('gap'), sign=True)} "
+            f"gap {near(g.get('gap'), ts.get('ci_low'), ts.get('ci_high'), True)} "
             "(positive: CV made the model look better than the test set did; near zero "
             "within the intervals: the CV estimate generalized)."
         )
