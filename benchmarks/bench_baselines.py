@@ -1,6 +1,6 @@
 """What the scikit-learn baselines add to a pipeline: their fit time against the sweep's.
 
-    .venv/bin/python benchmarks/bench_baselines.py [--data digits breast_cancer diabetes]
+    .venv/bin/python benchmarks/bench_baselines.py [--data digits breast_cancer]
 
 Per dataset (the default configuration otherwise: its grid, folds and epochs): the
 sweep's training — every (configuration, fold) model through the engine on the CPU, as
@@ -8,6 +8,7 @@ the sweep stage trains them, without MLflow — then each baseline of
 :mod:`foldwise.methods.baselines` on the same folds, fresh (the aggregate stage caches
 them, so only the first run pays). Prints seconds and the ratio baselines / sweep;
 asserts nothing. One run each: on a shared machine, compare the ratios, not the seconds.
+Classification tables only (bench_gpu's split helper stratifies the lockbox by class).
 """
 
 from __future__ import annotations
@@ -24,17 +25,15 @@ from bench_gpu import tasks_for, timed  # noqa: E402
 
 from foldwise.methods import baselines  # noqa: E402
 
-SPLITS = {"diabetes": ["split=kfold"]}  # a regression table: plain k-fold
-
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", nargs="+", default=["digits", "breast_cancer", "diabetes"])
+    ap.add_argument("--data", nargs="+", default=["digits", "breast_cancer"])
     args = ap.parse_args()
     print(f"{'data':14} {'sweep models':>12} {'sweep s':>8} " + " ".join(
         f"{n + ' s':>9}" for n in baselines.NAMES) + f" {'baselines/sweep':>16}")  # fmt: skip
     for name in args.data:
-        cfg, tasks, x, y, meta = tasks_for([f"data={name}", *SPLITS.get(name, [])])
+        cfg, tasks, x, y, meta = tasks_for([f"data={name}"])
         sweep, _ = timed(cfg, tasks, x, y, meta, "cpu")
         folds = {t.key.split("-f")[1]: (t.train, t.evals["val"]) for t in tasks}
         task = "regression" if meta.regression else "classification"

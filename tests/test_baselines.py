@@ -191,6 +191,13 @@ def test_relative_fit_uses_baselines_and_larger_configurations():
     A.relative_fits([small, wider, flat], "f1", n_dev=150, kind="folds")
     assert small.fit.verdict == "underfitting"
     assert "wider (larger configuration) does better" in small.fit.reason
+    # ahead by more than the rope but noisily: no noise-floor claim without the evidence
+    noisy = _net("noisy", 1, [0.45, 0.75, 0.40, 0.80, 0.50], n_params=1000)
+    small.fit = poor(small)
+    A.relative_fits([small, noisy, flat], "f1", n_dev=150, kind="folds")
+    assert small.fit.verdict == "underfitting"
+    assert "noisy (larger configuration) scores higher" in small.fit.reason
+    assert "though not significantly" in small.fit.reason
     # a baseline significantly ahead is said, whatever the verdict
     good = _net("good", 0, [0.60, 0.61, 0.62, 0.60, 0.61])
     good.fit = Diagnosis("good fit", "fine", 0.7, 0.61, 0.09, 0.3, 0.001, 0.0, 0.0, 3.0, 0.0,
