@@ -144,8 +144,9 @@ def test_a_better_baseline_is_ranked_and_compared_but_never_selected(capsys):
     rows = A.table_rows(everyone, "val_f1")
     assert [r["baseline"] for r in rows] == [True, False, False] and rows[0]["rank"] is None
     doc = A.metrics_document(everyone, selected, "val_f1")
-    assert doc["configs"]["baseline: linear"]["baseline"] is True
-    assert "baseline" not in doc["configs"]["a"]
+    # in cv_metrics.json apart from the networks: "configs" stays what the sweep trained
+    assert doc["baselines"]["baseline: linear"]["baseline"] is True
+    assert set(doc["configs"]) == {"a", "b"}
     assert "is beaten by the best baseline, baseline: linear" in A.baseline_verdict(
         everyone, "val_f1"
     )
@@ -205,3 +206,14 @@ def test_relative_fit_uses_baselines_and_larger_configurations():
     hgb = _base("hgb", 2, [0.80, 0.81, 0.80, 0.82, 0.81])
     A.relative_fits([good, hgb], "f1", n_dev=150, kind="folds")
     assert good.fit.verdict == "good fit" and "worse than baseline: hgb" in good.fit.reason
+
+
+def test_a_fit_that_fails_is_a_failed_result_not_a_crash():
+    x = np.arange(12, dtype=float).reshape(6, 2)
+    y = np.array([0, 0, 0, 1, 1, 1])
+    one_class = (np.array([0, 1, 2]), np.array([3, 4, 5]))  # trains on class 0 only
+    (r,) = B.score_all("linear", "classification", x, y, [one_class], n_classes=2)
+    assert r["status"] == "failed" and "ValueError" in r["error"]
+    s = A.summarize_config({"hash": "baseline-linear", "label": "baseline: linear",
+                            "overrides": {}, "run_id": None}, 0, [r])  # fmt: skip
+    assert not s.complete and "failed" in s.problems[0]

@@ -44,12 +44,13 @@ def check_baselines(project, cv: dict, stdout: str) -> None:
     ):
         want = cross_validate(model, x, y, cv=cv_sets,
                               scoring=("neg_mean_squared_error", "r2"))  # fmt: skip
-        got = cv["configs"][label]
+        got = cv["baselines"][label]
         assert got["baseline"] is True and "vs_selected" in got
         assert got["val_mse"]["mean"] == pytest.approx(-want["test_neg_mean_squared_error"].mean())
         assert got["val_r2"]["mean"] == pytest.approx(want["test_r2"].mean())
-    assert "baseline: HistGradientBoosting" in cv["configs"]
-    assert cv["selected"]["label"] not in {k for k in cv["configs"] if k.startswith("baseline")}
+    assert "baseline: HistGradientBoosting" in cv["baselines"]
+    assert not any(k.startswith("baseline") for k in cv["configs"])  # the networks only
+    assert cv["selected"]["label"] in cv["configs"]
     table = pd.read_csv(project.path / "results/cv_table.csv")
     bases = table[table["baseline"]]
     assert len(bases) == 3 and bases["rank"].isna().all()
@@ -76,7 +77,7 @@ def test_diabetes_regression_end_to_end(tmp_path):
     sel = cv["selected"]
     assert sel["metric"] == "val_mse"
     assert {"val_mse", "val_mae", "val_r2", "gap_mse_mean"} <= set(sel)
-    nets = [c for c in cv["configs"].values() if c["complete"] and not c.get("baseline")]
+    nets = [c for c in cv["configs"].values() if c["complete"]]
     assert sel["val_mse"]["mean"] == min(c["val_mse"]["mean"] for c in nets)  # lowest wins
     check_baselines(project, cv, out.stdout)
     # no classes: the confusion-matrix plot file keeps only its header

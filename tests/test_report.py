@@ -456,8 +456,8 @@ def test_baselines_are_marked_unranked_and_compared_in_the_leaderboard():
     versus = {"mean": -0.05, "ci_low": -0.08, "ci_high": -0.02, "p_value": 0.01, "p_better": 0.0}
     base = {"complete": True, "baseline": True, "val_f1": stats(0.96, se=0.004),
             "val_acc": stats(0.97), "val_loss": stats(0.1), "vs_selected": versus}  # fmt: skip
-    inp.cv_metrics["configs"]["baseline: LogisticRegression"] = base
-    inp.cv_metrics["baselines"] = "The selected configuration is beaten by the best baseline."
+    inp.cv_metrics["baselines"] = {"baseline: LogisticRegression": base}
+    inp.cv_metrics["versus_baselines"] = "The selected one is beaten by the best baseline."
     inp.ranking = ["baseline: LogisticRegression", SELECTED, OTHER]
     board = sections(html.render(inp))["leaderboard"]
     row = board.split("baseline: LogisticRegression")[0].rsplit("<tr", 1)[1]
@@ -465,4 +465,5 @@ def test_baselines_are_marked_unranked_and_compared_in_the_leaderboard():
     assert "<td>1</td>" in board.split(SELECTED)[0].rsplit("<tr", 1)[1]  # ★ still ranks 1
     assert "never selected" in board and "beaten by the best baseline" in board
     assert "0.9600" in board and "± 0.0040" in board  # to the precision of its se
+    assert "among the 2 configurations" in sections(html.render(inp))["rationale"]
     assert "-0.050" in board and "[-0.080, -0.020]" in board

@@ -21,6 +21,7 @@ from typing import Any
 
 from foldwise import headline, scores
 from foldwise.errors import FoldwiseError
+from foldwise.methods import baselines as sklearn_baselines
 from foldwise.methods import resampling
 from foldwise.methods.compare import Comparison, compare, indistinguishable
 from foldwise.methods.diagnosis import Diagnosis, Reference, diagnose, relative
@@ -316,7 +317,6 @@ def baseline_results(cfg: Any, layout: Any, session: Any) -> dict[str, list[dict
 
     from foldwise.files import read_json, sha256_json, shared_root, write_json
     from foldwise.fitting.train import dev_inputs, rows_spec
-    from foldwise.methods import baselines
 
     if rows_spec(cfg, layout):
         print("[aggregate] baselines skipped: the dev rows are streamed (engine.rows)")
@@ -328,13 +328,13 @@ def baseline_results(cfg: Any, layout: Any, session: Any) -> dict[str, list[dict
     for name in names:
         key = sha256_json({
             "split": session.doc["split_key"], "name": name, "task": task, "seed": int(cfg.seed),
-            "version": baselines.VERSION, "sklearn": sklearn.__version__,
+            "version": sklearn_baselines.VERSION, "sklearn": sklearn.__version__,
         })[:16]  # fmt: skip
         path = shared_root(layout.root) / ".foldwise" / "baselines" / f"{key}.json"
         if path.is_file():
             out[name] = read_json(path)["results"]
             continue
-        out[name] = baselines.score_all(
+        out[name] = sklearn_baselines.score_all(
             name, task, inputs.x, inputs.y, resamples, seed=int(cfg.seed),
             n_classes=0 if inputs.meta.regression else inputs.meta.n_classes,
             row_ids=inputs.row_ids,
@@ -411,7 +411,8 @@ def ranked(summaries: Sequence[ConfigSummary], metric: str) -> list[ConfigSummar
 def metrics_document(
     summaries: Sequence[ConfigSummary], selected: ConfigSummary, metric: str
 ) -> dict[str, Any]:
-    """The DVC metrics file: the selection first, then every configuration by label.
+    """The DVC metrics file: the selection first, then every configuration by label,
+    then the baselines (``baselines``, each with ``baseline`` = True).
 
     Validation metrics carry mean, std, se and interval; training metrics and the
     generalization gap their mean (the full statistics are in cv_table.csv), which
@@ -439,11 +440,15 @@ def metrics_document(
                 out[key] = num(st["mean"])
         return out
 
-    return {
+    doc = {
         "selected": {"label": selected.label, "metric": metric, **entry(selected)},
         "method": selected.method,
-        "configs": {s.label: entry(s) for s in summaries},
+        "configs": {s.label: entry(s) for s in summaries if not s.baseline},
     }
+    bases = {s.label: entry(s) for s in summaries if s.baseline}
+    if bases:  # apart from "configs": those are what the sweep trained
+        doc["baselines"] = bases
+    return doc
 
 
 def table_rows(summaries: Sequence[ConfigSummary], metric: str) -> list[dict[str, Any]]:
@@ -644,12 +649,11 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     networks = summaries
     kind = session.doc.get("kind", "folds")
     for i, (name, rows) in enumerate(baseline_results(cfg, layout, session).items()):
-        from foldwise.methods.baselines import label
-
         task = "regression" if session.doc.get("task") == "regression" else "classification"
+        spec = {"hash": f"baseline-{name}", "label": sklearn_baselines.label(name, task),
+                "overrides": {}, "run_id": None}  # fmt: skip
         b = summarize_config(
-            {"hash": f"baseline-{name}", "label": label(name, task), "overrides": {},
-             "run_id": None}, len(networks) + i, rows, confidence, kind=kind,
+            spec, len(networks) + i, rows, confidence, kind=kind,
             n_dev=session.doc.get("n_dev"), apparent=apparent, seed=int(cfg.seed),
         )  # fmt: skip
         b.baseline, b.complexity = True, math.inf
@@ -666,7 +670,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     doc = metrics_document(summaries, selected, metric)
     doc["verdict"] = sentence
     if against:
-        doc["baselines"] = against
+        doc["versus_baselines"] = against
     if rule != "best_mean":
         best = best_mean(summaries, metric)
         doc["rule"] = (
@@ -707,7 +711,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         "score": selected.stats[metric],
         "method": selected.method,
         "verdict": sentence,
-        "baselines": against,
+        "versus_baselines": against,
         "fold_best_epochs": selected.best_epochs,
         "config_run_id": selected.run_id,
         "sweep_run_id": session.doc["sweep_run_id"],

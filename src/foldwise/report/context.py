@@ -49,8 +49,11 @@ def higher_is_better(metric: str, inp: Inputs) -> bool:
 
 
 def configs(inp: Inputs) -> list[tuple[str, dict[str, Any]]]:
-    """(label, cv_metrics entry) in leaderboard order (cv_table.csv's ranking)."""
-    entries = (inp.cv_metrics or {}).get("configs") or {}
+    """(label, cv_metrics entry) in leaderboard order (cv_table.csv's ranking); the
+    baselines' entries (``baselines``) marked ``baseline``."""
+    doc = inp.cv_metrics or {}
+    bases = {k: {**v, "baseline": True} for k, v in (doc.get("baselines") or {}).items()}
+    entries = {**(doc.get("configs") or {}), **bases}
     order = [label for label in inp.ranking if label in entries]
     order += [label for label in entries if label not in order]
     return [(label, entries[label]) for label in order]
@@ -368,7 +371,8 @@ def leaderboard(inp: Inputs) -> dict[str, Any]:
         "table": Table(head, rows, text=(1, len(head) - 2), row_classes=classes),
         "method": (inp.cv_metrics or {}).get("method") or sel.get("method", ""),
         "verdict": _verdict(inp),
-        "baselines": (inp.cv_metrics or {}).get("baselines") or inp.selection.get("baselines"),
+        "baselines": (inp.cv_metrics or {}).get("versus_baselines")
+        or inp.selection.get("versus_baselines"),
         "optimism": optimism_text(inp),
         "ncv": ncv_text(inp),
     }
@@ -401,7 +405,7 @@ def rationale(inp: Inputs) -> dict[str, Any]:
     metric, rule = sel.get("metric", "?"), sel.get("rule", "?")
     better = "highest" if higher_is_better(metric, inp) else "lowest"
     overrides = ", ".join(f"{k}={v}" for k, v in (sel.get("overrides") or {}).items())
-    n = len(configs(inp))
+    n = sum(not e.get("baseline") for _, e in configs(inp))
     among = f"the {n} configurations" if n else "the configurations"
     rules = {
         "best_mean": f"the {better} mean validation {metric} among {among} that "
