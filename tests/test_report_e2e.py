@@ -13,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import CHROMIUM, CHROMIUM_ARGS, ROOT, Project, make_project, tiny_params
+from foldwise import headline
 
 # one worker under `pytest -n` (--dist loadgroup): the module fixture is built once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report_e2e")]
@@ -44,8 +45,12 @@ def test_preview_before_the_lockbox_then_the_stage_after_it(run):
     page = (p.path / "results/report.html").read_text()
     test = json.loads((p.path / "results/test_metrics.json").read_text())
     assert "has not been opened" not in page
-    assert f"{test['test']['f1']['value']:.4f}" in page
-    assert f"gap {test['cv_vs_test']['gap']:+.4f}" in page
+    # to the precision of the test interval (foldwise.headline's one rule)
+    f1, g = test["test"]["f1"], test["cv_vs_test"]
+    half = (f1["ci_high"] - f1["ci_low"]) / 2
+    assert headline.fixed(f1["value"], half) in page
+    half = (g["test"]["ci_high"] - g["test"]["ci_low"]) / 2
+    assert f"gap {headline.fixed(g['gap'], half, sign=True)}" in page
     assert "http://" not in page and "https://" not in page
     # an image per figure: per-fold scores, learning, validation, bias-variance, CV vs test
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) == 5
