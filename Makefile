@@ -10,7 +10,7 @@ TORCH_INDEX_URL ?=
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 RUN    := PATH="$(CURDIR)/$(BIN):$$PATH" DVC_NO_ANALYTICS=1
 
-.PHONY: install repro report exp test test-fast lint docs ui mlflow-server params options bench bench-parts bench-own-model bench-images bench-schemes bench-estimate bench-ensembles clean
+.PHONY: install repro report exp test test-fast lint docs ui mlflow-server params options bench bench-parts bench-own-model bench-images bench-schemes bench-estimate bench-ensembles bench-coverage clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -79,6 +79,9 @@ bench-schemes: install  ## plain vs nested CV, bootstrap .632+, leave-one-out co
 
 bench-estimate: install  ## the sweep's time estimate vs its measured training time, per scheme, cold and with history (~25 min)
 	$(RUN) $(BIN)/python benchmarks/bench_estimate.py
+
+bench-coverage: install  ## how often each printed interval covers its target: naive, corrected, nested CV, lockbox BCa; R = 100 (~10 min)
+	$(RUN) $(BIN)/python benchmarks/bench_coverage.py $(ARGS)
 
 bench-ensembles: install  ## stacked bagging cost, single vs bagged vs boosted CV, bias–variance (~1 min)
 	$(RUN) $(BIN)/python benchmarks/bench_ensembles.py

@@ -158,6 +158,7 @@ def test_every_section_is_there_and_the_test_section_says_the_lockbox_is_closed(
         "bias-variance",
         "ensembles",
         "nested",
+        "trust",
         "test",
     ]
     assert "No ensemble configuration" in parts["ensembles"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from foldwise import headline
-from foldwise.report import context_curves, figures
+from foldwise.report import context_curves, figures, trust
 from foldwise.report.cells import Cell, Figure, Table, interval, matrix, near, note, num
 from foldwise.report.inputs import PER_FOLD_KINDS, Inputs
 
@@ -34,6 +34,7 @@ SECTIONS = (
     ("bias-variance", "Bias–variance"),
     ("ensembles", "Ensembles"),
     ("nested", "Nested CV"),
+    ("trust", "Trust"),
     ("test", "Test"),
 )
 
@@ -639,6 +640,7 @@ def page(inp: Inputs) -> dict[str, Any]:
             context_curves.bias_variance_section(inp),
             context_curves.ensembles_section(inp),
             nested_section(inp),
+            trust.trust_section(inp),
             test_section(inp),
         ],
     }
