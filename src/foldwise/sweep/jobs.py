@@ -18,7 +18,7 @@ from foldwise.files import (
 )
 from foldwise.fitting.configs import apply, config_hash, engine_settings
 from foldwise.fitting.train import dev_inputs, rows_spec
-from foldwise.progress import Progress
+from foldwise.progress import Progress, process_seconds
 from foldwise.redact import redact
 from foldwise.results import (
     OUTCOME,
@@ -71,6 +71,11 @@ def plan_stacks(
 
 
 _progress: Progress | None = None
+# Seconds from this process's start to its first training step (imports, MLflow store,
+# planning, Lightning's set-up), measured in its first stack's first epoch and logged
+# (``startup_seconds``) with that stack's statistics.
+_startup: list[float | None] = []  # [seconds] once measured; [] again once logged
+_startup_measured = False
 
 
 def reset_progress() -> None:
@@ -202,6 +207,11 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
             background.submit(record, task.key, conf, fold, key, result)
 
         def epoch(_stack: int, info: engine.EpochInfo) -> None:
+            global _startup_measured
+            if info.epoch == 1 and not _startup_measured:
+                _startup_measured = True
+                age = process_seconds()  # the epoch began at the first step
+                _startup.append(None if age is None else age - info.seconds)
             if _parent is not None and os.getppid() != _parent:
                 # A joblib worker whose sweep process was killed: stop, as on Ctrl-C (its
                 # unfinished runs are closed), instead of training for nobody.
@@ -238,6 +248,8 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
         "stack_tracking_seconds": tracking.busy_seconds() - busy0,
         "stack_tracking_wait_seconds": background.waited,
     }
+    if _startup and (seconds := _startup.pop()) is not None:
+        stats["startup_seconds"] = seconds
     durable.log(session.doc["sweep_run_id"], metrics=stats, step=number)
     return results
 
