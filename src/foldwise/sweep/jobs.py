@@ -172,6 +172,7 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
     progress.pending_epochs = pending_epochs(cfg, session, number)
     t0, busy0 = time.perf_counter(), tracking.busy_seconds()
     runs: dict[str, str] = {}  # task name -> its MLflow fold run, created as the stack starts
+    opened: set[str] = set()  # ...and those whose tags and params went with it
     recorded: set[str] = set()
     with tracking.Background() as background:
 
@@ -180,14 +181,17 @@ def run_stack(cfg: DictConfig, layout: P.Layout) -> list[dict]:
                 return  # many resamples: one table artifact per configuration at the end
             for t in todo:
                 conf, fold, key = where[t.key]
-                run = _open_fold_run(durable, session, conf, fold, key, started)
+                run, complete = _open_fold_run(durable, session, conf, fold, key, started)
                 if run is None:  # MLflow is away: the run is created with its record
                     return
                 runs[t.key] = run
+                if complete:
+                    opened.add(t.key)
 
         def record(name: str, conf: dict, fold: int, key: str, result: dict) -> None:
+            run, early = runs.get(name), name in opened
             results.append(
-                _record(durable, session, layout, conf, fold, key, result, run=runs.get(name))
+                _record(durable, session, layout, conf, fold, key, result, run=run, opened=early)
             )
             recorded.add(name)
 
@@ -294,13 +298,20 @@ def fold_run_name(conf: dict, fold: int) -> str:
     return f"{conf['label']} · fold {fold}"
 
 
+def _fold_params(conf: dict, fold: int) -> dict[str, Any]:
+    return {"fold": fold, **conf["overrides"]}
+
+
 def _open_fold_run(
     durable, session: Session, conf: dict, fold: int, key: str, started: float | None = None
-) -> str | None:
+) -> tuple[str | None, bool]:
+    """The fold run, opened as its stack starts with everything known before training
+    (tags, params, dataset), so that its record at the end is small: in a stack whose
+    models all finish at the last epoch, the end of training waits for every record."""
     return durable.open_run(
         session.doc["experiment_id"], fold_run_name(conf, fold), "fold",
         _fold_tags(session, conf, fold, key), conf["run_id"], started,
-        session.doc.get("dataset"),
+        session.doc.get("dataset"), _fold_params(conf, fold),
     )  # fmt: skip
 
 
@@ -315,8 +326,10 @@ def _record(
     *,
     reused: bool = False,
     run: str | None = None,
+    opened: bool = False,
 ) -> dict:
-    """Log a finished model to its MLflow fold run (created here unless ``run`` is given),
+    """Log a finished model to its MLflow fold run (created here unless ``run`` is given;
+    ``opened``: ``run`` already has its fold tags and params, which are not sent again),
     close the run (FINISHED, or FAILED with the error as a tag and in full, traceback and
     all, as the artifact ``error.txt``), then write the result file.
 
@@ -330,7 +343,8 @@ def _record(
     if not session.doc.get("fold_runs", True):
         return _write_result(session, layout, conf, fold, key, outcome, None, reused)
     ok = outcome["status"] == "ok"
-    tags = _fold_tags(session, conf, fold, key)
+    known = _fold_tags(session, conf, fold, key)
+    tags = dict(known)
     if reused:
         tags[f"{tracking.TAG}reused_from"] = outcome.get("fold_run_id", "")
     error = redact(str(outcome.get("error", "")))
@@ -341,8 +355,9 @@ def _record(
         "parent": conf["run_id"],
         "run_id": run,
         "name": fold_run_name(conf, fold),
-        "tags": tags,
-        "params": {"fold": fold, **conf["overrides"]},
+        # Each of params, metrics and tags is a transaction of its own in MLflow's SQL store.
+        "tags": {k: v for k, v in tags.items() if k not in known} if opened else tags,
+        "params": {} if opened else _fold_params(conf, fold),
         "metrics": {
             **outcome.get("metrics", {}),
             "best_epoch": outcome.get("best_epoch", 0),

@@ -71,18 +71,23 @@ class Durable:
     # The operations the sweep needs; each returns True when MLflow took it.
     def open_run(self, exp_id: str, name: str, run_type: str, tags: Mapping[str, Any],
                  parent: str, start_time: float | None = None,
-                 dataset: Mapping[str, Any] | None = None) -> str | None:  # fmt: skip
-        """A run opened before its model trains (so the UI shows it RUNNING), with the
-        rows it sees as its dataset input; ``None`` when MLflow is unreachable."""
+                 dataset: Mapping[str, Any] | None = None,
+                 params: Mapping[str, Any] | None = None) -> tuple[str | None, bool]:  # fmt: skip
+        """A run opened before its model trains (so the UI shows it RUNNING), with its
+        tags, its ``params`` and the rows it sees as its dataset input. Returns the run
+        (``None`` when MLflow is unreachable) and whether all of that was logged: then its
+        record at the end sends only what the model's training adds."""
         out: list[str] = []
 
         def open_() -> None:
             run = start_run(self.c, exp_id, name, run_type, tags, parent, start_time)
             out.append(run)
             log_dataset(self.c, run, dataset)
+            if params:
+                log(self.c, run, params=params)
 
-        self._try(open_)
-        return out[0] if out else None
+        complete = self._try(open_)
+        return (out[0] if out else None), complete
 
     def record(self, entry: dict[str, Any]) -> bool:
         """A finished model's fold run: created unless ``entry['run_id']``, then its
