@@ -18,10 +18,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from foldwise import params
+from foldwise import params, tracking
 from foldwise.config import space as search_space
 from foldwise.errors import FoldwiseError, run_stage
-from foldwise.sweep import finish, plan, study, workers
 
 LAYOUT = params.Layout(Path(__file__).resolve().parents[1])
 
@@ -29,6 +28,8 @@ LAYOUT = params.Layout(Path(__file__).resolve().parents[1])
 @hydra.main(version_base="1.3", config_path="..", config_name="params")
 def job(cfg: DictConfig) -> object:
     # a stack (+stack=i) or an Optuna trial (+trial=N), in the process its launcher gives it
+    from foldwise.sweep import workers
+
     return workers.run(cfg, LAYOUT)
 
 
@@ -42,6 +43,10 @@ def main() -> int:
             "`dvc exp run -S ...`, so DVC tracks them.",
         )
     cfg, _ = params.start("sweep", LAYOUT.root)
+    store = tracking.require_soon(cfg)  # MLflow's store opens while the engine is imported
+    from foldwise.sweep import finish, plan, study  # torch, Lightning: seconds
+
+    store()  # an unreachable tracking server: exit 2 here, before any work
     session = plan.begin(cfg, LAYOUT)  # closes what it opened if interrupted itself
     print(plan.describe(session), flush=True)
     if search_space.enabled(cfg):

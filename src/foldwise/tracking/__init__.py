@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -121,6 +121,30 @@ def require(cfg: DictConfig | None = None) -> str:
             "tracking.uri elsewhere (unset both for the local sqlite store mlflow.db).",
         ) from None
     return uri
+
+
+def require_soon(cfg: DictConfig | None = None) -> Callable[[], str]:
+    """:func:`require` on a thread of its own; call the returned function to wait for it
+    (its URI, or its :class:`FoldwiseError`) before any work.
+
+    Opening the store imports MLflow's SQL layer, and a new SQLite store's tables are
+    created in ~60 transactions, mostly waiting for the disk: seconds that overlap what
+    the caller imports meanwhile (the sweep: torch and Lightning).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="foldwise-store")
+    future = pool.submit(require, cfg)
+    pool.shutdown(wait=False)
+
+    def wait() -> str:
+        t = time.perf_counter()
+        try:
+            return future.result()
+        finally:
+            Background.waited_total += time.perf_counter() - t
+
+    return wait
 
 
 @contextlib.contextmanager
