@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
 
-from foldwise.progress import Progress, clock
+from foldwise.progress import Progress, clock, process_seconds
 
 
 def eta_seconds(line: str) -> int | None:
@@ -58,3 +61,16 @@ def test_counts_and_last_result_are_shown():
 def test_clock():
     assert clock(float("nan")) == "--:--"
     assert clock(65) == "1:05" and clock(3725) == "1:02:05"
+
+
+def test_process_seconds_counts_from_the_process_start():
+    """A fresh interpreter that sleeps 0.5 s is about 0.5 s old (plus its start-up),
+    never the machine's uptime; and the age grows as the clock does."""
+    code = "import time; time.sleep(0.5); import foldwise.progress as p; print(p.process_seconds())"
+    age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=True).stdout)  # fmt: skip
+    assert 0.5 <= age < 20
+    a = process_seconds()
+    time.sleep(0.2)
+    b = process_seconds()
+    assert a is not None and b is not None and 0.19 <= b - a < 1.0
