@@ -127,31 +127,16 @@ def score(
     it on ``train`` (each draw counted) and on ``val``: one result in the sweep's format."""
     from threadpoolctl import threadpool_limits
 
+    train, val = np.asarray(train), np.asarray(val)
     # One OpenMP thread: these are small fits, and on a shared machine HistGradientBoosting's
     # thread per core made a 5-fold sweep of digits take minutes instead of seconds.
-    with threadpool_limits(1):
-        return _score(name, task, x, y, np.asarray(train), np.asarray(val), seed=seed,
-                      n_classes=n_classes, row_ids=row_ids)  # fmt: skip
-
-
-def _score(
-    name: str,
-    task: str,
-    x: np.ndarray,
-    y: np.ndarray,
-    train: np.ndarray,
-    val: np.ndarray,
-    *,
-    seed: int,
-    n_classes: int,
-    row_ids: np.ndarray | None,
-) -> dict[str, Any]:
-    model = _fit(estimator(name, task, seed), x, y, train)
     metrics: dict[str, float] = {}
-    for side, pos in (("train", train), ("val", val)):
-        p = _predict(model, x[pos], y[pos], task, n_classes)
-        for k, v in S.row_scores(task, y[pos], p["pred"], p["loss"]).items():
-            metrics[f"{side}_{k}"] = v
+    with threadpool_limits(1):
+        model = _fit(estimator(name, task, seed), x, y, train)
+        for side, pos in (("train", train), ("val", val)):
+            p = _predict(model, x[pos], y[pos], task, n_classes)
+            for k, v in S.row_scores(task, y[pos], p["pred"], p["loss"]).items():
+                metrics[f"{side}_{k}"] = v
     # p: the validation rows' predictions (the loop's last side)
     ids = val if row_ids is None else row_ids[val]
     pred = {
