@@ -1,14 +1,16 @@
 """An independent one-model training loop: the yardstick for the stacked engine's equivalence tests.
 
 Plain PyTorch and scikit-learn, written from the engine's *contract*, not its code:
-``torch.optim.Adam`` on an ordinary ``nn.Module``, batches drawn with ``torch.randperm``
-from a generator seeded with the task seed (what a shuffled ``DataLoader`` does), the
-inner split from ``train_test_split``, standardisation from ``StandardScaler``, metrics
-from scikit-learn, early stopping on the inner loss with patience, best epoch restored.
-Dropout must be 0 (``nn.Dropout`` draws from the global generator, the engine from one
-per model). Regression (``meta.regression``): no stratification; the network predicts
-the target standardised with the fit rows' mean and (population) std, trained with
-``F.mse_loss`` on that scale; every reported score is in the target's units.
+``torch.optim.Adam`` on an ordinary ``nn.Module``; each epoch's batch order the stable
+argsort of the counter-based bits of the task seed, the epoch and the row positions
+(the specification in ``foldwise.engine.rng``'s docstring, reimplemented here in NumPy
+integers, not imported); the inner split from ``train_test_split``, standardisation
+from ``StandardScaler``, metrics from scikit-learn, early stopping on the inner loss
+with patience, best epoch restored. Dropout must be 0 (``nn.Dropout`` draws from the
+global generator, the engine from each model's own counters). Regression
+(``meta.regression``): no stratification; the network predicts the target standardised
+with the fit rows' mean and (population) std, trained with ``F.mse_loss`` on that
+scale; every reported score is in the target's units.
 Boosting's per-row ``task.weights`` multiply each row's loss (normalised to mean 1 over
 the fit rows; scores stay unweighted) and ``task.targets`` replace the target.
 """
@@ -56,6 +58,37 @@ def _scores(net, xs, ys, target=None) -> dict[str, float]:
     }
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _mix(x):
+    """The specification's 32-bit finaliser on Python ints or uint64 arrays."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _M32
+    x = x ^ (x >> 15)
+    x = (x * 0x21F0AAAD) & _M32
+    return x ^ (x >> 16)
+
+
+def spec_bits(seed: int, words: tuple[int, ...], counters: np.ndarray) -> np.ndarray:
+    """The 32 bits (uint64 array) of ``counters`` for a model's ``seed`` and draw ``words``
+    (stream, epoch, ...), from the spec: a two-lane sponge over the words, then
+    ``mix(c * a + b)``."""
+    seed %= 2**64
+    h1, h2 = 0x9E3779B9, 0x6A09E667
+    for word in (seed & _M32, seed >> 32, *words):
+        h1 = _mix(h1 ^ word)
+        h2 = _mix((h2 + h1) & _M32)
+    a = np.uint64((h1 | 1) & 0x7FFFFFFF)
+    c = np.asarray(counters, dtype=np.uint64)
+    return _mix((c * a + np.uint64(h2)) & np.uint64(_M32))
+
+
+def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """A model's order of its ``n`` fit rows in ``epoch`` (0-based), from the spec."""
+    return np.argsort(spec_bits(seed, (0x3C6EF372, epoch), np.arange(n)), kind="stable")
+
+
 def reference_fit(task: Task, x: np.ndarray, y: np.ndarray, meta, dtype=torch.float64) -> Outcome:
     h = task.hyper
     assert h.dropout == 0 and task.model.get("dropout", 0) == 0
@@ -92,13 +125,12 @@ def reference_fit(task: Task, x: np.ndarray, y: np.ndarray, meta, dtype=torch.fl
     torch.manual_seed(task.seed)
     net = build_backbone(OmegaConf.create(task.model), meta).to(dtype)
     opt = torch.optim.Adam(net.parameters(), lr=h.lr, weight_decay=h.weight_decay)
-    gen = torch.Generator().manual_seed(task.seed)
     history: dict[str, list[float]] = {}
     best, best_epoch, wait, best_state = math.inf, 0, 0, None
     epoch = 0
     for epoch in range(1, h.max_epochs + 1):
         net.train()
-        perm = torch.randperm(len(yf), generator=gen)
+        perm = torch.from_numpy(batch_order(task.seed, epoch - 1, len(yf)))
         loss_sum, preds, labels = 0.0, [], []
         for i in range(0, len(yf), task.batch_size):
             b = perm[i : i + task.batch_size]

@@ -25,9 +25,10 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from foldwise import faults, threads, transforms
-from foldwise.engine import optim
+from foldwise.engine import optim, rng
 from foldwise.engine.feed import Streamed
 from foldwise.engine.metrics import Classifier, Head, Regressor
 from foldwise.engine.stack import DropoutMasks, Stack
@@ -64,11 +65,13 @@ class EpochInfo:
 class _Batches:
     """The epoch's mini-batches for every still-training model of the stack.
 
-    Model ``m`` permutes its own fit rows with its own generator (seeded with the task
-    seed, as a shuffled ``DataLoader`` with that generator would) and walks them in
-    steps of ``batch``; a model with fewer rows runs out of steps earlier and is
-    inactive on the remaining ones. Each item is ``(idx [M, B], w [M, B], active)``, and
-    with streamed rows also ``(local, block)``: the step's union of rows, loaded ahead.
+    Model ``m`` walks its fit rows in its own random order for the epoch (the stable
+    argsort of counter-based bits of its seed, the epoch and its row positions:
+    :func:`foldwise.engine.rng.orders`) in steps of ``batch``; a model with fewer rows
+    runs out of steps earlier and is inactive on the remaining ones. The whole stack's
+    orders and batches are a few tensor ops, on the stack's device. Each item is
+    ``(idx [M, B], w [M, B], active)``, and with streamed rows also ``(local, block)``:
+    the step's union of rows, loaded ahead.
     """
 
     def __init__(self, owner: StackTrainer) -> None:
@@ -77,32 +80,28 @@ class _Batches:
     def __iter__(self):
         o = self.owner
         b = o.batch
-        perms = {}
-        for m in o.training_models():
-            n = len(o.prepared[m].fit)
-            perm = torch.randperm(n, generator=o.batch_gens[m]).numpy()
-            perms[m] = o.prepared[m].fit[perm]
-        counts = {m: o._steps_per_epoch(m) for m in perms}
-        perms = {m: p[: counts[m] * b] for m, p in perms.items()}
-        steps = max(counts.values(), default=0)
-        idx = np.zeros((steps, o.n_models, b), dtype=np.int64)
-        w = np.zeros((steps, o.n_models, b), dtype=np.float32)
-        for m, p in perms.items():
-            flat = np.zeros(steps * b, dtype=np.int64)
-            flat[: len(p)] = p
-            idx[:, m] = flat.reshape(steps, b)
-            wf = np.zeros(steps * b, dtype=np.float32)
-            wf[: len(p)] = 1
-            w[:, m] = wf.reshape(steps, b)
-        active = w.sum(-1) > 0
-        idx_t, w_t = torch.from_numpy(idx), torch.from_numpy(w)
+        fit, _ = o.sets["fit"]  # [M, N] each model's fit rows, 0-padded
+        training = o.state == "training"
+        steps = int(o.steps_per[training].max(initial=0))
+        order = rng.orders(o.seed_words, int(o.current_epoch), o.n_fit)
+        rows = fit.gather(1, order)
+        width = steps * b
+        rows = F.pad(rows, (0, max(0, width - rows.shape[1])))[:, :width]
+        # each model's rows this epoch: its steps' worth (BatchNorm drops a partial
+        # last batch), none for a model that no longer trains
+        limit = torch.minimum(o.n_fit, torch.from_numpy(o.steps_per * b).to(fit.device))
+        limit = limit * torch.from_numpy(training).to(fit.device)
+        take = torch.arange(width, device=fit.device) < limit.view(-1, 1)
+        idx = (rows * take).view(o.n_models, steps, b).transpose(0, 1)
+        w = take.to(torch.float32).view(o.n_models, steps, b).transpose(0, 1)
+        active = take.view(o.n_models, steps, b).any(-1).T
         if o.feed is None:
             for s in range(steps):
-                yield idx_t[s], w_t[s], torch.from_numpy(active[s])
+                yield idx[s], w[s], active[s]
             return
-        blocks = o.feed.blocks([idx_t[s] for s in range(steps)])
+        blocks = o.feed.blocks([idx[s] for s in range(steps)])
         for s, (local, block) in enumerate(blocks):
-            yield idx_t[s], w_t[s], torch.from_numpy(active[s]), local, block
+            yield idx[s], w[s], active[s], local, block
 
 
 class StackTrainer(pl.LightningModule):
@@ -187,7 +186,7 @@ class StackTrainer(pl.LightningModule):
         self.es = np.array([x.early_stopping for x in h])
         self.max_epochs = np.array([x.max_epochs for x in h])
         self.patience = np.array([x.patience for x in h])
-        self.batch_gens = [torch.Generator().manual_seed(t.seed) for t in tasks]
+        self.steps_per = np.array([self._steps_per_epoch(m) for m in range(self.n_models)])
         self.state = np.array(["training"] * self.n_models, dtype=object)
         self.epochs = np.zeros(self.n_models, dtype=int)
         self.best_loss = np.full(self.n_models, math.inf)
@@ -250,9 +249,11 @@ class StackTrainer(pl.LightningModule):
         self.stack.buffer_values = {k: v.to(dev) for k, v in self.stack.buffer_values.items()}
         self.sets = {k: (i.to(dev), w.to(dev)) for k, (i, w) in self.sets.items()}
         self.head = self.head.to(dev)
-        self.dropout = DropoutMasks(
-            self.stack, [t.seed ^ 0x5EED for t in self.tasks], self.batch, dev, self.x.dtype
-        )
+        # batch orders and dropout masks: counter-based draws keyed by each task's seed
+        seeds = [t.seed for t in self.tasks]
+        self.seed_words = rng.split_seeds(seeds, dev)
+        self.n_fit = torch.tensor([len(p.fit) for p in self.prepared], device=dev)
+        self.dropout = DropoutMasks(self.stack, seeds, self.batch, dev, self.x.dtype)
         self.best = [w.detach().clone() for w in self.stack.weights] if self.es.any() else None
         # BatchNorm's running statistics at each model's best epoch (restored with it)
         self.best_buffers = (
@@ -267,6 +268,7 @@ class StackTrainer(pl.LightningModule):
         self._t0 = time.perf_counter()
         self.counts = self.head.counts(self.n_models, self.x.device)
         self._epoch_lr = {m: self.schedules.current(m) for m in self.schedules.items}
+        self.dropout.epoch(int(self.current_epoch), int(self.steps_per.max()))
         self.stack.train()
 
     def _inputs(self, idx: Tensor, models: Tensor | None = None, block=None) -> Tensor:
@@ -305,7 +307,7 @@ class StackTrainer(pl.LightningModule):
         idx, w, active, *block = batch
         block = tuple(block) or None
         flags = active.tolist()
-        masks = self.dropout.draw(flags)
+        masks = self.dropout.draw(batch_idx)
         sub = None
         mutable = self.stack.mutable
         if mutable and not all(flags):  # running statistics of models without rows stay

@@ -6,7 +6,8 @@ Any ``nn.Module`` is stacked with ``torch.func.stack_module_state`` and run with
 vmap's per-op dispatch. Both read the same stacked parameters, named as in the
 single network's ``state_dict``, so :meth:`Stack.unstack` gives back ordinary modules.
 
-Dropout: each model draws its masks from its own generator, so a model's result does
+Dropout: each model's masks come from a counter-based hash of its own seed and steps
+(:class:`DropoutMasks`, drawn for the whole stack at once), so a model's result does
 not depend on which other models share its stack (a design rule: a task's result never
 depends on how many tasks share its process, stack or machine). ``nn.Dropout`` modules
 of the template are swapped for :class:`MaskDropout`, which multiplies by a mask passed in;
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+
+from foldwise.engine import rng
 
 
 class MaskDropout(nn.Module):
@@ -173,54 +176,62 @@ class Stack(nn.Module):
 
 
 class DropoutMasks:
-    """Per-model dropout masks from per-model generators, drawn only on a model's own steps.
+    """Every model's dropout masks for a step in one set of tensor ops, drawn with the
+    counter-based hash of :mod:`foldwise.engine.rng`.
 
-    Uniforms are drawn model by model into one preallocated buffer (no stacking copy);
-    thresholding and the ``1 / (1 - p)`` scale are then one operation over the stack.
-    On the CPU the generators are NumPy's PCG64 (about twice as fast as torch's CPU
-    generator for this); on a GPU, one ``torch.Generator`` per model on the device.
+    Unit ``c`` of layer ``l``'s mask [B, *shape] of model ``m`` at step ``s`` of epoch
+    ``e`` is kept when ``bits(key(seed_m, DROPOUT, e, s, l), c)`` is below the model's
+    threshold for that layer (``1 - p`` of 2**32), so a mask depends on the model's seed
+    and its own epoch and step only, never on the stack. The keys of all of an epoch's
+    steps are made at its start (:meth:`epoch`); a step is then a few in-place integer
+    passes over preallocated buffers per layer, for the whole stack. A model whose rate
+    is 0 gets the threshold 2**32: every unit kept, whatever the buffers held before.
     """
 
     def __init__(self, stack: Stack, seeds: list[int], batch: int, device, dtype) -> None:
         shapes = stack.mask_shapes
         self.enabled = any(bool((p > 0).any()) for p in stack.p.values()) and bool(shapes)
-        # per layer, the models that draw (rate > 0)
-        self.uses = {n: [m for m, v in enumerate(p.tolist()) if v > 0] for n, p in stack.p.items()}
-        self.cpu = torch.device(device).type == "cpu"
-        if self.cpu:
-            self.gens = [np.random.Generator(np.random.PCG64(s)) for s in seeds]
-        else:
-            self.gens = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        self.seeds = rng.split_seeds(seeds, device)
+        self.layers = list(shapes)
         m = stack.n_models
-        # A model with p = 0 never writes its rows of these buffers, so they must never be
-        # read for it: its keep-mask is all ones by construction (``keep_all``), not by
-        # whatever the buffer holds. (They were once torch.empty and read as `u >= 0`:
-        # garbage or NaN dropped a p = 0 model's units when it shared a stack with p > 0.)
-        self.buffers = {
-            name: torch.ones((m, batch, *shape), device=device) for name, shape in shapes.items()
-        }
-        self.arrays = {n: b.numpy() for n, b in self.buffers.items()} if self.cpu else {}
         view = lambda t, n: t.view(-1, *([1] * (n + 1)))  # noqa: E731
+        # the counters of a model's mask (its flat unit positions) and one work buffer
+        # per layer: every model's rows are rewritten on every draw
+        self.counters = {
+            n: torch.arange(batch * int(np.prod(s)), device=device).view(batch, *s)
+            for n, s in shapes.items()
+        }
+        self.buffers = {
+            n: torch.empty((m, batch, *s), dtype=torch.int64, device=device)
+            for n, s in shapes.items()
+        }
         p = {n: stack.p[n].to(device) for n in shapes}
-        self.p_view = {n: view(p[n].float(), len(s)) for n, s in shapes.items()}
-        self.keep_all = {n: view(p[n] == 0, len(s)) for n, s in shapes.items()}
+        self.threshold = {n: view(rng.threshold(p[n]), len(s)) for n, s in shapes.items()}
         self.scale = {n: view((1 / (1 - p[n])).to(dtype), len(s)) for n, s in shapes.items()}
         self.zero = torch.zeros((), device=device, dtype=dtype)
+        self.ndim = {n: len(s) for n, s in shapes.items()}
+        self.keys: tuple[Tensor, Tensor] | None = None
 
-    def draw(self, active: list[bool]) -> dict[str, Tensor] | None:
+    def epoch(self, epoch: int, steps: int) -> None:
+        """Make the keys of every step of ``epoch`` and every layer: [M, steps, layers]."""
+        if not self.enabled:
+            return
+        dev = self.seeds[0].device
+        step = torch.arange(steps, device=dev).view(1, -1, 1)
+        layer = torch.arange(len(self.layers), device=dev).view(1, 1, -1)
+        self.keys = rng.keys(self.seeds, rng.DROPOUT, epoch, step, layer)
+
+    def draw(self, step: int) -> dict[str, Tensor] | None:
+        """Every model's masks for ``step`` of the epoch (already scaled by 1 / (1 - p)).
+        A model without rows on the step gets one too: nothing reads it (its loss weight
+        is 0 and BatchedAdam skips it)."""
         if not self.enabled:
             return None
+        a, b = self.keys
         out = {}
-        for name, u in self.buffers.items():
-            for m in self.uses[name]:
-                if not active[m]:
-                    continue
-                if self.cpu:
-                    self.gens[m].random(out=self.arrays[name][m], dtype=np.float32)
-                else:
-                    torch.rand(u.shape[1:], generator=self.gens[m], device=u.device, out=u[m])
-            # A model off this step (inactive) gets a stale mask: its loss weight is 0 and
-            # BatchedAdam skips it, so nothing reads it.
-            keep = (u >= self.p_view[name]) | self.keep_all[name]
-            out[name] = torch.where(keep, self.scale[name], self.zero)
+        for li, (name, buf) in enumerate(self.buffers.items()):
+            shape = (-1,) + (1,) * (self.ndim[name] + 1)
+            x = rng.bits(a[:, step, li].view(shape), b[:, step, li].view(shape),
+                            self.counters[name], out=buf)  # fmt: skip
+            out[name] = torch.where(x < self.threshold[name], self.scale[name], self.zero)
         return out
