@@ -62,11 +62,12 @@ _M32 = 0xFFFFFFFF
 
 
 def _mix(x):
-    """The specification's 32-bit finaliser on Python ints or uint64 arrays."""
+    """The specification's 32-bit finaliser (lowbias32) on Python ints or uint64 arrays
+    holding 32-bit words (products stay below 2**64: a word times a 32-bit constant)."""
     x = x ^ (x >> 16)
     x = (x * 0x7FEB352D) & _M32
     x = x ^ (x >> 15)
-    x = (x * 0x21F0AAAD) & _M32
+    x = (x * 0x846CA68B) & _M32
     return x ^ (x >> 16)
 
 
@@ -79,7 +80,7 @@ def spec_bits(seed: int, words: tuple[int, ...], counters: np.ndarray) -> np.nda
     for word in (seed & _M32, seed >> 32, *words):
         h1 = _mix(h1 ^ word)
         h2 = _mix((h2 + h1) & _M32)
-    a = np.uint64((h1 | 1) & 0x7FFFFFFF)
+    a = np.uint64(h1 | 1)
     c = np.asarray(counters, dtype=np.uint64)
     return _mix((c * a + np.uint64(h2)) & np.uint64(_M32))
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_stack_property import DATA, _assert_same, poisoned_buffers, stacks
+from test_stack_property import DATA, POISONS, _assert_same, poisoned_buffers, stacks
 
 from foldwise import engine
 from foldwise.engine import Streamed
@@ -56,7 +56,7 @@ def test_streamed_rows_train_exactly_as_rows_in_memory(drawn, block, cache):
         memory = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64)
         # cache: none, a few rows (full after the first steps), every row
         feed = Streamed(Rows(x, y), x.shape[1], block_rows=block, cache_mb=cache)
-        with poisoned_buffers(float("nan")):
+        with poisoned_buffers(POISONS[0]):
             streamed = engine.train(tasks, feed, y, meta, accelerator="cpu", precision=64)
     for task, a, b in zip(tasks, memory, streamed, strict=True):
         what = f"{kind} {task.model} {task.hyper} {task.normalize} rows={len(task.train)}"

@@ -21,35 +21,42 @@ from foldwise.errors import FoldwiseError
 
 def _same_as_torch(batched, reference, masks: list[list[bool]]) -> None:
     """Step a batched optimizer over 3 stacked models (``batched(params, lrs, wds)``) and
-    ``reference(param, lr, wd)`` (torch's own) over each model alone, the models sitting
+    ``reference(params, lr, wd)`` (torch's own) over each model alone, the models sitting
     out the steps ``masks`` says (inactive: their state must not move); the parameters
-    must stay equal."""
+    must stay equal. Each model has tensors of three ranks (per-model scalars broadcast
+    against each)."""
     gen = torch.Generator().manual_seed(0)
     lrs, wds = [0.1, 0.01, 0.3], [0.0, 0.1, 0.01]
-    init = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
-    stacked = torch.nn.Parameter(init.clone())
-    opt = batched([stacked], lrs, wds)
-    singles = [torch.nn.Parameter(init[i].clone()) for i in range(3)]
+    shapes = [(3, 4, 2), (3, 5), (3, 2, 3, 2)]
+    init = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    stacked = [torch.nn.Parameter(t.clone()) for t in init]
+    opt = batched(stacked, lrs, wds)
+    singles = [[torch.nn.Parameter(t[i].clone()) for t in init] for i in range(3)]
     refs = [reference(p, lr, wd) for p, lr, wd in zip(singles, lrs, wds, strict=True)]
     for mask in masks:
-        grad = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
-        stacked.grad = grad.clone()
+        grads = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+        for p, g in zip(stacked, grads, strict=True):
+            p.grad = g.clone()
         opt.step(torch.tensor(mask))
-        for i, (p, o) in enumerate(zip(singles, refs, strict=True)):
+        for i, (ps, o) in enumerate(zip(singles, refs, strict=True)):
             if mask[i]:
-                p.grad = grad[i].clone()
+                for p, g in zip(ps, grads, strict=True):
+                    p.grad = g[i].clone()
                 o.step()
     for i in range(3):
-        torch.testing.assert_close(stacked.data[i], singles[i].data, rtol=0, atol=1e-12)
+        for p, q in zip(stacked, singles[i], strict=True):
+            torch.testing.assert_close(p.data[i], q.data, rtol=0, atol=1e-12)
 
 
 MASKS = st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=1, max_size=6)
 
 
 @settings(max_examples=10, deadline=None, derandomize=True, database=None)
-@given(masks=MASKS)
-def test_batched_adam_equals_torch_adam_model_by_model(masks):
-    _same_as_torch(BatchedAdam, lambda p, lr, wd: torch.optim.Adam([p], lr=lr, weight_decay=wd),
+@given(masks=MASKS, foreach=st.booleans())
+def test_batched_adam_equals_torch_adam_model_by_model(masks, foreach):
+    """Both update paths: tensor by tensor (the CPU's) and torch._foreach (CUDA's)."""
+    _same_as_torch(lambda ps, lrs, wds: BatchedAdam(ps, lrs, wds, foreach=foreach),
+                   lambda ps, lr, wd: torch.optim.Adam(ps, lr=lr, weight_decay=wd),
                    [[True] * 3, *masks])  # fmt: skip
 
 
@@ -66,7 +73,7 @@ def test_batched_sgd_equals_torch_sgd_model_by_model(momentum, dampening, nester
     kw = {"momentum": momentum, "dampening": dampening, "nesterov": nesterov}
     _same_as_torch(
         lambda ps, lrs, wds: BatchedSGD(ps, lrs, wds, **kw),
-        lambda p, lr, wd: torch.optim.SGD([p], lr=lr, weight_decay=wd, **kw),
+        lambda ps, lr, wd: torch.optim.SGD(ps, lr=lr, weight_decay=wd, **kw),
         masks,
     )
 

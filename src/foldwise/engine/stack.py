@@ -180,12 +180,12 @@ class DropoutMasks:
     counter-based hash of :mod:`foldwise.engine.rng`.
 
     Unit ``c`` of layer ``l``'s mask [B, *shape] of model ``m`` at step ``s`` of epoch
-    ``e`` is kept when ``bits(key(seed_m, DROPOUT, e, s, l), c)`` is below the model's
-    threshold for that layer (``1 - p`` of 2**32), so a mask depends on the model's seed
+    ``e`` is kept when ``bits(key(seed_m, DROPOUT, e, s, l), c)`` is below ``1 - p`` of
+    2**32 (:func:`~foldwise.engine.rng.threshold`), so a mask depends on the model's seed
     and its own epoch and step only, never on the stack. The keys of all of an epoch's
     steps are made at its start (:meth:`epoch`); a step is then a few in-place integer
     passes over preallocated buffers per layer, for the whole stack. A model whose rate
-    is 0 gets the threshold 2**32: every unit kept, whatever the buffers held before.
+    is 0 keeps every unit, whatever the buffers held before.
     """
 
     def __init__(self, stack: Stack, seeds: list[int], batch: int, device, dtype) -> None:
@@ -198,13 +198,16 @@ class DropoutMasks:
         # the counters of a model's mask (its flat unit positions) and one work buffer
         # per layer: every model's rows are rewritten on every draw
         self.counters = {
-            n: torch.arange(batch * int(np.prod(s)), device=device).view(batch, *s)
+            n: torch.arange(batch * int(np.prod(s)), dtype=torch.int32, device=device).view(
+                batch, *s
+            )
             for n, s in shapes.items()
         }
         self.buffers = {
-            n: torch.empty((m, batch, *s), dtype=torch.int64, device=device)
+            n: torch.empty((m, batch, *s), dtype=torch.int32, device=device)
             for n, s in shapes.items()
         }
+        self.tmp = {n: torch.empty_like(b) for n, b in self.buffers.items()}
         p = {n: stack.p[n].to(device) for n in shapes}
         self.threshold = {n: view(rng.threshold(p[n]), len(s)) for n, s in shapes.items()}
         self.scale = {n: view((1 / (1 - p[n])).to(dtype), len(s)) for n, s in shapes.items()}
@@ -232,6 +235,7 @@ class DropoutMasks:
         for li, (name, buf) in enumerate(self.buffers.items()):
             shape = (-1,) + (1,) * (self.ndim[name] + 1)
             x = rng.bits(a[:, step, li].view(shape), b[:, step, li].view(shape),
-                            self.counters[name], out=buf)  # fmt: skip
-            out[name] = torch.where(x < self.threshold[name], self.scale[name], self.zero)
+                         self.counters[name], out=buf, tmp=self.tmp[name])  # fmt: skip
+            keep = x.bitwise_xor_(rng.SIGN) <= self.threshold[name]
+            out[name] = torch.where(keep, self.scale[name], self.zero)
         return out
