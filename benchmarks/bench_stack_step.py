@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -197,7 +198,6 @@ tasks = [Task(f"{{lr}}-{{wd}}-{{k}}", {{"name": "mlp", "hidden": 128, "depth": 1
               np.sort(dev[tr]), {{"val": np.sort(dev[va])}})
          for lr in (0.001, 0.003, 0.01, 0.03) for wd in (0.0, 1e-5, 1e-4, 1e-3)
          for k, (tr, va) in enumerate(folds)]
-torch.set_num_threads({threads})
 t = time.perf_counter()
 out = engine.train(tasks, x, y, meta, accelerator="cpu")
 secs = time.perf_counter() - t
@@ -229,6 +229,7 @@ wd = torch.tensor([g[1] for g in grid for _ in folds])
 xs = torch.stack([torch.from_numpy(StandardScaler().fit(x[f]).transform(x).astype(np.float32))
                   for f in fits])
 yt = torch.from_numpy(y)
+flat, offs = xs.view(-1, 64), torch.arange(M).view(-1, 1) * len(y)  # row i of model m
 def init(a, b):
     bound = 1 / a ** 0.5
     return (torch.rand(M, b, a) * 2 - 1) * bound, (torch.rand(M, b) * 2 - 1) * bound
@@ -250,7 +251,7 @@ for epoch in range(E):
         wt[m, :len(f)] = 1
     for s in range(steps):
         i, w = idx[:, s * B:(s + 1) * B], wt[:, s * B:(s + 1) * B]
-        out = forward(torch.gather(xs, 1, i.unsqueeze(-1).expand(-1, -1, 64)), True)
+        out = forward(flat[i + offs], True)
         loss = (F.cross_entropy(out.flatten(0, 1), yt[i].flatten(), reduction="none").view(M, B)
                 * w).sum(1) / w.sum(1)
         for p in ws:
@@ -267,15 +268,17 @@ for epoch in range(E):
                                                                 for p in ws]), den, value=-1)
     with torch.no_grad():  # every model scored on its val rows each epoch
         vi = torch.stack([torch.from_numpy(v[:min(map(len, vals))]) for v in vals])
-        pred = forward(torch.gather(xs, 1, vi.unsqueeze(-1).expand(-1, -1, 64)), False).argmax(-1)
+        pred = forward(flat[vi + offs], False).argmax(-1)
         acc = (pred == yt[vi]).float().mean(1)
 secs = time.perf_counter() - t
 print("RESULT " + json.dumps({{"seconds": secs, "acc": float(acc.mean())}}))
 """
 
 
-def run(code: str) -> dict:
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+def run(code: str, threads: int) -> dict:
+    env = {**os.environ, "FOLDWISE_THREADS": str(threads)}  # the engine's torch threads
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env=env)  # fmt: skip
     return json.loads(next(ln for ln in p.stdout.splitlines() if ln.startswith("RESULT "))[7:])
 
 
@@ -290,7 +293,7 @@ def bench_w16(reps: int, base: str | None, threads: int) -> None:
     rows: dict[str, list[dict]] = {k: [] for k in runners}
     for rep in range(reps):
         for k, code in runners.items():
-            rows[k].append(run(code))
+            rows[k].append(run(code, threads))
             print(f"    rep {rep + 1}/{reps} {k}: {rows[k][-1]['seconds']:.1f} s", flush=True)
     hand = statistics.median(r["seconds"] for r in rows["hand-written stacked"])
     for k, rs in rows.items():
@@ -305,7 +308,8 @@ def main() -> None:
     ap.add_argument("--w16-reps", type=int, default=3)
     ap.add_argument("--base", help="src/ of another checkout to time the engine from too")
     ap.add_argument("--compile", action="store_true", help="also torch.compile the Adam update")
-    ap.add_argument("--threads", type=int, default=2)
+    # one thread each: on a shared 2-core machine two threads spin against other work
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", choices=["parts", "w16"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -30,7 +30,10 @@ from foldwise.engine.task import Hyper, Outcome, Task, cycles_momentum, prepare
 # it, so results cached by an engine with a bug are never reused; result files record it.
 #   2: a dropout = 0 model stacked beside dropout > 0 models trained as if dropped out
 #      (garbage masks), and a diverged model's train_loss could read NaN (issue 16).
-VERSION = 2
+#   3: batch orders and dropout masks come from a counter-based hash of the task seed
+#      (engine/rng.py), not from per-model generators: every trained number moves
+#      (issue 20).
+VERSION = 3
 
 __all__ = [
     "VERSION", "EpochInfo", "Hyper", "Outcome", "Streamed", "Task", "device_for", "plan", "train",
