@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-from test_stack_property import DATA, _assert_same, poisoned_buffers, stacks
+from test_stack_property import DATA, POISONS, _assert_same, poisoned_buffers, stacks
 
 from foldwise import engine, transforms
 from foldwise.engine import Streamed
@@ -55,7 +55,7 @@ def test_a_stacked_models_transform_is_its_own_fit_on_its_own_fit_rows(drawn):
     for t in tasks:
         t.normalize = SPEC
         t.predict = ("val",)
-    with mock.patch.dict(os.environ, {"FOLDWISE_THREADS": "1"}), poisoned_buffers(np.nan):
+    with mock.patch.dict(os.environ, {"FOLDWISE_THREADS": "1"}), poisoned_buffers(POISONS[0]):
         stacked = engine.train(tasks, x, y, meta, accelerator="cpu", precision=64)
     for task, got in zip(tasks, stacked, strict=True):
         fit = _fit_rows(task, x, y, meta.regression)
