@@ -24,7 +24,14 @@ def load(workdir: Path) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, 
     dev = pd.read_parquet(workdir / "data/split/dev.parquet")
     folds_doc = json.loads((workdir / "data/split/folds.json").read_text())
     pos = pd.Index(dev["row_id"])
-    folds = [(pos.get_indexer(f["train"]), pos.get_indexer(f["val"])) for f in folds_doc["folds"]]
+    # folds.json omits a fold's train rows when they are the other dev rows
+    folds = [
+        (
+            pos.get_indexer(f["train"] if "train" in f else sorted(set(pos) - set(f["val"]))),
+            pos.get_indexer(f["val"]),
+        )
+        for f in folds_doc["folds"]
+    ]
     x = dev[[c for c in dev.columns if c.startswith("x")]].to_numpy(np.float32)
     return x, dev["target"].to_numpy(np.int64), folds
 
