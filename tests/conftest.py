@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -207,6 +208,18 @@ def make_project(tmp: Path, tracking_uri: str, params: DictConfig) -> Project:
     project.run("git", "init", "-q")
     project.commit("initial")
     return project
+
+
+@pytest.fixture(autouse=True)
+def _python_signal_handlers() -> None:
+    """Each test starts with Python's own SIGINT and SIGTERM handlers. Lightning's graceful
+    shutdown after an interrupted fit sets SIGINT to SIG_IGN and never puts it back, and a
+    child process inherits an ignored signal: after an in-process interrupt anywhere in a
+    test worker (a test or a session fixture; session fixtures are built before this
+    one), a later test's Ctrl-C reached neither `dvc` nor the stage it ran (seen: a sweep
+    that finished despite its SIGINT, another that trained on for 120 s)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture
