@@ -43,13 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from foldwise import engine
 from foldwise.data import Meta
 from foldwise.methods import ncv
 from foldwise.methods.resampling import bootstrap_scores, corrected_t_summary, t_summary
+from foldwise.report.trust import coverage_text  # the report's rule for a share
 
 D = 10
 POOL = 50_000
@@ -205,11 +205,6 @@ def run(kind: str, reps: int, n: int, k: int, seed: int) -> dict:
             "models": len(tasks), "seconds": seconds}  # fmt: skip
 
 
-def _pct(k: int, r: int) -> str:
-    ci = stats.binomtest(k, r).proportion_ci(0.95, method="exact")
-    return f"{k / r:.0%} ({ci.low:.0%}–{ci.high:.0%})"
-
-
 def _num(v: float, se_like: float) -> str:
     """v to the precision a quantity of spread ``se_like`` supports (2 significant
     digits of the spread)."""
@@ -250,9 +245,9 @@ def main() -> None:
         print("| interval | covers Err_XY | covers Err | mean width | bias vs Err_XY |")
         print("|---|---|---|---|---|")
         for name, row in res["table"].items():
-            width = row["width"]
-            print(f"| {WORDS[name]} | {_pct(row['xy']['cover'], res['reps'])} | "
-                  f"{_pct(row['err']['cover'], res['reps'])} | {_num(width, width / 10)} | "
+            width, reps = row["width"], res["reps"]
+            xy, err = (coverage_text(row[t]["cover"], reps) for t in ("xy", "err"))
+            print(f"| {WORDS[name]} | {xy} | {err} | {_num(width, width / 10)} | "
                   f"{_num(row['xy']['bias'], width / 10)} |")  # fmt: skip
         print()
     if args.json:
