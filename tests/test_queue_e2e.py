@@ -54,7 +54,11 @@ def test_queued_experiments_keep_the_lockbox_rules_and_a_remote_restores_them(tm
     p = make_project(tmp_path, sqlite_uri, tiny_params())
     remote = tmp_path / "remote"
     p.dvc("remote", "add", "-d", "store", str(remote))
-    p.commit("a local-path DVC remote")
+    # The baseline's shared stages first, as docs/servers.md says: two workers that both
+    # run a stage (here the example's draw, then prepare and split) race on DVC's run-cache
+    # entry for it (treeverse/dvc#10673; seen: "No such file … .dvc/cache/runs/…tmp").
+    p.dvc("repro", "split")
+    p.commit("a local-path DVC remote, the baseline's data")
 
     # Two experiments with different grids, hence different selected models, at once.
     for name, hidden in (("h8", 8), ("h16", 16)):
