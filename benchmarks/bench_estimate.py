@@ -9,9 +9,10 @@ default options; schemes that need groups or times run on the iris table of the 
 scheme, `python pipelines/sweep.py` runs twice in a throw-away project, each time with a
 fresh MLflow store and no trained models: first with no earlier fits ("cold": the
 epochs come from the probe's prior), then with the first run's epoch counts
-(``.foldwise/epochs.json``, "history"). Prints estimate, measured training time (the
-sweep's ``training_seconds``) and their ratio per scheme and run; ``--out FILE`` writes
-the rows as JSON.
+(``.foldwise/epochs.json``, "history") and the first run's pace (measured over probed
+time, ``.foldwise/pace.json``), which scales the second estimate. Prints estimate,
+measured training time (the sweep's ``training_seconds``), their ratio, and the pace
+factor applied, per scheme and run; ``--out FILE`` writes the rows as JSON.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def sweep_once(project, uri: str) -> dict:
         "models": sum(len(s) for s in session["stacks"]),
         "stacks": len(session["stacks"]),
         "estimate": est.get("seconds"),
-        "estimate_low": est.get("low_seconds"),
+        "probed": est.get("probed_seconds"),
+        "pace": est.get("pace"),
         "from_history": est.get("epochs_from_history"),
         "trained": metrics["training_seconds"],
         "stack_seconds": sum(m.value for m in stacks),
@@ -97,7 +99,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     rows = []
-    print(f"{'scheme':32} {'run':8} {'models':>6} {'estimate':>9} {'measured':>9} {'ratio':>6}")
+    print(f"{'scheme':32} {'run':8} {'models':>6} {'estimate':>9} {'measured':>9} {'ratio':>6} "
+          f"{'pace':>5} {'load':>5}")  # fmt: skip
     for name in args.schemes:
         tmp = Path(tempfile.mkdtemp(prefix="foldwise-bench-estimate-"))
         overrides = [*BASE, *SCHEMES[name]]
@@ -112,9 +115,12 @@ def main() -> None:
             r = {"scheme": name, "run": run, **sweep_once(project, f"sqlite:///{tmp}/{run}.db")}
             rows.append(r)
             ratio = r["estimate"] / r["trained"] if r["estimate"] else None
+            pace = "" if r["pace"] is None else f"{r['pace']:.2f}"
             print(f"{name:32} {run:8} {r['models']:>6} "
                   f"{r['estimate'] or float('nan'):>8.1f}s {r['trained']:>8.1f}s "
-                  f"{'' if ratio is None else f'{ratio:.2f}':>6}", flush=True)  # fmt: skip
+                  f"{'' if ratio is None else f'{ratio:.2f}':>6} "
+                  f"{pace:>5} {r['load']:>5.1f}",
+                  flush=True)  # fmt: skip
             if args.out:
                 args.out.write_text(json.dumps(rows, indent=1))
         shutil.rmtree(tmp, ignore_errors=True)

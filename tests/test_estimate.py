@@ -118,3 +118,79 @@ def test_the_probe_times_the_stack_and_a_stack_of_one():
     assert (got.full.models, got.one.models) == (3, 1)
     for t in (got.full, got.one):
         assert t.step_seconds > 0 and t.epoch_end_seconds > 0 and t.fit_seconds >= 0
+
+
+def test_the_pace_is_measured_over_the_probe_with_the_epochs_as_trained(tmp_path):
+    """A sweep's pace is its measured training time over what the probe predicts with
+    each model's epochs as trained (computed here by hand from the stack formula); the
+    next estimates of probed architectures scale by the median of the last five; each
+    architecture's throughput (its probe × the pace) is kept per dev rows, and the median
+    of its last sweeps stands in for the next probe; a sweep with a failed model records
+    nothing."""
+    from foldwise.results import Session
+    from foldwise.sweep.estimate import (
+        PACE_SWEEPS,
+        pace_of,
+        probe_doc,
+        read_paces,
+        record_pace,
+        throughput_of,
+    )
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+
+    class Layout:
+        root = tmp_path
+
+    full, one = Timing(3, 0.004, 0.01, 0.02, 0.3), Timing(1, 0.002, 0.006, 0.01, 0.2)
+    est = {
+        "seconds": 99.0, "probes": [probe_doc(Probe(full, one))], "probe_keys": ["d:arch"],
+        "probe_paced": [True], "tracking_seconds": 0.5, "prepare_seconds": 0.25,
+        "stack_probes": [0, 0], "stack_steps": [7.0, 5.0], "stack_members": [[1, 2], [1]],
+    }  # fmt: skip
+    session = Session({"stacks": [["aaa-fold0", "aaa-fold1"], ["bbb-fold0"]], "estimate": est})
+    ok = lambda e: {"status": "ok", "epochs_trained": e}  # noqa: E731
+    results = {"aaa": [ok(6), ok(9)], "bbb": [ok(4)]}
+    # by hand: per model 0.001 a step (3 models vs 1), the rest per step; likewise the end
+    step_model = (0.004 - 0.002) / 2
+    step = 0.004 - 3 * step_model
+    end_model = (0.01 - 0.006) / 2
+    end = 0.01 - 3 * end_model
+
+    def stack(epochs, steps):
+        return (0.3 + len(epochs) * 0.02 + steps * (step * max(epochs) + step_model * sum(epochs))
+                + end * max(epochs) + end_model * sum(epochs))  # fmt: skip
+
+    # the MLflow and set-up parts (0.5 + 0.25) are not the machine's pace
+    hindsight = stack([6, 9, 9], 7.0) + stack([4], 5.0)
+    assert record_pace(Layout, session, results, 0.75 + 2 * hindsight, "cpu") == pytest.approx(2)
+    paces = read_paces(tmp_path, "cpu")
+    assert paces["sweeps"] == [pytest.approx(2.0)] and read_paces(tmp_path, "gpu")["sweeps"] == []
+    # the architecture's throughput: twice the probe's time for any stack
+    kept = throughput_of(paces["archs"]["d:arch"])
+    for epochs, steps in (([6, 9, 9], 7.0), ([3.0], 11.0)):
+        assert kept.stack_seconds(epochs, steps, max(epochs)) == pytest.approx(
+            2 * stack(epochs, steps)
+        )
+    results["bbb"] = [{"status": "failed"}]
+    assert record_pace(Layout, session, results, 9.0, "cpu") is None
+    assert record_pace(Layout, session, {"aaa": results["aaa"], "bbb": [None]}, 9, "cpu") is None
+    results["bbb"] = [ok(4)]
+    for k in range(1, 8):
+        record_pace(Layout, session, results, 0.75 + k * hindsight, "cpu")
+    paces = read_paces(tmp_path, "cpu")
+    assert (
+        paces["sweeps"] == pytest.approx([3, 4, 5, 6, 7])
+        and len(paces["archs"]["d:arch"]) == PACE_SWEEPS
+    )
+    # the median of the last five throughputs (3..7 × the probe): 5 ×
+    assert throughput_of(paces["archs"]["d:arch"]).stack_seconds([4.0], 5.0, 4.0) == (
+        pytest.approx(5 * stack([4.0], 5.0))
+    )
+    assert pace_of(paces["sweeps"]) == 4.0  # the median 5, at most PACE_RANGE's 4
+    assert pace_of([1.0, 2.0, 3.0]) == 2.0 and pace_of([0.1, 0.2]) == 0.5 and pace_of([]) == 1.0
+    assert pace_of([1.0, 1.1, 9.0]) == 1.1  # one slow sweep does not move the median
+    # a sweep timed from earlier throughputs adds no machine pace (it is not over a probe)
+    est["probe_paced"] = [False]
+    record_pace(Layout, session, results, 0.75 + hindsight, "cpu")
+    assert read_paces(tmp_path, "cpu")["sweeps"] == pytest.approx([3, 4, 5, 6, 7])

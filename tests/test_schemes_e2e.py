@@ -11,6 +11,7 @@ stages does not depend on the scheme, and test_pipeline_e2e runs it for real.
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -164,3 +165,29 @@ def test_the_time_estimate_is_not_wildly_off_the_training_time(tmp_path, overrid
     print(f"estimated {estimated:.1f} s, training {trained:.1f} s")
     assert trained / 10 <= estimated <= 4 * trained or abs(estimated - trained) < 2, (
         estimated, trained)  # fmt: skip
+    # The sweep's pace, its training time over the probe's estimate with the epochs as
+    # trained (here from the result files), is kept, and each architecture's throughput:
+    # the next sweep of them on these rows needs no probe.
+    from foldwise.results import Session, parse_task_name, read_result
+    from foldwise.sweep.estimate import hindsight_seconds, read_paces
+
+    est, sweep_dir = session["estimate"], project.path / "results/sweep"
+    epochs = [
+        [read_result(sweep_dir, *parse_task_name(n))["epochs_trained"] for n in names]
+        for names in Session(session).doc["stacks"]
+    ]
+    paces = read_paces(project.path, "cpu")
+    stacks = trained - est["tracking_seconds"] - est["prepare_seconds"]
+    assert paces["sweeps"] == [pytest.approx(stacks / hindsight_seconds(est, epochs))]
+    assert set(paces["archs"]) == set(est["probe_keys"])
+    if "split=leave_one_out" not in overrides:
+        return
+    for rel in ("results/sweep", ".foldwise/jobs", ".foldwise/sweeps.json"):
+        path = project.path / rel
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    again = stage(project.path, "sweep", env={"MLFLOW_TRACKING_URI": uri})
+    assert again.code == 0, again.err[-3000:]
+    assert "(throughput these rows trained at in earlier sweeps here;" in again.out
+    assert "estimated training time up to" not in again.out  # epochs from the first sweep
+    second = json.loads((sweep_dir / "session.json").read_text())["estimate"]
+    assert second["archs_from_history"] == second["archs"] == len(est["probe_keys"])

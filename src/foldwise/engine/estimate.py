@@ -59,6 +59,15 @@ class Probe:
     def models(self) -> int:
         return self.full.models
 
+    def scaled(self, factor: float) -> Probe:
+        """Every time × ``factor`` (so :meth:`stack_seconds` is × ``factor``)."""
+
+        def one(t: Timing) -> Timing:
+            return Timing(t.models, t.step_seconds * factor, t.epoch_end_seconds * factor,
+                          t.setup_seconds * factor, t.fit_seconds * factor)  # fmt: skip
+
+        return Probe(one(self.full), one(self.one))
+
     def _split(self, full: float, one: float) -> tuple[float, float]:
         """(per stack, per model) parts of a cost measured at both sizes. A burst of
         someone else's work can cover either probe: the stack of one reading slower

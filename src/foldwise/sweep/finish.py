@@ -20,7 +20,7 @@ from foldwise.results import (
     collect,
     job_path,
 )
-from foldwise.sweep.estimate import record_epochs
+from foldwise.sweep.estimate import record_epochs, record_pace
 from foldwise.sweep.jobs import durable_client, restore_cached
 
 
@@ -151,6 +151,7 @@ def finish(cfg: DictConfig, layout: P.Layout, trained: float | None = None) -> d
         if stale.name not in keep:
             stale.unlink()
     record_epochs(layout, results, session.doc.get("dataset", {}).get("digest", ""))
+    record_pace(layout, session, results, trained, str(cfg.trainer.accelerator))
     counts = {"ok": 0, "failed": 0, "missing": 0, "pruned": 0}
     durable = durable_client(cfg, layout)
     for conf in session.configs:

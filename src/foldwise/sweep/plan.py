@@ -407,6 +407,22 @@ def _plan(cfg: DictConfig, layout: P.Layout, configs: list[dict], head: dict) ->
     return Session(doc)
 
 
+def throughput_basis(est: dict) -> str:
+    """Where the estimate's pace came from: earlier sweeps here, a probe, or both."""
+    earlier, archs = est.get("archs_from_history", 0), est.get("archs", 1)
+    measured = "throughput these rows trained at in earlier sweeps here"
+    if earlier == archs:
+        return measured
+    n = est.get("pace_sweeps", 0)
+    probed = "probed throughput" + (
+        f" × {est['pace']:.2g}, this machine's pace in its last "
+        f"{'sweep' if n == 1 else f'{n} sweeps'}"
+        if n
+        else ""
+    )
+    return f"{measured} for {earlier} of {archs} architectures, {probed}" if earlier else probed
+
+
 def describe(session: Session) -> str:
     """The line the sweep starts with: what will be trained, in how many stacks, where logged."""
     stacks, cached = session.doc["stacks"], len(session.doc["cached"])
@@ -429,7 +445,7 @@ def describe(session: Session) -> str:
             basis += ", which early stopping shortens"
         when = (
             f" · estimated training time {'up to ' if est.get('upper_bound') else ''}"
-            f"{clock(est['seconds'])} (probed throughput; {basis})"
+            f"{clock(est['seconds'])} ({throughput_basis(est)}; {basis})"
         )
     tracked = (
         "one MLflow run per resample"
