@@ -66,6 +66,7 @@ SECONDS: dict[str, float] = {
     "test_faults.py::test_processes_creating_one_new_sqlite_store_at_once_all_get_it": 30,
     "test_faults.py::test_sigterm_then_a_resume_after_dvc_put_back_an_older_session": 25,
     "test_engine.py::test_stack_equals_independent_reference_in_float64": 15,
+    "test_devices.py": 25,
     "test_optuna_sweeper.py::test_exhaustive_search_finds_the_grids_best": 30,
     "test_optuna_sweeper.py::test_postgresql_storage_and_resume": 30,
     "test_registry.py::test_test_stage_registers_the_opened_model_and_mlflow_serves_it": 25,

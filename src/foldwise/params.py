@@ -379,6 +379,7 @@ def _check_values(cfg: DictConfig) -> None:
     mem = engine.get("memory_mb", 2048)
     if not isinstance(mem, int | float) or mem <= 0:
         raise FoldwiseError(f"params: engine.memory_mb must be a positive number, got {mem!r}.")
+    _check_devices(engine.get("devices", "auto"))
     lr = need(cfg, "optim.lr", "e.g. optim.lr=0.001")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
         raise FoldwiseError(
@@ -624,6 +625,32 @@ def check_registered_model(value: object) -> None:
             f"'_', '-'), got {value!r}.",
             "e.g. dvc exp run -S lockbox.registered_model=churn-mlp, or null for "
             "foldwise-<data.name>.",
+        )
+
+
+def _check_devices(devices: object) -> None:
+    """``engine.devices``'s form (whether this machine has those GPUs is checked when
+    training starts: :func:`foldwise.engine.resolve_devices`)."""
+    from omegaconf import ListConfig
+
+    if isinstance(devices, ListConfig):
+        devices = list(devices)
+    ok = (
+        devices == "auto"
+        or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1)
+        or (
+            isinstance(devices, list)
+            and bool(devices)
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in devices)
+            and len(set(devices)) == len(devices)
+        )
+    )
+    if not ok:
+        raise FoldwiseError(
+            f"params: engine.devices must be auto, a number of GPUs (1 or more) or a list "
+            f"of distinct GPU indices, got {devices!r}.",
+            "-S engine.devices=auto (every visible GPU), engine.devices=2 or "
+            "'engine.devices=[0,2]'.",
         )
 
 

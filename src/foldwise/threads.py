@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,15 +96,26 @@ def _register() -> None:
     atexit.register(_unregister)  # an exception or Ctrl-C; kill -9 leaves a dead pid: pruned
 
 
+_training = 0  # stacks training now in this process (one per device worker thread)
+_training_lock = threading.Lock()
+
+
 @contextlib.contextmanager
 def training() -> Iterator[None]:
-    """While a stack trains: this process counts as a training one, with its share."""
-    _register()
+    """While a stack trains: this process counts as a training one, with its share
+    (until its last stack ends: device workers train several at once)."""
+    global _training
+    with _training_lock:
+        _training += 1
+        _register()
     try:
         rebalance(force=True)
         yield
     finally:
-        _unregister()
+        with _training_lock:
+            _training -= 1
+            if not _training:
+                _unregister()
 
 
 def cap(n: int | None) -> None:

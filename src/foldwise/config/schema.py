@@ -209,7 +209,9 @@ class Engine:
     max_models: int | None = field(
         default=None, metadata=_help("models per stack at most (null: no limit)")
     )
-    memory_mb: float = field(default=2048, metadata=_help("memory a stack may use"))
+    memory_mb: float = field(
+        default=2048, metadata=_help("memory a stack may use (on a GPU: each device's budget)")
+    )
     cpu_stack_params: int | None = field(
         default=5_000_000, metadata=_help("on a CPU, parameters per stack at most")
     )
@@ -223,6 +225,13 @@ class Engine:
     )
     loader_workers: int = field(
         default=0, metadata=_help("rows=stream: DataLoader processes (0: in the training process)")
+    )
+    devices: str | int | list[int] = field(
+        default="auto",
+        metadata=_help(
+            "CUDA devices stacks spread over, one worker thread each: auto (every visible "
+            "GPU), N (the first N) or a list of indices, e.g. [0,2]"
+        ),
     )
 
 

@@ -12,6 +12,8 @@ with stacks of one (``max_models=1``).
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import traceback
 import warnings
 from collections.abc import Callable
@@ -22,7 +24,7 @@ import torch
 from foldwise import transforms
 from foldwise.engine.feed import Streamed
 from foldwise.engine.loop import EpochInfo, StackTrainer, fit_stack
-from foldwise.engine.plan import Footprint, footprint, plan_stacks
+from foldwise.engine.plan import Footprint, footprint, plan_stacks, spread, stack_cost
 from foldwise.engine.stack import Stack
 from foldwise.engine.task import Hyper, Outcome, Task, cycles_momentum, prepare
 
@@ -36,7 +38,8 @@ from foldwise.engine.task import Hyper, Outcome, Task, cycles_momentum, prepare
 VERSION = 3
 
 __all__ = [
-    "VERSION", "EpochInfo", "Hyper", "Outcome", "Streamed", "Task", "device_for", "plan", "train",
+    "VERSION", "EpochInfo", "Hyper", "Outcome", "Streamed", "Task", "device_for", "plan",
+    "resolve_devices", "train",
 ]  # fmt: skip
 
 # Lightning's start-up chatter ("GPU available: ...", tips) would repeat for every stack.
@@ -59,13 +62,96 @@ def device_for(accelerator: str) -> str:
     return accelerator
 
 
+def resolve_devices(devices, accelerator: str = "auto") -> list[int] | None:
+    """The CUDA devices (indices among those ``CUDA_VISIBLE_DEVICES`` shows) that
+    :func:`train` spreads its stacks over, from ``engine.devices``: ``auto`` (every
+    visible device when there are several), ``N`` (the first N) or a list of indices.
+    None (the default when called directly): the process's current device only (a CPU,
+    one GPU, a sweep worker's own GPU).
+    A setting the machine cannot honour is refused here, before any work."""
+    from foldwise.errors import FoldwiseError
+
+    if devices is None:
+        return None
+    if devices == "auto":
+        if device_for(accelerator) != "gpu":
+            return None
+        count = torch.cuda.device_count()
+        return list(range(count)) if count > 1 else None
+    if isinstance(devices, str | bool) or not isinstance(devices, int | list | tuple):
+        raise FoldwiseError(
+            f"engine.devices must be auto, a number of devices or a list of device "
+            f"indices, got {devices!r}.",
+            "-S engine.devices=auto (every visible GPU), engine.devices=2 or engine.devices=[0,2].",
+        )
+    wanted = list(range(devices)) if isinstance(devices, int) else list(devices)
+    if isinstance(devices, int) and devices < 1:
+        raise FoldwiseError(
+            f"engine.devices={devices}: at least one device.", "-S engine.devices=auto."
+        )
+    if not wanted or any(isinstance(i, bool) or not isinstance(i, int) for i in wanted):
+        raise FoldwiseError(
+            f"engine.devices={devices!r}: a list of CUDA device indices (0, 1, ...) is needed.",
+            "-S engine.devices=[0,1], or engine.devices=auto.",
+        )
+    if len(set(wanted)) != len(wanted):
+        raise FoldwiseError(
+            f"engine.devices={devices!r} names a device twice.",
+            "list each device once, e.g. -S engine.devices=[0,1].",
+        )
+    if device_for(accelerator) != "gpu":
+        if wanted == [0]:  # one device on a CPU: the CPU
+            return None
+        raise FoldwiseError(
+            f"engine.devices={devices!r} names CUDA devices, but the trainer runs on "
+            f"{device_for(accelerator)} (trainer.accelerator={accelerator}"
+            f"{', and CUDA is not available' if not torch.cuda.is_available() else ''}).",
+            "-S engine.devices=auto, or trainer.accelerator=gpu on a machine with GPUs.",
+        )
+    count = torch.cuda.device_count()
+    bad = [i for i in wanted if not 0 <= i < count]
+    if bad:
+        import os
+
+        shown = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise FoldwiseError(
+            f"engine.devices={devices!r}: device(s) {bad} do not exist; {count} CUDA "
+            f"device(s) are visible (indices 0 to {count - 1}"
+            f"{f', CUDA_VISIBLE_DEVICES={shown}' if shown is not None else ''}).",
+            "-S engine.devices=auto, or name indices below "
+            f"{count} (they count the devices CUDA_VISIBLE_DEVICES shows, from 0).",
+        )
+    return wanted
+
+
+def _placement(index: int | None, accelerator: str) -> tuple[torch.device, str]:
+    """Where a device worker trains: (torch device, Lightning accelerator) of CUDA
+    device ``index``, made the calling thread's current device (Lightning's Trainer and
+    ``torch.cuda.empty_cache`` follow it). The one seam between a worker and a real GPU:
+    the tests map it to the CPU."""
+    if index is None:
+        return torch.device("cuda" if accelerator == "gpu" else accelerator), accelerator
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index), "gpu"
+
+
+# Device workers (threads) take it for a network's build (torch's global generators, the
+# CPU's and every CUDA device's, seeded by the task), and for the whole fit of a stack that
+# does not run on the batched-matrix path (foldwise's MLP): a stack of one drawing from the
+# global generators, and any network run through vmap. Two vmap stacks (a user's network
+# with BatchNorm, say) training at once in two threads were seen to give different numbers
+# (tests/test_devices.py found it), so they take turns; the fast path runs concurrently.
+_RNG = threading.RLock()
+
+
 def _build(task: Task, meta) -> torch.nn.Module:
     from omegaconf import OmegaConf
 
     from foldwise.models import build_backbone
 
-    torch.manual_seed(task.seed)  # the initial weights depend on the task's seed only
-    return build_backbone(OmegaConf.create(task.model), meta)
+    with _RNG:
+        torch.manual_seed(task.seed)  # the initial weights depend on the task's seed only
+        return build_backbone(OmegaConf.create(task.model), meta)
 
 
 def _sample_shape(meta) -> tuple[int, ...]:
@@ -165,8 +251,13 @@ def plan(
     memory_mb: float = 2048,
     min_stacks: int = 1,
     max_params: int | None = None,
+    devices=None,
+    accelerator: str = "auto",
 ) -> list[list[int]]:
-    """Stacks (lists of task indices) that :func:`train` would run."""
+    """Stacks (lists of task indices) that :func:`train` would run; with several
+    ``devices``, at least one per device."""
+    ids = resolve_devices(devices, accelerator)
+    min_stacks = max(min_stacks, len(ids) if ids else 1)
     return plan_stacks(
         tasks,
         footprints(tasks, meta),
@@ -180,20 +271,24 @@ def plan(
 
 
 _DATA: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+_DATA_LOCK = threading.Lock()
 
 
 def _on_device(x: np.ndarray, y: np.ndarray, device: torch.device, dtype) -> tuple:
-    """The data arrays on ``device``, moved once per process (not per stack); class
-    codes stay integers, a regression target takes the features' float type."""
+    """The data arrays on ``device``, moved once per process and device (not per stack);
+    class codes stay integers, a regression target takes the features' float type."""
     addr = lambda a: a.__array_interface__["data"][0]  # noqa: E731
-    key = (addr(x), x.shape, addr(y), str(device), dtype)
-    if key not in _DATA:
-        _DATA.clear()
-        _DATA[key] = (
-            torch.tensor(x, dtype=dtype, device=device),
-            torch.tensor(y, dtype=dtype if y.dtype.kind == "f" else torch.int64, device=device),
-        )
-    return _DATA[key]
+    data = (addr(x), x.shape, addr(y), dtype)
+    key = (*data, str(device))
+    with _DATA_LOCK:  # device workers share it: one copy per device of the same arrays
+        if any(k[:4] != data for k in _DATA):
+            _DATA.clear()
+        if key not in _DATA:
+            _DATA[key] = (
+                torch.tensor(x, dtype=dtype, device=device),
+                torch.tensor(y, dtype=dtype if y.dtype.kind == "f" else torch.int64, device=device),
+            )
+        return _DATA[key]
 
 
 def build_stack(
@@ -262,6 +357,7 @@ def train(
     max_models: int | None = None,
     memory_mb: float = 2048,
     max_params: int | None = None,
+    devices=None,
     keep_state: bool = False,
     on_done: Callable[[Task, Outcome], None] | None = None,
     on_epoch: Callable[[int, EpochInfo], None] | None = None,
@@ -274,7 +370,13 @@ def train(
     before the rest of their stack).
     A stack that raises (out of memory, a bug in one configuration) is split in halves
     and retried, so one bad task fails alone.
+
+    ``devices`` (``engine.devices``, :func:`resolve_devices`): with several CUDA devices
+    the stacks are spread over them by the plan's cost (:func:`~.plan.spread`), one
+    worker thread per device; ``memory_mb`` is then each device's budget (one stack at a
+    time per device). ``on_done`` and ``on_epoch`` still run on the calling thread.
     """
+    ids = resolve_devices(devices, accelerator)  # a device list the machine lacks: refused now
     accelerator = device_for(accelerator)
     device = torch.device("cuda" if accelerator == "gpu" else accelerator)
     dtype = DTYPES[precision]
@@ -305,16 +407,12 @@ def train(
     if stacks is None:
         stacks = plan_stacks(
             tasks, sizes, itemsize=dtype.itemsize, max_models=max_models, memory_mb=memory_mb,
-            max_params=max_params, solo=set(solo),
+            max_params=max_params, solo=set(solo), min_stacks=len(ids) if ids else 1,
         )  # fmt: skip
     results: list[Outcome | None] = [None] * len(tasks)
+    stopped = threading.Event()  # set by the calling thread: device workers stop
 
-    def deliver(i: int, outcome: Outcome) -> None:
-        results[i] = outcome
-        if on_done is not None:
-            on_done(tasks[i], outcome)
-
-    def run(group: list[int], number: int) -> None:
+    def run(group, number, device, accelerator, deliver, epoch) -> None:
         group_tasks = [tasks[i] for i in group]
         if group_tasks[0].arch() in lightning:
             from foldwise.engine.lightning import fit_lightning
@@ -328,6 +426,8 @@ def train(
                 except KeyboardInterrupt:
                     raise
                 except Exception as err:  # one task's failure is its own
+                    if stopped.is_set():
+                        return
                     out = Outcome(status="failed", error=f"{type(err).__name__}: {err}\n"
                                   + traceback.format_exc()[-4000:])  # fmt: skip
                 deliver(i, out)
@@ -342,12 +442,14 @@ def train(
                 dtype,
                 keep_state=keep_state,
                 on_done=lambda m, out: deliver(group[m], out),
-                on_epoch=None if on_epoch is None else (lambda info: on_epoch(number, info)),
+                on_epoch=None if epoch is None else (lambda info: epoch(number, info)),
                 act_width=sizes[group_tasks[0].arch()].activations,
             )
             fit_stack(module, accelerator)
             return
         except Exception as err:  # isolate: retry the unfinished tasks in halves
+            if stopped.is_set():  # the caller stopped the device workers: no retry
+                return
             error = f"{type(err).__name__}: {err}\n" + traceback.format_exc()[-4000:]
         module = None  # out of memory: free the failed stack before retrying its halves
         _release(device)
@@ -356,9 +458,112 @@ def train(
             deliver(left[0], Outcome(status="failed", error=error))
         elif left:
             half = len(left) // 2
-            run(left[:half], number)
-            run(left[half:], number)
+            run(left[:half], number, device, accelerator, deliver, epoch)
+            run(left[half:], number, device, accelerator, deliver, epoch)
 
-    for number, group in enumerate(stacks):
-        run(group, number)
+    if ids is None:  # one device: everything on the calling thread, as always
+
+        def deliver(i: int, outcome: Outcome) -> None:
+            results[i] = outcome
+            if on_done is not None:
+                on_done(tasks[i], outcome)
+
+        for number, group in enumerate(stacks):
+            run(group, number, device, accelerator, deliver, on_epoch)
+    else:
+        # Only stacks on the batched-matrix path train concurrently on several devices;
+        # the others hold _RNG for their fit (see there).
+        from foldwise.engine.stack import _is_plain_mlp
+
+        first = {t.arch(): t for t in reversed(tasks)}
+        draws = {a for a, t in first.items() if a in solo or not _is_plain_mlp(_build(t, meta))}
+
+        def work(number: int, device, accel: str, deliver, epoch) -> None:
+            group = stacks[number]
+            if tasks[group[0]].arch() in draws:
+                with _RNG:
+                    run(group, number, device, accel, deliver, epoch)
+            else:
+                run(group, number, device, accel, deliver, epoch)
+
+        costs = [stack_cost([tasks[i] for i in s], sizes) for s in stacks]
+        _on_devices(ids, stacks, costs, work, results, tasks, accelerator, stopped, on_done,
+                    on_epoch)  # fmt: skip
     return [r if r is not None else Outcome(status="failed", error="not trained") for r in results]
+
+
+class _Stopped(Exception):
+    """Raised in a device worker's epoch end once the calling thread stopped them."""
+
+
+def _on_devices(ids, stacks, costs, run, results, tasks, accelerator, stopped, on_done,
+                on_epoch) -> None:  # fmt: skip
+    """Train ``stacks`` over CUDA devices ``ids``, one worker thread per device, each its
+    share (:func:`~.plan.spread` of ``costs``) in plan order.
+
+    Threads, not processes: a model's result depends only on its task (initial weights
+    from its seed under :data:`_RNG`, batch orders and dropout masks from the
+    counter-based hash of its seed, on whichever device), so sharing a process changes
+    no number, while the data, the tasks and the callbacks need no pickling and the
+    device kernels run outside the GIL. ``on_done`` and ``on_epoch`` (MLflow records,
+    progress) run here on the calling thread, from a queue the workers fill."""
+    share = spread(costs, len(ids))
+    total = sum(costs) or 1.0
+    print(
+        f"[foldwise] {len(stacks)} stack(s) over {len(ids)} CUDA devices: " + ", ".join(
+            f"cuda:{i} {len(s)} ({sum(costs[k] for k in s) / total:.0%} of the cost)"
+            for i, s in zip(ids, share, strict=True)),
+        flush=True,
+    )  # fmt: skip
+    events: queue.Queue = queue.Queue()
+
+    def worker(index: int, mine: list[int]) -> None:
+        def put(i: int, outcome: Outcome) -> None:
+            results[i] = outcome
+            events.put(("done", i, outcome))
+
+        def epoch(number: int, info: EpochInfo) -> None:
+            if stopped.is_set():
+                raise _Stopped("stopped by the calling thread")
+            events.put(("epoch", number, info))
+
+        try:
+            device, accel = _placement(index, accelerator)
+            for s in mine:
+                if stopped.is_set():
+                    break
+                run(s, device, accel, put, epoch)
+        except BaseException as err:  # a bug outside any stack's own isolation
+            events.put(("error", err, None))
+        finally:
+            events.put(("end", index, None))
+
+    workers = [
+        threading.Thread(target=worker, args=(i, s), name=f"foldwise-cuda:{i}", daemon=True)
+        for i, s in zip(ids, share, strict=True)
+    ]
+    for w in workers:
+        w.start()
+    ended, failure = 0, None
+    try:
+        while ended < len(workers):
+            try:
+                kind, a, b = events.get(timeout=0.5)  # a timeout: Ctrl-C is seen at once
+            except queue.Empty:
+                continue
+            if kind == "end":
+                ended += 1
+            elif kind == "error":
+                failure = failure or a
+                stopped.set()
+            elif kind == "done" and on_done is not None:
+                on_done(tasks[a], b)
+            elif kind == "epoch" and on_epoch is not None:
+                on_epoch(a, b)
+    except BaseException:  # Ctrl-C, or a callback raised: workers stop at their epoch end
+        stopped.set()
+        for w in workers:
+            w.join()
+        raise
+    if failure is not None:
+        raise failure

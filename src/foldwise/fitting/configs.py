@@ -171,4 +171,12 @@ def engine_settings(cfg: DictConfig) -> dict[str, Any]:
         "memory_mb": float(e.memory_mb),
         "max_params": int(cpu_params) if cpu_params and on_cpu else None,
         "precision": int(cfg.trainer.precision),
+        "devices": _plain(e.get("devices", "auto")),
     }
+
+
+def _plain(value: Any) -> Any:
+    """A list from the config as a Python list (``engine.devices``)."""
+    from omegaconf import ListConfig, OmegaConf
+
+    return OmegaConf.to_container(value) if isinstance(value, ListConfig) else value

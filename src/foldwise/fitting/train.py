@@ -167,7 +167,8 @@ def train_cached(tasks, x, y, meta, cfg, layout, done, progress, what: str) -> N
     if not tasks:
         return
     settings = engine_settings(cfg)
-    stacks = ensemble.plan(tasks, meta, **settings)
+    accelerator = str(cfg.trainer.accelerator)
+    stacks = ensemble.plan(tasks, meta, accelerator=accelerator, **settings)
 
     def on_done(task, outcome) -> None:
         result = outcome.result()
@@ -184,8 +185,8 @@ def train_cached(tasks, x, y, meta, cfg, layout, done, progress, what: str) -> N
                        info.seconds, info.remaining, info.active)  # fmt: skip
 
     ensemble.train(
-        tasks, x, y, meta, accelerator=str(cfg.trainer.accelerator),
-        precision=settings["precision"], stacks=stacks, on_done=on_done, on_epoch=on_epoch,
+        tasks, x, y, meta, accelerator=accelerator, precision=settings["precision"],
+        stacks=stacks, devices=settings["devices"], on_done=on_done, on_epoch=on_epoch,
     )  # fmt: skip
 
 

@@ -60,9 +60,9 @@ def plan_stacks(
         tr, va = inputs.folds[f]
         tasks += expand(make_task(full, task_name(h, f), tr, {"val": va}))
     workers = parallel_workers(cfg)
-    stacks = engine.plan(
-        tasks, inputs.meta, min_stacks=min(workers, len(tasks)), **engine_settings(cfg)
-    )
+    # engine.devices: each parallel worker takes one device (foldwise.sweep.workers)
+    settings = {k: v for k, v in engine_settings(cfg).items() if k != "devices"}
+    stacks = engine.plan(tasks, inputs.meta, min_stacks=min(workers, len(tasks)), **settings)
     by_parent: dict[str, list[Any]] = {}
     for t in tasks:
         by_parent.setdefault(t.group or t.key, []).append(t)

@@ -25,6 +25,13 @@ def wants_gpu(cfg: DictConfig) -> bool:
     return device_for(str(cfg.trainer.accelerator)) in ("gpu", "cuda")
 
 
+def devices_setting(cfg: DictConfig) -> object:
+    """``engine.devices`` as the engine takes it (a list from the config as a list)."""
+    from foldwise.fitting.configs import engine_settings
+
+    return engine_settings(cfg)["devices"]
+
+
 def submitit_overrides(cfg: DictConfig, cuda_devices: int) -> list[str]:
     """``hydra.launcher.*`` from ``sweep.submitit`` (submitit's folder is left where the
     launcher puts it: ``<hydra.sweep.dir>/.submitit/``, under ``outputs/``).

@@ -81,6 +81,11 @@ def begin(cfg: DictConfig, layout: P.Layout) -> Session:
     for need in (layout.dev_manifest, layout.folds, layout.dev, layout.meta):
         if not need.is_file():
             raise FoldwiseError(f"{need} is missing.", "run the earlier stages: dvc repro split")
+    from foldwise.engine import resolve_devices
+    from foldwise.sweep.launch import devices_setting
+
+    # GPUs this machine lacks (engine.devices): refused before any run is opened
+    resolve_devices(devices_setting(cfg), str(cfg.trainer.accelerator))
     uri = tracking.require(cfg)  # an unreachable tracking server: exit 2 before any work
     manifest = read_json(layout.dev_manifest)
     _warn_if_lockbox_open(layout, manifest.get("test_row_ids"))

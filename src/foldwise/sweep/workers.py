@@ -8,9 +8,10 @@ SLURM job on another node needs the same checkout at the same path (a shared fil
 system), the same Python environment, and an MLflow store it can reach (a server URI).
 
 GPU placement: parallel workers on one machine with several CUDA devices take distinct
-ones. A worker claims the lowest free *slot* (a lock file in the Hydra sweep folder, held
-for the life of its process, so a joblib worker that runs several stacks keeps its GPU)
-and uses device ``slot % device_count`` (:func:`gpu_for`). A SLURM job uses the GPU(s)
+ones (those of ``engine.devices``: every visible one by default). A worker claims the
+lowest free *slot* (a lock file in the Hydra sweep folder, held for the life of its
+process, so a joblib worker that runs several stacks keeps its GPU) and uses the listed
+device ``slot % len(devices)`` (:func:`gpu_for`). A SLURM job uses the GPU(s)
 SLURM gave it (``CUDA_VISIBLE_DEVICES``, ``sweep.submitit.gpus_per_task``).
 """
 
@@ -25,7 +26,7 @@ from typing import IO, Any
 from omegaconf import DictConfig
 
 from foldwise import params as P
-from foldwise.sweep.launch import PARALLEL, wants_gpu
+from foldwise.sweep.launch import PARALLEL, devices_setting, wants_gpu
 
 
 # ---------------------------------------------------------------------- in a job
@@ -77,10 +78,12 @@ def place_on_gpu(cfg: DictConfig, launcher: str, sweep_dir: Path) -> int | None:
         return None
     import torch
 
-    count = torch.cuda.device_count()
-    if count < 2:
+    from foldwise.engine import resolve_devices
+
+    ids = resolve_devices(devices_setting(cfg), str(cfg.trainer.accelerator))
+    if not ids or (len(ids) == 1 and ids == [torch.cuda.current_device()]):
         return None
-    device = gpu_for(claim_slot(sweep_dir / ".gpu-slots"), count)
+    device = ids[gpu_for(claim_slot(sweep_dir / ".gpu-slots"), len(ids))]
     torch.cuda.set_device(device)
     return device
 
