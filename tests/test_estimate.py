@@ -194,3 +194,28 @@ def test_the_pace_is_measured_over_the_probe_with_the_epochs_as_trained(tmp_path
     est["probe_paced"] = [False]
     record_pace(Layout, session, results, 0.75 + hindsight, "cpu")
     assert read_paces(tmp_path, "cpu")["sweeps"] == pytest.approx([3, 4, 5, 6, 7])
+
+
+def test_the_line_says_where_the_pace_came_from_and_when_the_machine_is_busy():
+    from foldwise.sweep.plan import busy_note, throughput_basis
+
+    probed = {"archs": 2, "archs_from_history": 0, "pace": 1.0, "pace_sweeps": 0}
+    assert throughput_basis(probed) == "probed throughput"
+    paced = {**probed, "pace": 1.4, "pace_sweeps": 3}
+    assert throughput_basis(paced) == (
+        "probed throughput × 1.4, this machine's pace in its last 3 sweeps"
+    )
+    one = {**paced, "pace_sweeps": 1}
+    assert throughput_basis(one).endswith("its last sweep")
+    mixed = {**paced, "archs_from_history": 1}
+    assert throughput_basis(mixed).startswith(
+        "throughput these rows trained at in earlier sweeps here for 1 of 2 architectures, "
+        "probed throughput × 1.4"
+    )
+    assert throughput_basis({**probed, "archs_from_history": 2}) == (
+        "throughput these rows trained at in earlier sweeps here"
+    )
+    assert busy_note({"load": 5.2, "cores": 2}) == (
+        " · this machine is busy (load 5.2 on 2 cores): expect longer"
+    )
+    assert busy_note({"load": 1.9, "cores": 2}) == busy_note({"load": None, "cores": 2}) == ""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import platform
 import statistics
 from pathlib import Path
@@ -78,6 +79,7 @@ def estimate_seconds(
     the tasks, which the jobs do again.
     """
     from foldwise import tracking
+    from foldwise.engine import device_for
     from foldwise.engine.estimate import probe, steps_per_epoch  # torch: at estimate time
 
     accelerator = str(cfg.trainer.accelerator)
@@ -116,6 +118,10 @@ def estimate_seconds(
     tracked = models * FOLD_RUN_CALLS * per_call if per_call else 0.0
     return {
         "seconds": total + tracked + prepare_seconds,
+        # the machine's load as it was estimated: the probe times its quiet pace, so a
+        # busy CPU (other processes wanting more cores than there are) trains slower
+        "load": os.getloadavg()[0] if device_for(accelerator) == "cpu" else None,
+        "cores": len(os.sched_getaffinity(0)),
         # probed architectures: × this machine's pace in its last sweeps (1: none yet)
         "pace": pace if len(earlier) < len(probes) else 1.0,
         "pace_sweeps": len(paces["sweeps"]) if len(earlier) < len(probes) else 0,

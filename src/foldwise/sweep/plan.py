@@ -428,6 +428,15 @@ def throughput_basis(est: dict) -> str:
     return f"{measured} for {earlier} of {archs} architectures, {probed}" if earlier else probed
 
 
+def busy_note(est: dict) -> str:
+    """A probe times the machine's quiet pace: say so when other work wants more cores
+    than there are (training then runs slower than estimated; seen 2× at load 5 on 2)."""
+    load, cores = est.get("load"), est.get("cores", 1)
+    if not load or load <= cores:
+        return ""
+    return f" · this machine is busy (load {load:.1f} on {cores} cores): expect longer"
+
+
 def describe(session: Session) -> str:
     """The line the sweep starts with: what will be trained, in how many stacks, where logged."""
     stacks, cached = session.doc["stacks"], len(session.doc["cached"])
@@ -450,7 +459,7 @@ def describe(session: Session) -> str:
             basis += ", which early stopping shortens"
         when = (
             f" · estimated training time {'up to ' if est.get('upper_bound') else ''}"
-            f"{clock(est['seconds'])} ({throughput_basis(est)}; {basis})"
+            f"{clock(est['seconds'])} ({throughput_basis(est)}; {basis}){busy_note(est)}"
         )
     tracked = (
         "one MLflow run per resample"
