@@ -61,6 +61,20 @@ def interval(low: Any, high: Any, sign: bool = False) -> str:
     return f"[{fixed(low, half, sign)}, {fixed(high, half, sign)}]"
 
 
+def half_width(low: Any, high: Any) -> float | None:
+    """Half the width of ``[low, high]``; None without two finite ends."""
+    ok = all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        for v in (low, high)
+    )
+    return (high - low) / 2 if ok else None
+
+
+def near(value: Any, low: Any, high: Any, sign: bool = False) -> str:
+    """A value printed beside its interval ``[low, high]``, to the interval's precision."""
+    return fixed(value, half_width(low, high), sign)
+
+
 def rounded(value: float, half: Any) -> float:
     """``value`` rounded to the decimal place ``half`` supports (unchanged without one):
     the numbers of ``cv_table.csv``."""
@@ -70,8 +84,20 @@ def rounded(value: float, half: Any) -> float:
     return round(float(value), d)
 
 
-def _r(value: Any) -> Any:
-    return round(float(value), 4) if isinstance(value, int | float) else value
+def _r(value: Any, half: Any = None) -> Any:
+    """A headline number at the precision ``half`` supports (four decimals without one):
+    ``dvc metrics show`` is read like the terminal (the detailed files keep every digit)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return value
+    if not math.isfinite(value):
+        return value
+    d = decimals(half)
+    return round(float(value), PLAIN_DECIMALS if d is None else d)
+
+
+def _setting(value: Any) -> Any:
+    """A swept value: four significant digits (a learning rate of 1e-05 is not 0.0)."""
+    return float(f"{value:.4g}") if isinstance(value, float) and math.isfinite(value) else value
 
 
 def cv(metric: str, score: dict[str, Any], chosen: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -80,11 +106,12 @@ def cv(metric: str, score: dict[str, Any], chosen: dict[str, Any] | None = None)
     label), so an experiment's row says what it chose, not params.yaml's base value.
     The grid's size stays in ``cv_metrics.json`` and the MLflow run name: ``dvc metrics
     show`` must fit 120 columns."""
-    out: dict[str, Any] = {"cv": {metric: _r(score.get("mean")), "se": _r(score.get("se"))}}
+    se = score.get("se")
+    out: dict[str, Any] = {"cv": {metric: _r(score.get("mean"), se), "se": _r(se, se)}}
     short = [k.rsplit(".", 1)[-1] for k in chosen or {}]
     for (k, v), s in zip((chosen or {}).items(), short, strict=True):
         name = s if short.count(s) == 1 and s != "cv" else k
-        out[name] = _r(v) if isinstance(v, float) else v
+        out[name] = _setting(v)
     return out
 
 
@@ -93,7 +120,8 @@ def nested(report: dict[str, Any]) -> dict[str, Any]:
     if not report.get("enabled"):
         return {}
     st = report["nested"]
-    return {"nested": {report["metric"]: _r(st.get("mean")), "se": _r(st.get("se"))}}
+    se = st.get("se")
+    return {"nested": {report["metric"]: _r(st.get("mean"), se), "se": _r(se, se)}}
 
 
 def test(doc: dict[str, Any], metric: str | None) -> dict[str, Any]:
@@ -107,8 +135,9 @@ def test(doc: dict[str, Any], metric: str | None) -> dict[str, Any]:
     if name is None:
         return {"test": {"look": doc.get("look")}}
     s = scores[name]
-    return {"test": {name: _r(s["value"]), "lo": _r(s["ci_low"]), "hi": _r(s["ci_high"]),
-                     "look": doc.get("look")}}  # fmt: skip
+    half = half_width(s["ci_low"], s["ci_high"])
+    return {"test": {name: _r(s["value"], half), "lo": _r(s["ci_low"], half),
+                     "hi": _r(s["ci_high"], half), "look": doc.get("look")}}  # fmt: skip
 
 
 NOT_OPENED = {"test": {"status": "not opened"}}

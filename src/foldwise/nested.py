@@ -271,17 +271,46 @@ def _print(report: dict[str, Any], metric: str, seconds: float) -> None:
     t = Table(title=f"Nested cross-validation ({metric}), outer folds = the split's resamples")
     for col in ("outer fold", "inner winner", f"outer {metric}", f"plain CV {metric} (selected)"):
         t.add_column(col, justify="left" if col == "inner winner" else "right")
-    for o in report["outer"]:
-        t.add_row(str(o["fold"]), o["winner"], f"{o[metric]:.4f}", f"{o['plain']:.4f}")
+    for row in fold_rows(report, metric):
+        t.add_row(*row)
     Console(width=120).print(t)
-
-    def line(name: str, st: dict) -> str:
-        return (f"{name}: {st['mean']:.4f} ± {st['se']:.4f} (se), 95% CI "
-                f"[{st['ci_low']:.4f}, {st['ci_high']:.4f}]")  # fmt: skip
-
-    print(f"[nested] {line('nested estimate', report['nested'])}")
-    plain = f"plain CV of the selection ({report['selected']})"
-    print(f"[nested] {line(plain, report['plain'])}")
-    print(f"[nested] {line('optimism of plain CV (plain − nested)', report['optimism'])}")
+    for line in summary_lines(report):
+        print(line)
     wins = ", ".join(f"{k} ×{v}" for k, v in report["winners"].items())
     print(f"[nested] inner winners: {wins} · {seconds:.1f} s")
+
+
+def fold_rows(report: dict[str, Any], metric: str) -> list[tuple[str, str, str, str]]:
+    """The outer folds' table: each fold's score at the precision of its column's
+    estimate (the nested estimate's, the plain CV's standard error): a fold's score is
+    one term of that mean, and digits its mean cannot resolve say nothing."""
+    nested_se, plain_se = report["nested"].get("se"), report["plain"].get("se")
+    return [
+        (str(o["fold"]), o["winner"], headline.fixed(o[metric], nested_se),
+         headline.fixed(o["plain"], plain_se))
+        for o in report["outer"]
+    ]  # fmt: skip
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The nested estimate, the plain CV's and the optimism: ``mean ± se`` and the 95 %
+    interval at the precision the standard error supports."""
+
+    def line(name: str, st: dict) -> str:
+        se = st.get("se")
+        half = se if headline.decimals(se) is not None else headline.half_width(
+            st.get("ci_low"), st.get("ci_high"))  # fmt: skip
+        lo, hi = (headline.fixed(st.get(k), half) for k in ("ci_low", "ci_high"))
+        value = (
+            f"{headline.plus_minus(st['mean'], se)} (se)"
+            if headline.decimals(se) is not None
+            else headline.fixed(st["mean"], half)
+        )
+        return f"[nested] {name}: {value}, 95% CI [{lo}, {hi}]"
+
+    plain = f"plain CV of the selection ({report['selected']})"
+    return [
+        line("nested estimate", report["nested"]),
+        line(plain, report["plain"]),
+        line("optimism of plain CV (plain − nested)", report["optimism"]),
+    ]

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from foldwise import artifact
+from foldwise import artifact, headline
 from foldwise.data import Meta
 from foldwise.errors import FoldwiseError
 from foldwise.files import flatten, read_json, write_json
@@ -62,7 +62,8 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     from foldwise import pyfunc, tracking
     from foldwise.data import feature_columns
     from foldwise.ensemble import spec
-    from foldwise.fitting.train import fit, fit_members, headline
+    from foldwise.fitting.train import fit, fit_members
+    from foldwise.fitting.train import headline as score_line
 
     selection = read_json(layout.selection)
     chosen = selected_config(cfg, selection)
@@ -137,14 +138,19 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     if extra.get("cv_unavailable"):
         print(f"[refit] CV estimate of the fold ensemble: {extra['cv_unavailable']}")
     elif how == "fold_ensemble":
-        interval = f"[{cv['ci_low']:.4f}, {cv['ci_high']:.4f}]"
-        print(f"[refit] CV estimate of the fold ensemble ({cv['method']}): "
-              f"{cv['metric']} {cv['mean']:.4f} {interval}")  # fmt: skip
+        print(fold_ensemble_line(cv))
     print(
         f"[refit] saved {layout.model_dir.relative_to(layout.root)} (model sha256 {fp[:12]}), "
-        f"{headline(res.metrics, 'train')}; MLflow run {run_id}"
+        f"{score_line(res.metrics, 'train')}; MLflow run {run_id}"
     )
     return info
+
+
+def fold_ensemble_line(cv: dict[str, Any]) -> str:
+    """The fold ensemble's CV estimate, at the precision its interval supports."""
+    lo, hi = cv["ci_low"], cv["ci_high"]
+    return (f"[refit] CV estimate of the fold ensemble ({cv['method']}): {cv['metric']} "
+            f"{headline.near(cv['mean'], lo, hi)} {headline.interval(lo, hi)}")  # fmt: skip
 
 
 def _fold_ensemble(cfg, chosen, selection, meta, dev, layout, what) -> tuple:

@@ -509,23 +509,40 @@ def _report(entry: dict[str, Any]) -> None:
     if "thresholdout" in entry:
         _report_thresholdout(entry)
         return
+    for line in report_lines(entry):
+        print(line)
+
+
+def report_lines(entry: dict[str, Any]) -> list[str]:
+    """The test stage's terminal lines for an opening (``entry``: its audit entry), each
+    number at the precision its interval supports (:mod:`foldwise.headline`); the gap
+    at the test interval's, as the report prints it."""
+    from foldwise import headline as h
+
     c = entry["confidence"]
+    out = []
     for name, s in entry["scores"].items():
-        print(
-            f"[test] {entry['label']}: test_{name} = {s['value']:.4f}  "
-            f"({c:.0%} {s.get('interval', 'percentile')} bootstrap CI {s['ci_low']:.4f} – "
-            f"{s['ci_high']:.4f}, n={entry['n_test']})"
+        lo, hi = s["ci_low"], s["ci_high"]
+        out.append(
+            f"[test] {entry['label']}: test_{name} = {h.near(s['value'], lo, hi)}  "
+            f"({c:.0%} {s.get('interval', 'percentile')} bootstrap CI {h.near(lo, lo, hi)} – "
+            f"{h.near(hi, lo, hi)}, n={entry['n_test']})"
         )
     if entry.get("cv_unavailable"):
-        print(f"[test] CV estimate of this {entry.get('refit')} model: {entry['cv_unavailable']}")
+        out.append(
+            f"[test] CV estimate of this {entry.get('refit')} model: {entry['cv_unavailable']}"
+        )
     if entry.get("cv"):
         g = cv_vs_test(entry)
         cv, t = g["cv"], g["test"]
-        interval = (
-            f" [{cv['ci_low']:.4f}, {cv['ci_high']:.4f}]" if cv.get("ci_low") is not None else ""
-        )
-        print(
-            f"[test] CV estimate {g['metric']} {cv['mean']:.4f}{interval} vs test "
-            f"{t['value']:.4f} [{t['ci_low']:.4f}, {t['ci_high']:.4f}]: gap {g['gap']:+.4f} "
+        cv_half = h.half_width(cv.get("ci_low"), cv.get("ci_high"))
+        t_half = h.half_width(t["ci_low"], t["ci_high"])
+        interval = f" {h.interval(cv['ci_low'], cv['ci_high'])}" if cv_half is not None else ""
+        out.append(
+            f"[test] CV estimate {g['metric']} {h.fixed(cv['mean'], cv_half)}{interval} vs test "
+            f"{h.near(t['value'], t['ci_low'], t['ci_high'])} "
+            f"{h.interval(t['ci_low'], t['ci_high'])}: gap "
+            f"{h.fixed(g['gap'], t_half, sign=True)} "
             "(positive: CV was optimistic)"
         )
+    return out

@@ -71,8 +71,7 @@ def interval(low: Any, high: Any, sign: bool = False) -> str:
 
 def near(value: Any, low: Any, high: Any, sign: bool = False) -> str:
     """A value printed beside its interval ``[low, high]``, to the same precision."""
-    ok = all(isinstance(v, int | float) and math.isfinite(v) for v in (low, high))
-    return headline.fixed(value, (high - low) / 2 if ok else None, sign)
+    return headline.near(value, low, high, sign)
 
 
 def note(anchor: str, title: str, text: str, cls: str = "note") -> dict[str, Any]:

@@ -30,6 +30,7 @@ import contextlib
 import math
 import os
 import socket
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -269,11 +270,24 @@ def _tell(study, trial, conf: dict, out: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def mean_text(scores: Sequence[float], mean: float | None = None) -> str:
+    """A trial's mean fold score (``mean``, else the mean of ``scores``) at the precision
+    its standard error over the folds supports (four decimals from one fold); "–" from
+    none."""
+    from foldwise import headline
+
+    if not scores:
+        return "–" if mean is None else headline.fixed(mean)
+    mean = sum(scores) / len(scores) if mean is None else mean
+    se = statistics.stdev(scores) / math.sqrt(len(scores)) if len(scores) > 1 else None
+    return headline.fixed(mean, se)
+
+
 def _report(session, conf: dict, trial, out: dict[str, Any]) -> int:
     """One line per trial; returns the fold jobs pruning spared it."""
     n = session.doc["n_folds"]
     scores = [s for s in out["scores"] if s is not None]
-    mean = f"{sum(scores) / len(scores):.4f}" if scores else "–"
+    mean = mean_text(scores)
     repeat = conf.get("trial") != trial.number
     what = {
         "complete": f"{n} folds, mean {mean}",
@@ -304,7 +318,8 @@ def _summary(cfg: DictConfig, study, me: str, session, saved: int) -> None:
     )
     with contextlib.suppress(ValueError):
         best = study.best_trial
-        line += f"; best trial {best.number}: {best.value:.4f}"
+        folds = list(best.intermediate_values.values())  # its fold scores (trial.report)
+        line += f"; best trial {best.number}: {mean_text(folds, best.value)}"
     print(line, flush=True)
     c = tracking.client(cfg)
     with contextlib.suppress(Exception):

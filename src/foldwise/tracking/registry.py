@@ -71,6 +71,27 @@ def champion(tracking_uri: str, name: str) -> Any | None:
         return None
 
 
+def description(entry: dict[str, Any], metric: str) -> str:
+    """The model version's description: its CV and test scores, each at the precision
+    its interval supports (:mod:`foldwise.headline`; the tags keep full precision)."""
+    from foldwise import headline
+
+    s = entry["scores"].get(metric.removeprefix("val_"), {})
+    c = entry.get("cv") or {}
+    cv_text = (
+        "n/a"
+        if c.get("mean") is None
+        else headline.near(c["mean"], c.get("ci_low"), c.get("ci_high"))
+    )
+    test_text = (
+        "n/a"
+        if s.get("value") is None
+        else headline.near(s["value"], s.get("ci_low"), s.get("ci_high"))
+    )
+    return (f"{entry['label']} ({entry['model_sha256'][:12]}): CV {metric} {cv_text}, test "
+            f"{test_text} (lockbox look #{entry['look']}, {entry['opened_at']}).")  # fmt: skip
+
+
 def register(
     cfg: DictConfig, info: dict[str, Any], entry: dict[str, Any], metric: str, *, opened: bool
 ) -> dict[str, Any]:
@@ -104,10 +125,7 @@ def register(
         f"test_{metric.removeprefix('val_')}": test,
     }
     tags = {f"{TAG}{k}": str(v) for k, v in tags.items() if v is not None}
-    cv_text = "n/a" if cv is None else f"{cv:.4f}"
-    test_text = "n/a" if test is None else f"{test:.4f}"
-    about = (f"{entry['label']} ({fp[:12]}): CV {metric} {cv_text}, test {test_text} "
-             f"(lockbox look #{entry['look']}, {entry['opened_at']}).")  # fmt: skip
+    about = description(entry, metric)
     new = not same
     if same:
         first = min(same, key=lambda v: int(v.version))
