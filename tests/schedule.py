@@ -27,6 +27,7 @@ from _pytest.nodeid import NodeId
 SECONDS: dict[str, float] = {
     "test_pipeline_e2e.py::test_repro_sqlite_then_lockbox_rules": 400,
     "test_nested_e2e.py::test_nested_cv_end_to_end": 15,
+    "test_baseline_selection.py::test_a_selected_baseline_is_refit_tested_once_and_served": 35,
     "test_thresholdout_e2e.py::test_thresholdout_answers_within_its_budget_then_refuses": 35,
     "test_queue_e2e.py::test_queued_experiments": 240,
     "test_ensemble_e2e.py::test_single_bagged_and_boosted_side_by_side": 25,

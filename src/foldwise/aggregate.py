@@ -50,7 +50,8 @@ class ConfigSummary:
     versus: Comparison | None = None  # against the selected configuration
     n_val: float = 0.0  # mean validation rows per resample
     fit: Diagnosis | None = None  # under/over-fitting verdict from the curves
-    baseline: bool = False  # a scikit-learn baseline: shown and compared, never selected
+    # a scikit-learn baseline: shown and compared; selectable with selection.baselines=true
+    baseline: bool = False
 
     def score(self, metric: str) -> float:
         return self.stats[metric]["mean"] if metric in self.stats else math.nan
@@ -250,9 +251,14 @@ def _odds(c: Comparison) -> str:
     )
 
 
-def baseline_verdict(summaries: Sequence[ConfigSummary], metric: str) -> str:
-    """One sentence: the selected configuration against the best baseline."""
-    bases = [s for s in ranked(summaries, metric) if s.baseline and s.complete]
+def baseline_verdict(
+    summaries: Sequence[ConfigSummary], metric: str, selected: ConfigSummary | None = None
+) -> str:
+    """One sentence: the selected configuration against the best baseline (the best
+    other one, when the selection is itself a baseline)."""
+    bases = [
+        s for s in ranked(summaries, metric) if s.baseline and s.complete and s is not selected
+    ]
     if not bases:
         return ""
     b = bases[0]
@@ -401,6 +407,17 @@ def select(
     return RULES[rule](summaries, metric)
 
 
+def choose(
+    summaries: Sequence[ConfigSummary], metric: str, rule: str, *, baselines: bool = False
+) -> ConfigSummary:
+    """The selection: ``rule`` over the networks, and over the baselines too with
+    ``selection.baselines=true`` (the same rule, the same tie-breaks: a tie goes to the
+    earlier, and the networks come first). Under one_se a baseline is the least simple
+    (its complexity is infinite, not a parameter count), so it is chosen only when no
+    network's mean is within one standard error of the best."""
+    return select([s for s in summaries if baselines or not s.baseline], metric, rule)
+
+
 def ranked(summaries: Sequence[ConfigSummary], metric: str) -> list[ConfigSummary]:
     """Complete configurations (and baselines) best-first, then incomplete ones in grid
     order."""
@@ -454,7 +471,8 @@ def metrics_document(
 def table_rows(summaries: Sequence[ConfigSummary], metric: str) -> list[dict[str, Any]]:
     """cv_table.csv's rows, each number rounded to the decimal place its uncertainty
     supports (:func:`foldwise.headline.rounded`; cv_metrics.json keeps full precision).
-    Baselines carry ``baseline`` = True and no rank: they are never selected."""
+    Baselines carry ``baseline`` = True and no rank (ranks number the networks; with
+    selection.baselines=true a baseline may still be the selection)."""
     rows = []
     for rank, s in numbered(summaries, metric):
         row: dict[str, Any] = {
@@ -509,7 +527,11 @@ def numbered(
 
 
 def print_table(
-    summaries: Sequence[ConfigSummary], selected: ConfigSummary, metric: str, confidence: float
+    summaries: Sequence[ConfigSummary],
+    selected: ConfigSummary,
+    metric: str,
+    confidence: float,
+    selectable: bool = False,
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -517,7 +539,7 @@ def print_table(
     t = Table(
         title=f"Resampling estimates, ranked by {metric} (± standard error where one exists)",
         caption=f"{selected.method}. base: a scikit-learn baseline on the same resamples, "
-        "never selected.",
+        + ("selectable (selection.baselines=true)." if selectable else "never selected."),
     )
     # Three validation scores, then the train score and gap of the bounded one.
     regression = "val_r2" in selected.stats or "val_mse" in selected.stats
@@ -645,7 +667,6 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     by_params = cfg.selection.get("complexity", "params") == "params"
     for s, c in zip(summaries, session.configs, strict=True):
         s.complexity = float(c.get("n_params", s.order)) if by_params else float(s.order)
-    selected = select(summaries, metric, rule)
     networks = summaries
     kind = session.doc.get("kind", "folds")
     for i, (name, rows) in enumerate(baseline_results(cfg, layout, session).items()):
@@ -658,6 +679,14 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         )  # fmt: skip
         b.baseline, b.complexity = True, math.inf
         summaries = [*summaries, b]
+    selectable = bool(cfg.selection.get("baselines", False))
+    selected = choose(summaries, metric, rule, baselines=selectable)
+    if selected.baseline and cfg.selection.get("interval", "scheme") == "ncv":
+        raise FoldwiseError(
+            f"the selection is a baseline ({selected.label}), and selection.interval=ncv "
+            "trains more models of the selected network: a baseline has none to train.",
+            "set selection.interval=scheme, or selection.baselines=false.",
+        )
     compare_to_selected(
         summaries, selected, metric, kind=kind, n_dev=session.doc.get("n_dev"),
         rope=rope_for(metric, float(cfg.selection.get("rope", 0.01)), selected),
@@ -666,13 +695,13 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
                   kind=kind, rope=float(cfg.selection.get("rope", 0.01)))  # fmt: skip
 
     sentence = verdict(summaries, selected, metric)
-    against = baseline_verdict(summaries, metric)
+    against = baseline_verdict(summaries, metric, selected)
     doc = metrics_document(summaries, selected, metric)
     doc["verdict"] = sentence
     if against:
         doc["versus_baselines"] = against
     if rule != "best_mean":
-        best = best_mean(summaries, metric)
+        best = best_mean([s for s in summaries if selectable or not s.baseline], metric)
         doc["rule"] = (
             f"{rule}: chose {selected.label} over the best mean ({best.label})"
             if best is not selected
@@ -706,6 +735,11 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         "config_hash": selected.hash,
         "label": selected.label,
         "overrides": selected.overrides,
+        # a baseline's name (methods.baselines): the refit fits its scikit-learn pipeline
+        "baseline": selected.hash.removeprefix("baseline-") if selected.baseline else None,
+        "baselines_selectable": selectable,
+        **({"baseline_note": BASELINE_SELECTED} if selected.baseline else {}),
+        "task": session.doc.get("task", "classification"),
         "rule": rule,
         "metric": metric,
         "score": selected.stats[metric],
@@ -779,7 +813,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             f"{tracking.TAG}selected_label": selected.label,
         },
     )
-    print_table(summaries, selected, metric, confidence)
+    print_table(summaries, selected, metric, confidence, selectable=selectable)
     if rule != "best_mean":
         print(f"[aggregate] {doc['rule']}")
     for s in ranked(summaries, metric):
@@ -802,4 +836,13 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         f"[aggregate] selected {selected.label} ({selected.hash}): {metric} = "
         f"{headline.plus_minus(st['mean'], st['se'])}{se}"
     )
+    if selected.baseline:
+        print(f"[aggregate] {BASELINE_SELECTED}")
     return selected
+
+
+# Said wherever the selection is a baseline (the terminal, the report).
+BASELINE_SELECTED = (
+    "The selection is a baseline (selection.baselines=true): no network scores better "
+    "under the selection rule. The refit fits its scikit-learn pipeline on every dev row."
+)

@@ -97,11 +97,83 @@ def save(
     return fp
 
 
+def baseline_fingerprint(estimator: bytes, config: dict[str, Any]) -> str:
+    """SHA-256 over a baseline's pickled, fitted scikit-learn estimator and its config."""
+    h = hashlib.sha256(b"baseline\0")
+    h.update(estimator)
+    h.update(json.dumps(config, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def save_baseline(folder: Path, estimator: Any, meta: Meta, config: dict[str, Any]) -> str:
+    """A selected baseline's bundle (``selection.baselines=true``): the fitted scikit-learn
+    estimator, pickled, in ``model.pt`` beside the metadata, with a fingerprint over the
+    pickled bytes, so the lockbox, ``foldwise predict`` and the pyfunc treat it as any
+    bundle. ``config``: ``{"baseline": name, "task": ...}``. Returns the fingerprint."""
+    blob = pickle.dumps(estimator)
+    fp = baseline_fingerprint(blob, config)
+    bundle = {"meta": meta.to_dict(), "config": config, "fingerprint": fp, "estimator": blob}
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".model.pt.tmp"
+    torch.save(bundle, tmp)
+    tmp.replace(folder / "model.pt")
+    return fp
+
+
+def load(path: Path) -> Any:
+    """The bundle at ``path`` (``model.pt``): a network's (:class:`LoadedModel`) or a
+    selected baseline's (:class:`BaselineModel`)."""
+    bundle = torch.load(path, map_location="cpu", weights_only=False)
+    if "estimator" in bundle:
+        return BaselineModel(path, bundle)
+    return LoadedModel(path, bundle)
+
+
+class BaselineModel:
+    """A selected baseline's bundle: a scikit-learn pipeline fit on every dev row, with
+    :class:`LoadedModel`'s interface (``meta``, ``fingerprint``, ``outputs``,
+    ``predict``), so every surface that serves a network serves it."""
+
+    def __init__(self, path: Path, bundle: dict[str, Any]):
+        self.meta = Meta.from_dict(bundle["meta"])
+        self.config = bundle["config"]
+        self.fingerprint = baseline_fingerprint(bundle["estimator"], self.config)
+        if self.fingerprint != bundle["fingerprint"]:
+            raise ValueError(f"{path} is corrupt: its estimator does not match its fingerprint.")
+        self.estimator = pickle.loads(bundle["estimator"])
+
+    def outputs(self, x: np.ndarray) -> dict[str, np.ndarray | None]:
+        """As :meth:`LoadedModel.outputs`: ``pred`` and ``proba`` [n, C] over every class
+        of the task (a class the dev rows lacked: probability 0)."""
+        from threadpoolctl import threadpool_limits
+
+        x = np.asarray(x, dtype=np.float64)
+        with threadpool_limits(1):  # as the baselines were scored: one thread
+            if self.meta.regression:
+                return {"pred": np.asarray(self.estimator.predict(x), float), "proba": None}
+            proba = np.zeros((len(x), self.meta.n_classes))
+            proba[:, self.estimator.classes_] = self.estimator.predict_proba(x)
+        return {"pred": proba.argmax(1), "proba": proba}
+
+    def predict(self, df: pd.DataFrame) -> dict[str, np.ndarray | None]:
+        """As :meth:`LoadedModel.predict`: ``y``, ``pred``, per-row ``loss``, ``prob``."""
+        out = self.outputs(df[feature_columns(df)].to_numpy(dtype=np.float64))
+        if self.meta.regression:
+            yv = df["target"].to_numpy(dtype=np.float64)
+            return {"y": yv, "pred": out["pred"], "loss": (out["pred"] - yv) ** 2, "prob": None}
+        yv = df["target"].to_numpy(dtype=np.int64)
+        proba = out["proba"]
+        loss = -np.log(np.clip(proba[np.arange(len(yv)), yv], 1e-12, None))
+        return {"y": yv, "pred": out["pred"], "loss": loss,
+                "prob": proba[:, 1] if proba.shape[1] == 2 else None}  # fmt: skip
+
+
 class LoadedModel:
     """A saved bundle (one network, or an ensemble's members), ready to score a table."""
 
-    def __init__(self, path: Path):
-        bundle = torch.load(path, map_location="cpu", weights_only=False)
+    def __init__(self, path: Path, bundle: dict[str, Any] | None = None):
+        if bundle is None:
+            bundle = torch.load(path, map_location="cpu", weights_only=False)
         if bundle.get("code"):  # loads wherever it is, with the code it was trained with
             use_carried_code(bundle["code"])
         if bundle.get("transform_code"):

@@ -44,6 +44,22 @@ def plotted(regression: bool) -> str:
     return "r2" if regression else "f1"
 
 
+def _skip(out_dir: Any, why: str, hint: str) -> dict[str, Any]:
+    """No curves: ``summary.json`` says why, and the plot files stay valid (headers)."""
+    doc = {"skipped": why}
+    write_json(out_dir / "summary.json", doc)
+    for name in (
+        "learning",
+        "validation",
+        "bias_variance",
+        "bias_variance_bagging",
+        "bias_variance_boosting",
+    ):  # keep the plot files valid
+        pd.DataFrame(columns=["x"]).to_csv(out_dir / f"{name}.csv", index=False)
+    print(f"[curves] skipped: {why} ({hint})")
+    return doc
+
+
 def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     from foldwise.data import Meta
     from foldwise.fitting.configs import apply, config_hash, split_key
@@ -56,20 +72,14 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     out_dir = layout.curves_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = read_json(layout.dev_manifest)
-    if manifest["kind"] not in CURVE_KINDS:
-        doc = {"skipped": f"split={manifest['scheme']} has no folds to draw curves over"}
-        write_json(out_dir / "summary.json", doc)
-        for name in (
-            "learning",
-            "validation",
-            "bias_variance",
-            "bias_variance_bagging",
-            "bias_variance_boosting",
-        ):  # keep the plot files valid
-            pd.DataFrame(columns=["x"]).to_csv(out_dir / f"{name}.csv", index=False)
-        print(f"[curves] skipped: {doc['skipped']} (use a k-fold scheme for curves)")
-        return doc
     selection = read_json(layout.selection)
+    if selection.get("baseline"):
+        return _skip(out_dir, f"the selection is a baseline ({selection['label']}), which has "
+                     "no network hyperparameters or epochs to draw curves over",
+                     "select among the networks: selection.baselines=false")  # fmt: skip
+    if manifest["kind"] not in CURVE_KINDS:
+        return _skip(out_dir, f"split={manifest['scheme']} has no folds to draw curves over",
+                     "use a k-fold scheme for curves")  # fmt: skip
     chosen = selected_config(cfg, selection)
     c = cfg.curves
     dev = pd.read_parquet(layout.dev)

@@ -441,6 +441,7 @@ def _check_values(cfg: DictConfig) -> None:
         raise FoldwiseError(
             f"params: nested.enabled must be true or false, got {nested.enabled!r}."
         )
+    check_selectable_baselines(cfg)
     if nested.get("enabled"):
         if scheme.kind not in ("folds", "repeated", "holdout") or scheme.grouped or scheme.temporal:
             raise FoldwiseError(
@@ -673,6 +674,22 @@ def _check_accelerator(accelerator: object) -> None:
             f"GPU (torch {torch.__version__}, {build}: torch.cuda.is_available() is False).",
             "use -S trainer.accelerator=auto (the GPU when there is one, else the CPU) or "
             "cpu; or run where a CUDA GPU and a CUDA build of torch are installed.",
+        )
+
+
+def check_selectable_baselines(cfg: DictConfig) -> None:
+    """``selection.baselines``: refused before anything trains where a selected baseline
+    could not be estimated honestly. Nested CV's inner loops select among the networks
+    alone: its estimate would be of another procedure than this selection."""
+    allow = cfg.selection.get("baselines", False)
+    if not isinstance(allow, bool):
+        raise FoldwiseError(f"params: selection.baselines must be true or false, got {allow!r}.")
+    if allow and (cfg.get("nested") or {}).get("enabled"):
+        raise FoldwiseError(
+            "params: selection.baselines=true lets a baseline be selected, but nested CV "
+            "(nested.enabled=true) selects among the networks alone in its inner loops, so "
+            "its estimate would not be of this selection.",
+            "set selection.baselines=false, or nested.enabled=false.",
         )
 
 

@@ -87,7 +87,7 @@ def predict_frame(model, df: pd.DataFrame, extra: str = "refuse") -> pd.DataFram
 
 def load(path: Path):
     """The bundle at ``path`` (``models/final`` or its ``model.pt``)."""
-    from foldwise.artifact import LoadedModel
+    from foldwise.artifact import load as load_bundle
 
     path = Path(path)
     bundle = path / "model.pt" if path.is_dir() else path
@@ -95,7 +95,7 @@ def load(path: Path):
         raise FoldwiseError(
             f"no model at {path}.", "run the pipeline first (dvc repro refit), or pass --model."
         )
-    return LoadedModel(bundle)
+    return load_bundle(bundle)
 
 
 def read_images(folder: Path, meta) -> tuple[list[str], pd.DataFrame]:

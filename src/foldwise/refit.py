@@ -66,29 +66,37 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
     from foldwise.fitting.train import headline as score_line
 
     selection = read_json(layout.selection)
-    chosen = selected_config(cfg, selection)
+    how = str((cfg.get("refit") or {}).get("name", "all_dev"))
+    if selection.get("baseline"):
+        check_baseline_refit(selection, how)
     meta = Meta.from_dict(read_json(layout.meta))
     dev = pd.read_parquet(layout.dev)
-    epochs = refit_epochs(chosen, selection["fold_best_epochs"])
-    bagged = spec(chosen)
-    how = str((cfg.get("refit") or {}).get("name", "all_dev"))
-    what = f"{bagged['name']}, up to {bagged['n_estimators']} members" if bagged else "one model"
-    hyper = hyperparameters(chosen)
     cv = {"metric": selection["metric"], **selection["score"], "method": selection.get("method")}
     extra: dict[str, Any] = {}
-    if how == "fold_ensemble":
-        res, fp, extra = _fold_ensemble(cfg, chosen, selection, meta, dev, layout, what)
-        cv = extra.pop("cv")
-        epochs = res.best_epoch
+    if selection.get("baseline"):
+        res, fp, hyper = _baseline(cfg, selection, meta, dev, layout)
+        chosen, epochs = OmegaConf.create(hyper), 0
     else:
-        print(f"[refit] {selection['label']} on all {len(dev)} dev rows for {epochs} epochs "
-              f"({what})")  # fmt: skip
-        if bagged:
-            backbones, res, scalers, combine = fit_members(chosen, meta, dev, epochs=epochs)
-            fp = artifact.save(layout.model_dir, backbones, scalers, meta, hyper, combine)
+        chosen = selected_config(cfg, selection)
+        epochs = refit_epochs(chosen, selection["fold_best_epochs"])
+        hyper = hyperparameters(chosen)
+        bagged = spec(chosen)
+        what = (
+            f"{bagged['name']}, up to {bagged['n_estimators']} members" if bagged else "one model"
+        )
+        if how == "fold_ensemble":
+            res, fp, extra = _fold_ensemble(cfg, chosen, selection, meta, dev, layout, what)
+            cv = extra.pop("cv")
+            epochs = res.best_epoch
         else:
-            backbone, res = fit(chosen, meta, dev, None, epochs=epochs)
-            fp = artifact.save(layout.model_dir, backbone, res.scaler, meta, hyper)
+            print(f"[refit] {selection['label']} on all {len(dev)} dev rows for {epochs} epochs "
+                  f"({what})")  # fmt: skip
+            if bagged:
+                backbones, res, scalers, combine = fit_members(chosen, meta, dev, epochs=epochs)
+                fp = artifact.save(layout.model_dir, backbones, scalers, meta, hyper, combine)
+            else:
+                backbone, res = fit(chosen, meta, dev, None, epochs=epochs)
+                fp = artifact.save(layout.model_dir, backbone, res.scaler, meta, hyper)
     (layout.model_dir / "config.yaml").write_text(OmegaConf.to_yaml(chosen))
 
     c = tracking.client(cfg)
@@ -126,6 +134,7 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         "model_sha256": fp,
         "config_hash": selection["config_hash"],
         "label": selection["label"],
+        **({"baseline": selection["baseline"]} if selection.get("baseline") else {}),
         "epochs": epochs,
         "n_train": len(dev),
         "train_metrics": res.metrics,
@@ -144,6 +153,40 @@ def run(cfg: DictConfig, layout: Layout) -> dict[str, Any]:
         f"{score_line(res.metrics, 'train')}; MLflow run {run_id}"
     )
     return info
+
+
+def check_baseline_refit(selection: dict[str, Any], how: str) -> None:
+    """A selected baseline is refit as one scikit-learn pipeline on every dev row: the
+    fold ensemble of a network has no baseline counterpart. Refused before any work."""
+    if how != "all_dev":
+        raise FoldwiseError(
+            f"the selection is a baseline ({selection['label']}), and refit={how} averages a "
+            "network's fold models: a baseline is refit as one scikit-learn pipeline on every "
+            "dev row.",
+            "set refit=all_dev (-S refit=all_dev), or selection.baselines=false to select "
+            "among the networks alone.",
+        )
+
+
+def _baseline(cfg: DictConfig, selection: dict[str, Any], meta: Meta, dev: pd.DataFrame,
+              layout: Layout) -> tuple[Any, str, dict[str, Any]]:  # fmt: skip
+    """A selected baseline (``selection.baselines=true``): its scikit-learn pipeline,
+    exactly as the aggregate stage scored it on the resamples, fit on every dev row and
+    saved as the bundle (:func:`foldwise.artifact.save_baseline`)."""
+    from types import SimpleNamespace
+
+    from foldwise.fitting.train import arrays
+    from foldwise.methods import baselines
+
+    name, task = selection["baseline"], "regression" if meta.regression else "classification"
+    x, y = arrays(dev)
+    print(f"[refit] {selection['label']} (a baseline: selection.baselines=true) on all "
+          f"{len(dev)} dev rows")  # fmt: skip
+    k = 0 if meta.regression else meta.n_classes
+    model, metrics = baselines.fit_all(name, task, x, y, seed=int(cfg.seed), n_classes=k)
+    config = {"baseline": name, "task": task, "seed": int(cfg.seed)}
+    fp = artifact.save_baseline(layout.model_dir, model, meta, config)
+    return SimpleNamespace(metrics=metrics, history={}), fp, config
 
 
 def fold_ensemble_line(cv: dict[str, Any]) -> str:

@@ -323,6 +323,13 @@ class Selection:
         default=1,
         metadata=_help("interval=ncv: K-fold partitions (the split's, then fresh ones)"),
     )
+    baselines: bool = field(
+        default=False,
+        metadata=_help(
+            "true: a baseline may be selected when it scores best under the rule "
+            "(refit=all_dev); false: baselines are shown, never selected"
+        ),
+    )
 
 
 @dataclass
@@ -474,8 +481,8 @@ class Config:
     baselines: list[str] = field(
         default_factory=lambda: ["dummy", "linear", "hgb"],
         metadata=_help(
-            "scikit-learn models scored on the same resamples, never selected: dummy, "
-            "linear, hgb ([] for none)"
+            "scikit-learn models scored on the same resamples (selectable only with "
+            "selection.baselines=true): dummy, linear, hgb ([] for none)"
         ),
     )
 

@@ -209,13 +209,13 @@ def _open(cfg: Any, layout: Any, audit: Path) -> dict[str, Any]:
     """Check everything, decide, and only then open the lockbox."""
     import pandas as pd
 
-    from foldwise.artifact import LoadedModel
+    from foldwise.artifact import load
     from foldwise.files import read_json, sha256_table
 
     bundle = layout.model_dir / "model.pt"
     if not bundle.is_file():
         raise FoldwiseError(f"{bundle} is missing.", "run the refit stage first: dvc repro refit")
-    model = LoadedModel(bundle)
+    model = load(bundle)  # a network's bundle, or a selected baseline's
     info = read_json(layout.model_dir / "info.json")
     manifest = read_json(layout.manifest)
     test = pd.read_parquet(layout.test)

@@ -156,6 +156,22 @@ def score(
     }
 
 
+def fit_all(
+    name: str, task: str, x: np.ndarray, y: np.ndarray, *, seed: int = 0, n_classes: int = 0
+) -> tuple[Any, dict[str, float]]:
+    """A selected baseline's refit: :func:`estimator` fit on every row of ``x`` as
+    :func:`score` fits a resample's training rows, and its training scores
+    (``train_<score>``)."""
+    from threadpoolctl import threadpool_limits
+
+    rows = np.arange(len(x))
+    with threadpool_limits(1):
+        model = _fit(estimator(name, task, seed), x, y, rows)
+        p = _predict(model, x, y, task, n_classes)
+    metrics = {f"train_{k}": v for k, v in S.row_scores(task, y, p["pred"], p["loss"]).items()}
+    return model, metrics
+
+
 def score_all(
     name: str,
     task: str,

@@ -318,6 +318,7 @@ def leaderboard(inp: Inputs) -> dict[str, Any]:
             "results/cv_metrics.json is missing: the aggregate stage has not run.",
         )
     chosen = sel.get("label")
+    free = bool(sel.get("baselines_selectable"))  # selection.baselines=true
     first = next((e for label, e in rows_in if label == chosen), rows_in[0][1])
     vals = [k for k, v in first.items() if k.startswith("val_") and isinstance(v, dict)]
     vals = [metric] * (metric in vals) + sorted(v for v in vals if v != metric)
@@ -342,7 +343,10 @@ def leaderboard(inp: Inputs) -> dict[str, Any]:
         if not complete:
             name = Cell(label, ("incomplete: not selectable",))
         elif base:
-            name = Cell(label, ("baseline: same resamples, never selected",))
+            said = (
+                "selected" if label == chosen else "never selected" if not free else "not selected"
+            )
+            name = Cell(label + mark, (f"baseline: same resamples, {said}",))
         cells: list[Any] = ["base" if base else rank if complete else "–", name]
         for v in vals:
             st = e.get(v) or {}
@@ -367,7 +371,8 @@ def leaderboard(inp: Inputs) -> dict[str, Any]:
         "title": "Leaderboard",
         "intro": f"Ranked by mean {metric} ({direction} is better); ★ is the selected "
         "configuration; rows marked base are scikit-learn baselines scored on the same "
-        "resamples, for scale (never selected). Each cell: mean ± standard error over "
+        f"resamples, for scale ({SELECTABLE if free else 'never selected'}). "
+        "Each cell: mean ± standard error over "
         "resamples where the scheme has one, to the precision the standard error supports.",
         "table": Table(head, rows, text=(1, len(head) - 2), row_classes=classes),
         "method": (inp.cv_metrics or {}).get("method") or sel.get("method", ""),
@@ -401,6 +406,9 @@ def leaderboard(inp: Inputs) -> dict[str, Any]:
     return out
 
 
+SELECTABLE = "selectable: selection.baselines=true"
+
+
 def rationale(inp: Inputs) -> dict[str, Any]:
     sel = inp.selection
     metric, rule = sel.get("metric", "?"), sel.get("rule", "?")
@@ -417,6 +425,7 @@ def rationale(inp: Inputs) -> dict[str, Any]:
     s = sel.get("score") or {}
     se = " (± standard error)" if headline.decimals(s.get("se")) is not None else ""
     items = [
+        *([sel["baseline_note"]] if sel.get("baseline_note") else []),
         f"foldwise selected {sel.get('label', '?')} ({overrides or 'no overrides'}; "
         f"configuration {sel.get('config_hash', '?')}) by the rule {rule}: "
         f"{rules.get(rule, f'rule {rule}')}.",
