@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import ROOT, TINY, make_project, tiny_params
 from foldwise import artifact, params
-from foldwise.aggregate import choose, summarize_config
+from foldwise.aggregate import check_interval_of, choose, summarize_config
 from foldwise.data import Meta
 from foldwise.errors import FoldwiseError
 from foldwise.methods import baselines
@@ -66,6 +66,15 @@ def test_selectable_baselines_with_nested_cv_are_refused_before_anything_runs():
     bad.selection.baselines = "yes"
     with pytest.raises(FoldwiseError, match=r"selection\.baselines must be true or false"):
         params.validate(bad)
+
+
+def test_a_selected_baseline_refuses_the_ncv_interval_before_training():
+    base = _summary("baseline-linear", 1, [0.5, 0.6, 0.7], True)
+    with pytest.raises(FoldwiseError) as err:
+        check_interval_of(base, "ncv")
+    assert "selection.interval=scheme" in err.value.fix
+    check_interval_of(base, "scheme")
+    check_interval_of(_summary("n", 0, [0.5, 0.6, 0.7], False), "ncv")  # a network: fine
 
 
 def test_a_selected_baseline_refuses_the_fold_ensemble_refit():

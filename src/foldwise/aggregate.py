@@ -418,6 +418,17 @@ def choose(
     return select([s for s in summaries if baselines or not s.baseline], metric, rule)
 
 
+def check_interval_of(selected: ConfigSummary, interval: str) -> None:
+    """``selection.interval=ncv`` trains more models of the selected network (Bates,
+    Hastie & Tibshirani's nested CV): refused, before any is trained, for a baseline."""
+    if selected.baseline and interval == "ncv":
+        raise FoldwiseError(
+            f"the selection is a baseline ({selected.label}), and selection.interval=ncv "
+            "trains more models of the selected network: a baseline has none to train.",
+            "set selection.interval=scheme, or selection.baselines=false.",
+        )
+
+
 def ranked(summaries: Sequence[ConfigSummary], metric: str) -> list[ConfigSummary]:
     """Complete configurations (and baselines) best-first, then incomplete ones in grid
     order."""
@@ -681,12 +692,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
         summaries = [*summaries, b]
     selectable = bool(cfg.selection.get("baselines", False))
     selected = choose(summaries, metric, rule, baselines=selectable)
-    if selected.baseline and cfg.selection.get("interval", "scheme") == "ncv":
-        raise FoldwiseError(
-            f"the selection is a baseline ({selected.label}), and selection.interval=ncv "
-            "trains more models of the selected network: a baseline has none to train.",
-            "set selection.interval=scheme, or selection.baselines=false.",
-        )
+    check_interval_of(selected, str(cfg.selection.get("interval", "scheme")))
     compare_to_selected(
         summaries, selected, metric, kind=kind, n_dev=session.doc.get("n_dev"),
         rope=rope_for(metric, float(cfg.selection.get("rope", 0.01)), selected),
