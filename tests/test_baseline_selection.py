@@ -169,6 +169,8 @@ def test_a_selected_baseline_is_refit_tested_once_and_served(tmp_path):
     assert "baseline: RidgeCV ★" in out and "selectable (selection.baselines=true)" in out
     page = (path / "results/report.html").read_text()
     assert "The selection is a baseline" in page and "baseline: same resamples, selected" in page
+    cv = json.loads((path / "results/cv_metrics.json").read_text())
+    assert cv["optimism"]["winner"] == "baseline: RidgeCV"  # over the candidates chosen among
     info = json.loads((path / "models/final/info.json").read_text())
     assert info["baseline"] == "linear" and info["n_train"] > 0
 

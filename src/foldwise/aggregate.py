@@ -713,7 +713,9 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
             if best is not selected
             else f"{rule}: the best mean is also the simplest within one standard error"
         )
-    tt = optimism(networks, metric)
+    # over the candidates the selection chose among (the baselines too, when selectable)
+    pool = summaries if selectable else networks
+    tt = optimism(pool, metric)
     if tt is not None:
         doc["optimism"] = tt
     ncv = None
@@ -830,7 +832,7 @@ def run(cfg: Any, layout: Any) -> ConfigSummary:
     if against:
         print(f"[aggregate] {against}")
     if tt is not None:
-        best = best_mean(networks, metric).stats[metric]["se"]
+        best = best_mean(pool, metric).stats[metric]["se"]
         print(f"[aggregate] {in_words(tt, higher_is_better(metric), best)}")
     if ncv is not None:
         print(f"[aggregate] {ncv_in_words(ncv)}")
