@@ -150,6 +150,12 @@ def test_a_better_baseline_is_ranked_and_compared_but_never_selected(capsys):
     assert "is beaten by the best baseline, baseline: linear" in A.baseline_verdict(
         everyone, "val_f1"
     )
+    # a selected baseline is compared with the best other one, and said to be a baseline
+    dummy = _base("dummy", 3, [0.30, 0.31, 0.29])
+    A.compare_to_selected([*everyone, dummy], base, "val_f1", kind="folds", n_dev=90, rope=0.01)
+    said = A.baseline_verdict([*everyone, dummy], "val_f1", base)
+    assert said.startswith("The selected baseline beats the best other baseline, baseline: dummy")
+    A.compare_to_selected(everyone, selected, "val_f1", kind="folds", n_dev=90, rope=0.01)
     # the closest rival of the verdict is a network, never a baseline
     assert "b" in A.verdict(everyone, selected, "val_f1")
     A.print_table(everyone, selected, "val_f1", 0.95)

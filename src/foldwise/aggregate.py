@@ -270,16 +270,15 @@ def baseline_verdict(
         )
     c = b.versus
     diff, ci = _difference(c)
+    other = "other " if selected is not None and selected.baseline else ""
     if c.mean > 0 and not indistinguishable(c):
-        how = "beats the best baseline"
+        how = f"beats the best {other}baseline"
     elif indistinguishable(c):
-        how = "is statistically indistinguishable from the best baseline"
+        how = f"is statistically indistinguishable from the best {other}baseline"
     else:
-        how = "is beaten by the best baseline"
-    return (
-        f"The selected configuration {how}, {b.label}, on {metric}: difference {diff} "
-        f"(95% CI {ci}; {_odds(c)})."
-    )
+        how = f"is beaten by the best {other}baseline"
+    who = "selected baseline" if other else "selected configuration"
+    return f"The {who} {how}, {b.label}, on {metric}: difference {diff} (95% CI {ci}; {_odds(c)})."
 
 
 def relative_fits(
