@@ -62,6 +62,16 @@ class EpochInfo:
     remaining: int  # model-epochs left at most (every training model to its max_epochs)
 
 
+@dataclass(frozen=True)
+class _Step:
+    """What the host knows of a step of the epoch before it runs, so that the step reads
+    no device value: the models with rows on it (``moving``, for the optimizer too) and
+    whether to compute only those (``compact``: most of the stack has no rows)."""
+
+    moving: optim.Moving
+    compact: bool
+
+
 class _Batches:
     """The epoch's mini-batches for every still-training model of the stack.
 
@@ -72,6 +82,10 @@ class _Batches:
     orders and batches are a few tensor ops, on the stack's device. Each item is
     ``(idx [M, B], w [M, B], active)``, and with streamed rows also ``(local, block)``:
     the step's union of rows, loaded ahead.
+
+    Which models have rows on which step is known on the host (a model's step count,
+    :meth:`StackTrainer._steps_per_epoch`), so each step's :class:`_Step` is made here,
+    once per epoch (``owner.plan``, by step), with its device indices copied in one go.
     """
 
     def __init__(self, owner: StackTrainer) -> None:
@@ -81,20 +95,25 @@ class _Batches:
         o = self.owner
         b = o.batch
         fit, _ = o.sets["fit"]  # [M, N] each model's fit rows, 0-padded
+        dev = fit.device
         training = o.state == "training"
         steps = int(o.steps_per[training].max(initial=0))
+        # [steps, M] who has rows on each step: a model's rows fill its steps_per steps
+        # (BatchNorm drops a partial last batch), none for a model that no longer trains
+        on = training & (np.arange(steps)[:, None] < o.steps_per)
+        o.plan = self._plan(on, dev)
         order = rng.orders(o.seed_words, int(o.current_epoch), o.n_fit)
         rows = fit.gather(1, order)
         width = steps * b
         rows = F.pad(rows, (0, max(0, width - rows.shape[1])))[:, :width]
-        # each model's rows this epoch: its steps' worth (BatchNorm drops a partial
-        # last batch), none for a model that no longer trains
-        limit = torch.minimum(o.n_fit, torch.from_numpy(o.steps_per * b).to(fit.device))
-        limit = limit * torch.from_numpy(training).to(fit.device)
-        take = torch.arange(width, device=fit.device) < limit.view(-1, 1)
+        # each model's rows this epoch: its steps' worth, none for a model that no
+        # longer trains
+        limit = torch.minimum(o.n_fit, torch.from_numpy(o.steps_per * b).to(dev))
+        limit = limit * torch.from_numpy(training).to(dev)
+        take = torch.arange(width, device=dev) < limit.view(-1, 1)
         idx = (rows * take).view(o.n_models, steps, b).transpose(0, 1)
         w = take.to(torch.float32).view(o.n_models, steps, b).transpose(0, 1)
-        active = take.view(o.n_models, steps, b).any(-1).T
+        active = torch.from_numpy(on).to(dev)
         if o.feed is None:
             for s in range(steps):
                 yield idx[s], w[s], active[s]
@@ -102,6 +121,29 @@ class _Batches:
         blocks = o.feed.blocks([idx[s] for s in range(steps)])
         for s, (local, block) in enumerate(blocks):
             yield idx[s], w[s], active[s], local, block
+
+    def _plan(self, on: np.ndarray, dev: torch.device) -> list[_Step]:
+        """Each step's :class:`_Step` from ``on`` [steps, M]. A model's steps come first
+        in the epoch, so the steps share a few sets of models: one device index each."""
+        o = self.owner
+        sets: dict[bytes, int] = {}
+        for row in on:
+            if not row.all():
+                sets.setdefault(row.tobytes(), len(sets))
+        models = [np.flatnonzero(np.frombuffer(k, dtype=bool)) for k in sets]
+        index = (
+            torch.from_numpy(np.concatenate(models)).to(dev).split([len(m) for m in models])
+            if models
+            else ()
+        )
+        plan = []
+        for row in on:
+            k = None if row.all() else sets[row.tobytes()]
+            moving = optim.Moving(np.flatnonzero(row), None if k is None else index[k])
+            # most of the stack without rows: compute only the models with rows
+            compact = not o.stack.mutable and row.sum() < COMPACT * len(row)
+            plan.append(_Step(moving, bool(compact)))
+        return plan
 
 
 class StackTrainer(pl.LightningModule):
@@ -194,6 +236,7 @@ class StackTrainer(pl.LightningModule):
         self.wait = np.zeros(self.n_models, dtype=int)
         self.history: list[dict[str, list[float]]] = [{} for _ in tasks]
         self.outcomes: list[Outcome | None] = [None] * self.n_models
+        self.plan: list[_Step] = []  # the epoch's steps, as the host knows them (_Batches)
         self._t0 = 0.0
 
     def _rows(self, m: int, name: str) -> np.ndarray:
@@ -271,14 +314,17 @@ class StackTrainer(pl.LightningModule):
         self.dropout.epoch(int(self.current_epoch), int(self.steps_per.max()))
         self.stack.train()
 
-    def _inputs(self, idx: Tensor, models: Tensor | None = None, block=None) -> Tensor:
+    def _inputs(self, idx: Tensor, models: Tensor | None = None, block=None, which=None) -> Tensor:
         """Standardised features of each model's rows ``idx`` [m, B]; ``block``: a
-        streamed ``(local, rows)`` pair holding them (``rows[local]``, local [m, B])."""
+        streamed ``(local, rows)`` pair holding them (``rows[local]``, local [m, B]);
+        ``which``: ``models`` on the host, for users' transforms (read from ``models``, a
+        sync, when not given)."""
         mean = self.mean if models is None else self.mean.index_select(0, models)
         scale = self.scale if models is None else self.scale.index_select(0, models)
         x = self.x[idx] if block is None else block[1].to(self.x.dtype)[block[0]]
         if self.custom:
-            which = range(len(x)) if models is None else models.tolist()
+            if which is None:
+                which = range(len(x)) if models is None else models.tolist()
             ts = [self.transforms[k] for k in which]
             x = torch.stack([xm if t is None else transforms.apply(t, xm, self.item_shape)
                              for t, xm in zip(ts, x, strict=True)])  # fmt: skip
@@ -304,26 +350,30 @@ class StackTrainer(pl.LightningModule):
         return self.y[idx] if self.row_y is None else self._rows_of(self.row_y, idx, models)
 
     def training_step(self, batch, batch_idx):
+        # No device value is read here (a CUDA step never waits for the device): which
+        # models have rows, and whether to compact, come from the epoch's plan.
         idx, w, active, *block = batch
         block = tuple(block) or None
-        flags = active.tolist()
+        step = self.plan[batch_idx]
+        moving = step.moving
         masks = self.dropout.draw(batch_idx)
-        sub = None
+        sub = which = None
         mutable = self.stack.mutable
-        if mutable and not all(flags):  # running statistics of models without rows stay
+        every = moving.index is None
+        if mutable and not every:  # running statistics of models without rows stay
             kept = {n: b.clone() for n, b in self.stack.buffer_values.items()}
-        if not mutable and sum(flags) < COMPACT * len(flags):
+        if step.compact:
             # Most of the stack has stopped (early stopping, failures, shorter folds): run
             # only the models with rows on this step. Gradients reach the full parameters
             # through index_select; the others' are zero and BatchedAdam skips them.
-            sub = active.nonzero().flatten()
+            sub, which = moving.index, moving.models
             idx, w = idx.index_select(0, sub), w.index_select(0, sub)
             masks = masks and {k: m.index_select(0, sub) for k, m in masks.items()}
         params = None if sub is None else self.stack.params(sub)
         if block is not None and sub is not None:
             block = (block[0].index_select(0, sub), block[1])
         out = self.head.outputs(
-            self.stack(self._inputs(idx, sub, block), masks, params=params), sub
+            self.stack(self._inputs(idx, sub, block, which), masks, params=params), sub
         )
         y = self._targets(idx, sub)
         losses = self.head.loss(out, y)
@@ -333,10 +383,10 @@ class StackTrainer(pl.LightningModule):
         per_model = weighted.sum(1) / w.sum(1).clamp(min=1)
         self.adam.zero_grad()
         self.manual_backward(self.head.objective(per_model, sub).sum())
-        self.adam.step(active)
+        self.adam.step(moving)
         if self.schedules:
-            self.schedules.step([m for m, on in enumerate(flags) if on], "step", {})
-        if mutable and not all(flags):  # after backward: it reads the buffers' versions
+            self.schedules.step(moving.models.tolist(), "step", {})
+        if mutable and not every:  # after backward: it reads the buffers' versions
             for n, b in self.stack.buffer_values.items():
                 off = ~active.to(b.device).view(-1, *([1] * (b.dim() - 1)))
                 b.copy_(torch.where(off, kept[n], b))

@@ -11,14 +11,41 @@ the equivalence tests compare it with ``torch.optim.Adam`` on single models.
 on the CPU, where ``_foreach`` is a loop in C++ and was no faster (0.76–1.0× at 80–1,280
 models, ``benchmarks/bench_stack_step.py`` [3]): torch.optim.Adam's own default rule.
 The two give the same numbers, bit for bit.
+
+A step reads no device value: which models move comes as a :class:`Moving`, known on the
+host before the step (the training loop builds them once per epoch), so a CUDA step never
+waits for the device (``tests/test_host_syncs.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Moving:
+    """The models one optimizer step moves: their positions on the host (``models``) and
+    on the device (``index``; ``None`` when every model of the stack moves)."""
+
+    models: np.ndarray
+    index: Tensor | None
+
+    @classmethod
+    def of(cls, active: Tensor | Moving | None, n_models: int) -> Moving:
+        """From a device mask [M] (read on the host: a sync, for callers outside a
+        training loop), or every model (``None``)."""
+        if isinstance(active, Moving):
+            return active
+        if active is None:
+            return cls(np.arange(n_models), None)
+        on = active.cpu().numpy().astype(bool)
+        index = None if on.all() else torch.from_numpy(np.flatnonzero(on)).to(active.device)
+        return cls(np.flatnonzero(on), index)
 
 
 def _each(foreach: bool, name: str, first: list[Tensor], *args, **kw) -> list[Tensor]:
@@ -31,7 +58,8 @@ def _each(foreach: bool, name: str, first: list[Tensor], *args, **kw) -> list[Te
 
 
 class BatchedAdam(torch.optim.Optimizer):
-    """Adam over stacked parameters (dim 0 = model); ``step(active)`` moves only active models.
+    """Adam over stacked parameters (dim 0 = model); ``step(moving)`` moves only those
+    models (a :class:`Moving`, or a device mask: a sync).
 
     A model that is inactive on a step — stopped early, failed, or out of mini-batches for
     this epoch — keeps its parameters, moments and step count untouched, exactly as if it
@@ -53,15 +81,17 @@ class BatchedAdam(torch.optim.Optimizer):
         # float64 from Python floats: a float32 lr would be off by ~1e-8 relative.
         self.lr = torch.tensor(list(lr), dtype=torch.float64, device=device)
         self.weight_decay = torch.tensor(list(weight_decay), dtype=torch.float64, device=device)
+        self.decays = np.asarray(list(weight_decay)) != 0  # which models decay, on the host
         self.steps = torch.zeros_like(self.lr)
         self.n_models = len(self.lr)
 
     @torch.no_grad()
-    def step(self, active: Tensor | None = None, closure=None):  # type: ignore[override]
+    def step(self, active: Moving | Tensor | None = None, closure=None):  # type: ignore[override]
         if closure is not None:
             raise ValueError("BatchedAdam takes no closure; call backward() first.")
-        idx = None if active is None or bool(active.all()) else active.nonzero().flatten()
-        if idx is not None and idx.numel() == 0:
+        moving = Moving.of(active, self.n_models)
+        idx = moving.index
+        if not len(moving.models):
             return None
         b1, b2 = self.defaults["betas"]
         eps = self.defaults["eps"]
@@ -74,7 +104,7 @@ class BatchedAdam(torch.optim.Optimizer):
         dtype = params[0].dtype
         step_size = (lr / (1 - b1**steps)).to(dtype)
         bc2_sqrt = (1 - b2**steps).sqrt().to(dtype)
-        any_wd = bool((wd != 0).any())
+        any_wd = bool(self.decays[moving.models].any())  # the moving models', on the host
         wd = wd.to(dtype)
         for p in params:
             if not self.state[p]:
@@ -111,7 +141,7 @@ class BatchedSGD(torch.optim.Optimizer):
     """SGD over stacked parameters (dim 0 = model), one learning rate and weight decay per
     model: ``torch.optim.SGD``'s arithmetic (L2 weight decay added to the gradient; the
     momentum buffer starts as a model's first gradient; dampening; Nesterov), model by
-    model. ``step(active)`` moves only active models, as :class:`BatchedAdam`."""
+    model. ``step(moving)`` moves only those models, as :class:`BatchedAdam`."""
 
     def __init__(
         self,
@@ -126,23 +156,25 @@ class BatchedSGD(torch.optim.Optimizer):
         device = params[0].device
         self.lr = torch.tensor(list(lr), dtype=torch.float64, device=device)
         self.weight_decay = torch.tensor(list(weight_decay), dtype=torch.float64, device=device)
+        self.decays = np.asarray(list(weight_decay)) != 0  # which models decay, on the host
         self.steps = torch.zeros_like(self.lr)
         self.nesterov = nesterov
         self.n_models = len(self.lr)
 
     @torch.no_grad()
-    def step(self, active: Tensor | None = None, closure=None):  # type: ignore[override]
+    def step(self, active: Moving | Tensor | None = None, closure=None):  # type: ignore[override]
         if closure is not None:
             raise ValueError("BatchedSGD takes no closure; call backward() first.")
-        idx = None if active is None or bool(active.all()) else active.nonzero().flatten()
-        if idx is not None and idx.numel() == 0:
+        moving = Moving.of(active, self.n_models)
+        idx = moving.index
+        if not len(moving.models):
             return None
         mom, damp = self.defaults["momentum"], self.defaults["dampening"]
         sel = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
         dtype = self.param_groups[0]["params"][0].dtype
         lr, wd = sel(self.lr).to(dtype), sel(self.weight_decay).to(dtype)
         first = sel(self.steps) == 0
-        any_wd = bool((wd != 0).any())
+        any_wd = bool(self.decays[moving.models].any())  # the moving models', on the host
         for p in self.param_groups[0]["params"]:
             if p.grad is None:
                 continue
@@ -173,7 +205,7 @@ class BatchedSGD(torch.optim.Optimizer):
 
 class OneModel:
     """A torch optimizer for a stack of one (any optimizer, its own arithmetic), with the
-    batched optimizers' ``step(active)``: no step on a step without rows."""
+    batched optimizers' ``step(moving)``: no step on a step without rows."""
 
     def __init__(self, inner: torch.optim.Optimizer) -> None:
         self.inner = inner
@@ -181,8 +213,8 @@ class OneModel:
     def zero_grad(self) -> None:
         self.inner.zero_grad()
 
-    def step(self, active: Tensor | None = None) -> None:
-        if active is None or bool(active[0]):
+    def step(self, active: Moving | Tensor | None = None) -> None:
+        if len(Moving.of(active, 1).models):
             self.inner.step()
 
 
