@@ -17,7 +17,9 @@ asserts nothing.
     (the same arithmetic with no per-model guarantees: one global generator for
     dropout, no Lightning, no early-stopping or scheduler bookkeeping). With ``--base``
     (a ``src/`` folder of another checkout, e.g. from ``git archive``) the engine is also
-    timed from there, alternated with this tree's, each in a fresh process.
+    timed from there, alternated with this tree's, each in a fresh process. ``syncs/step``:
+    the calls per training step that would make the host wait for a CUDA device
+    (tests/syncs.py), counted in a separate one-epoch run of the same tasks.
 
 Each line: the median of ``--reps`` alternated repetitions, and the ratio.
 """
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from foldwise.engine import rng  # noqa: E402
-from foldwise.engine.optim import BatchedAdam  # noqa: E402
+from foldwise.engine.optim import BatchedAdam, Moving  # noqa: E402
 
 
 def timed(fns: dict[str, Callable[[], object]], reps: int, inner: int) -> dict[str, float]:
@@ -174,7 +176,10 @@ def bench_adam(reps: int, compile_: bool) -> None:
             print(f"  (torch.compile: first call {time.perf_counter() - t:.1f} s)")
             fns["compiled"] = lambda c=c, step=step: step(c)
         line(f"M={m} depth {depth} all", timed(fns, reps, 20))
-        part = {k: (lambda o=o, half=half: o.step(half)) for k, o in opts.items()}
+        # the engine's optimizer is told the moving models (host and device) by the loop
+        moving = Moving.of(half, m)
+        part = {"loop": lambda o=opts["loop"], h=half: o.step(h),
+                "foreach": lambda o=opts["foreach"], mv=moving: o.step(mv)}  # fmt: skip
         line(f"M={m} depth {depth} half", timed(part, reps, 20))
 
 
@@ -202,7 +207,22 @@ t = time.perf_counter()
 out = engine.train(tasks, x, y, meta, accelerator="cpu")
 secs = time.perf_counter() - t
 acc = np.mean([o.metrics["val_acc"] for o in out])
-print("RESULT " + json.dumps({{"seconds": secs, "acc": float(acc)}}))
+# host syncs per training step, in a one-epoch run (the counter slows what it watches)
+import dataclasses
+sys.path.insert(0, {tests!r})
+from syncs import HostSyncs
+from foldwise.engine import loop
+step, count = loop.StackTrainer.training_step, [0, 0]
+def counted(self, batch, batch_idx):
+    with HostSyncs() as h:
+        out = step(self, batch, batch_idx)
+    count[0] += 1
+    count[1] += len(h.calls)
+    return out
+loop.StackTrainer.training_step = counted
+one = [dataclasses.replace(t, hyper=dataclasses.replace(t.hyper, max_epochs=1)) for t in tasks]
+engine.train(one, x, y, meta, accelerator="cpu")
+print("RESULT " + json.dumps({{"seconds": secs, "acc": float(acc), "syncs": count[1] / count[0]}}))
 """
 
 HAND = """
@@ -286,10 +306,11 @@ def bench_w16(reps: int, base: str | None, threads: int) -> None:
     print(f"[4] W16 training, 80 models, one process each, {threads} torch threads")
     runners = {
         "hand-written stacked": HAND.format(threads=threads),
-        "engine (this tree)": W16.format(src=str(ROOT / "src"), threads=threads),
+        "engine (this tree)": W16.format(src=str(ROOT / "src"), tests=str(ROOT / "tests")),
     }
     if base:
-        runners["engine (base)"] = W16.format(src=str(Path(base).resolve()), threads=threads)
+        runners["engine (base)"] = W16.format(src=str(Path(base).resolve()),
+                                              tests=str(ROOT / "tests"))  # fmt: skip
     rows: dict[str, list[dict]] = {k: [] for k in runners}
     for rep in range(reps):
         for k, code in runners.items():
@@ -299,7 +320,9 @@ def bench_w16(reps: int, base: str | None, threads: int) -> None:
     for k, rs in rows.items():
         s = statistics.median(r["seconds"] for r in rs)
         acc = statistics.median(r["acc"] for r in rs)
-        print(f"  {k:<22}{s:>7.1f} s  ÷ hand-written {s / hand:.2f}  mean val acc {acc:.3f}")
+        syncs = f"  syncs/step {rs[0]['syncs']:.1f}" if "syncs" in rs[0] else ""
+        print(f"  {k:<22}{s:>7.1f} s  ÷ hand-written {s / hand:.2f}  mean val acc {acc:.3f}"
+              + syncs)  # fmt: skip
 
 
 def main() -> None:

@@ -13,6 +13,12 @@ paths agree to rounding (tests/test_feed.py).
 
 Standardisation statistics, which in memory come from ``x[fit]``, are accumulated over
 the union of the stack's fit rows in one streamed pass (:meth:`Streamed.standardise`).
+
+Host synchronisation: in memory a training step never waits for the device (engine/loop.py).
+Streamed, the epoch's unions are taken on the host at its start (``torch.unique`` of every
+step's ``idx``), and each step copies its block of rows to the device (and its union, for
+``local``): a transfer from host memory per step, which the DataLoader's prefetch overlaps
+with loading but which a CUDA step waits for.
 """
 
 from __future__ import annotations

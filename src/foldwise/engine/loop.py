@@ -102,7 +102,7 @@ class _Batches:
         # (BatchNorm drops a partial last batch), none for a model that no longer trains
         on = training & (np.arange(steps)[:, None] < o.steps_per)
         o.plan = self._plan(on, dev)
-        order = rng.orders(o.seed_words, int(o.current_epoch), o.n_fit)
+        order = rng.orders(o.seed_words, int(o.current_epoch), o.n_fit, o.fit_width)
         rows = fit.gather(1, order)
         width = steps * b
         rows = F.pad(rows, (0, max(0, width - rows.shape[1])))[:, :width]
@@ -296,6 +296,7 @@ class StackTrainer(pl.LightningModule):
         seeds = [t.seed for t in self.tasks]
         self.seed_words = rng.split_seeds(seeds, dev)
         self.n_fit = torch.tensor([len(p.fit) for p in self.prepared], device=dev)
+        self.fit_width = max(len(p.fit) for p in self.prepared)  # max(n_fit), on the host
         self.dropout = DropoutMasks(self.stack, seeds, self.batch, dev, self.x.dtype)
         self.best = [w.detach().clone() for w in self.stack.weights] if self.es.any() else None
         # BatchNorm's running statistics at each model's best epoch (restored with it)

@@ -124,12 +124,16 @@ def threshold(p: Tensor) -> Tensor:
     return t.clamp(-(2**31), 2**31 - 1).to(torch.int32)
 
 
-def orders(seed_words: tuple[Tensor, Tensor], epoch: int, lengths: Tensor) -> Tensor:
+def orders(
+    seed_words: tuple[Tensor, Tensor], epoch: int, lengths: Tensor, width: int | None = None
+) -> Tensor:
     """Each model's own random order of its ``lengths[m]`` rows in ``epoch``: positions
     [M, max(lengths)], a permutation of ``0 .. lengths[m] - 1`` first in each row (the
     padding positions after it). The stable argsort of the bits of the positions, so a
-    model's order depends on its seed, the epoch and its row count only."""
-    width = int(lengths.max()) if lengths.numel() else 0
+    model's order depends on its seed, the epoch and its row count only. ``width``:
+    ``max(lengths)`` when the caller knows it (else read from the device: a sync)."""
+    if width is None:
+        width = int(lengths.max()) if lengths.numel() else 0
     a, b = keys(seed_words, ORDER, epoch)
     pos = torch.arange(width, dtype=torch.int32, device=lengths.device)
     x = bits(a.view(-1, 1), b.view(-1, 1), pos).bitwise_xor_(SIGN)
