@@ -68,6 +68,7 @@ SECONDS: dict[str, float] = {
     "test_faults.py::test_sigterm_then_a_resume_after_dvc_put_back_an_older_session": 25,
     "test_engine.py::test_stack_equals_independent_reference_in_float64": 15,
     "test_devices.py": 25,
+    "test_host_syncs.py::test_no_training_step_of_a_random_stack_syncs": 10,
     "test_optuna_sweeper.py::test_exhaustive_search_finds_the_grids_best": 30,
     "test_optuna_sweeper.py::test_postgresql_storage_and_resume": 30,
     "test_registry.py::test_test_stage_registers_the_opened_model_and_mlflow_serves_it": 25,
