@@ -38,5 +38,5 @@ class RobustScale:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(len(x), -1)
-        out = (flat - self.centre_.to(x.dtype)) / self.spread_.to(x.dtype)
+        out = (flat - self.centre_.to(x)) / self.spread_.to(x)
         return out.reshape(x.shape)

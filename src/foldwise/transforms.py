@@ -69,7 +69,7 @@ class Standardize:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(len(x), -1)
-        out = (flat - self.mean_.to(x.dtype)) / self.scale_.to(x.dtype)
+        out = (flat - self.mean_.to(x)) / self.scale_.to(x)
         return out.reshape(x.shape)
 
 
