@@ -219,3 +219,14 @@ def test_the_line_says_where_the_pace_came_from_and_when_the_machine_is_busy():
         " · this machine is busy (load 5.2 on 2 cores): expect longer"
     )
     assert busy_note({"load": 1.9, "cores": 2}) == busy_note({"load": None, "cores": 2}) == ""
+
+
+def test_up_to_is_said_only_of_a_bound_at_a_measured_pace():
+    """Every model to max_epochs is an upper bound on the epochs; it is said ("up to")
+    only when an earlier sweep here corrected the probe's quiet pace."""
+    from foldwise.sweep.estimate import is_bound
+
+    assert not is_bound({"upper_bound": True, "pace_sweeps": 0, "archs_from_history": 0})
+    assert is_bound({"upper_bound": True, "pace_sweeps": 2, "archs_from_history": 0})
+    assert is_bound({"upper_bound": True, "pace_sweeps": 0, "archs_from_history": 1})
+    assert not is_bound({"upper_bound": False, "pace_sweeps": 3, "archs_from_history": 1})

@@ -176,6 +176,15 @@ def record_epochs(layout: P.Layout, results: dict[str, list[dict | None]], data:
     write_json(path, known)
 
 
+def is_bound(est: dict[str, Any]) -> bool:
+    """Whether the estimate is said to be an upper bound ("up to"): every model charged
+    ``max_epochs`` (early stopping only shortens that), at a pace an earlier sweep here
+    measured. A probe alone times the machine's quiet pace, and the first sweeps on a
+    quiet machine took 1.0-1.6× its estimate (docs/schemes.md): no bound then."""
+    corrected = est.get("pace_sweeps") or est.get("archs_from_history")
+    return bool(est.get("upper_bound") and corrected)
+
+
 def pace_index(root: Path) -> Path:
     """Per machine and accelerator: measured over probed training time of the last sweeps,
     and each architecture's measured throughput on each dev rows' digest."""

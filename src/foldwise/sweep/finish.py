@@ -20,7 +20,7 @@ from foldwise.results import (
     collect,
     job_path,
 )
-from foldwise.sweep.estimate import record_epochs, record_pace
+from foldwise.sweep.estimate import is_bound, record_epochs, record_pace
 from foldwise.sweep.jobs import durable_client, restore_cached
 
 
@@ -131,7 +131,7 @@ def estimate_note(session: Session) -> str:
         return ""
     from foldwise.progress import clock
 
-    bound = "up to " if est.get("upper_bound") else ""
+    bound = "up to " if is_bound(est) else ""
     return f" (estimated {bound}{clock(est['seconds'])} before training)"
 
 

@@ -48,7 +48,7 @@ from foldwise.results import (
     task_name,
 )
 from foldwise.sweep import study
-from foldwise.sweep.estimate import ESTIMATE_FROM, estimate_seconds, models_per_task
+from foldwise.sweep.estimate import ESTIMATE_FROM, estimate_seconds, is_bound, models_per_task
 from foldwise.sweep.jobs import plan_stacks, reset_progress
 from foldwise.sweep.launch import submitit_overrides
 
@@ -457,8 +457,10 @@ def describe(session: Session) -> str:
         )  # fmt: skip
         if est.get("upper_bound"):  # early stopping can only make it shorter
             basis += ", which early stopping shortens"
+        if not (est.get("pace_sweeps") or est.get("archs_from_history")):
+            basis += "; no earlier sweep here has corrected the probe's pace yet"
         when = (
-            f" · estimated training time {'up to ' if est.get('upper_bound') else ''}"
+            f" · estimated training time {'up to ' if is_bound(est) else ''}"
             f"{clock(est['seconds'])} ({throughput_basis(est)}; {basis}){busy_note(est)}"
         )
     tracked = (
