@@ -153,11 +153,14 @@ def test_slurm_sweep_equals_the_local_one_and_resumes_after_scancel(
     assert set(done) < set(jobs(p))  # the first run's results were kept, not retrained
 
     # 3. The same results and MLflow record as the local sweep; the cancelled stack's
-    # fold runs were closed as KILLED by the job itself (SIGTERM), none left RUNNING.
+    # fold runs, where they were opened, were closed as KILLED (by the job on SIGTERM, or
+    # on resume), none left RUNNING. They are opened on the job's tracking thread while
+    # the stack trains, and SLURM's KillWait (5 s here) can end a loaded job before
+    # that thread reached MLflow (seen once in a full run: no run of it at all).
     same_results(p, ref_results)
     assert finished_tree(uri) == finished_tree(ref_uri)
     statuses = sorted(r.info.status for r in run_tree(uri)["fold"])
-    assert statuses == ["FINISHED"] * 4 + ["KILLED"] * 2
+    assert statuses in (["FINISHED"] * 4 + ["KILLED"] * k for k in (0, 1, 2)), statuses
     # submitit's files (pickled job, logs) are under outputs/, which git and DVC ignore
     logs = sorted(p.path.glob("outputs/sweep/*/.submitit/*_*/*_log.out"))
     tasks = {f"{a}_{i}" for a in (array_job, arrays[0]) for i in (0, 1)}
